@@ -1,0 +1,154 @@
+"""The local backend: rembg on an ONNX Runtime session, one per worker process.
+
+The session is created once per process (Celery's ``worker_process_init``) and reused for
+every job that process runs. rembg and onnxruntime are imported lazily: the CLI and API work
+without the ``local`` extra installed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchestrator.backends.base import Backend, BackendInput, BackendOutput
+from orchestrator.errors import BackendUnavailable
+from orchestrator.images.decode import open_image
+from orchestrator.jobs.states import ComputeBasis
+from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+INSTALL_HINT = "install the local extra: pip install 'bg-orchestrator[local]'"
+
+_session_lock = threading.Lock()
+_sessions: dict[tuple[str, int, int], Any] = {}
+
+
+def _import_rembg() -> Any:
+    try:
+        import rembg
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise BackendUnavailable(f"the local backend needs rembg and onnxruntime ({exc}); {INSTALL_HINT}") from exc
+    return rembg
+
+
+def _model_key(settings: Settings) -> str:
+    if settings.local_model_path is not None:
+        return str(settings.local_model_path)
+    return settings.local_model
+
+
+def create_session(settings: Settings) -> Any:
+    """A rembg session for the configured model, with the configured ONNX thread count."""
+    rembg = _import_rembg()
+    import onnxruntime as ort
+    from rembg.sessions.dis_custom import DisCustomSession
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.onnx_threads()
+    opts.inter_op_num_threads = 1
+    if settings.local_model_path is not None:
+
+        class _ConfiguredPathSession(DisCustomSession):
+            # rembg refuses model paths outside its model home because its HTTP server takes
+            # them from users; ours comes from the operator's settings, so it is trusted.
+            @classmethod
+            def download_models(cls, *args: Any, **kwargs: Any) -> str:
+                return str(kwargs["model_path"])
+
+        return _ConfiguredPathSession(
+            "dis_custom", opts, model_path=str(settings.local_model_path)
+        )
+    try:
+        return rembg.new_session(settings.local_model, sess_opts=opts)
+    except Exception as exc:
+        raise BackendUnavailable(
+            f"the rembg model {settings.local_model!r} could not be loaded ({exc}); on a machine "
+            "without internet access set ORCH_LOCAL_MODEL_PATH to a local IS-Net ONNX file"
+        ) from exc
+
+
+def get_session(settings: Settings) -> Any:
+    """The process's session, created on first use (normally at process start)."""
+    key = (_model_key(settings), settings.onnx_threads(), os.getpid())
+    with _session_lock:
+        session = _sessions.get(key)
+        if session is None:
+            session = create_session(settings)
+            _sessions[key] = session
+        return session
+
+
+def sessions_created() -> int:
+    return len(_sessions)
+
+
+def remove_background(image: Image.Image, session: Any, *, crop_to_bbox: bool) -> Image.Image:
+    """rembg.remove with the session, then an optional crop to the subject's alpha box."""
+    rembg = _import_rembg()
+    cutout = rembg.remove(image, session=session)
+    if crop_to_bbox:
+        box = cutout.getchannel("A").getbbox()
+        if box is not None:
+            cutout = cutout.crop(box)
+    return cutout
+
+
+class LocalBackend(Backend):
+    name: ClassVar[str] = "local"
+
+    @classmethod
+    def model_label(cls, settings: Settings) -> str:
+        if settings.local_model_path is not None:
+            return f"dis_custom:{Path(settings.local_model_path).name}"
+        return settings.local_model
+
+    @classmethod
+    def unavailable_reason(cls, settings: Settings) -> str | None:
+        try:
+            rembg = _import_rembg()
+        except BackendUnavailable as exc:
+            return str(exc)
+        if settings.local_model_path is not None:
+            return None
+        if settings.local_model not in rembg.sessions_names:
+            return (
+                f"ORCH_LOCAL_MODEL={settings.local_model!r} is not a rembg model; choose one of "
+                f"{', '.join(sorted(rembg.sessions_names))}"
+            )
+        return None
+
+    def price_per_second(self) -> Decimal:
+        return self.settings.local_price_per_second
+
+    def warm(self) -> None:
+        get_session(self.settings)
+
+    def run(self, job_input: BackendInput) -> BackendOutput:
+        image = open_image(
+            job_input.data,
+            max_bytes=self.settings.max_input_bytes,
+            max_pixels=self.settings.max_input_pixels,
+        )
+        session = get_session(self.settings)
+        crop = bool(job_input.options.get("crop_to_bbox", False))
+        started = time.perf_counter()
+        cutout = remove_background(image, session, crop_to_bbox=crop)
+        seconds = time.perf_counter() - started
+        buf = io.BytesIO()
+        cutout.save(buf, "PNG", compress_level=self.settings.png_compress_level)
+        return BackendOutput(
+            data=buf.getvalue(),
+            content_type="image/png",
+            width=cutout.width,
+            height=cutout.height,
+            compute_seconds=Decimal(f"{seconds:.6f}"),
+            compute_basis=ComputeBasis.LOCAL_MEASURED,
+            cropped=crop,
+        )

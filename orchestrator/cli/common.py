@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from rich.console import Console
+
+console = Console()
+console_err = Console(stderr=True)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (datetime,)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    if hasattr(value, "value"):
+        return value.value
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def print_json(obj: Any) -> None:
+    """One JSON object per line on stdout."""
+    print(json.dumps(obj, default=_default, sort_keys=True))

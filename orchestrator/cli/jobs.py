@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from sqlalchemy import select
+
+from orchestrator.cli.common import console, console_err, print_json
+from orchestrator.db.models import Job
+from orchestrator.db.session import session_scope
+from orchestrator.errors import ConfigError, JobStateError
+from orchestrator.jobs import service
+from orchestrator.jobs.states import JobState
+from orchestrator.queue.celery_app import publish_run
+from orchestrator.results import read_result
+from orchestrator.settings import get_settings
+
+app = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True)
+
+
+def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": str(job.id),
+        "state": job.state.value,
+        "backend": job.backend,
+        "model": job.model,
+        "options": job.options,
+        "client": job.client,
+        "input": job.source_url or job.source_name,
+        "input_sha256": job.input_sha256,
+        "idempotency_key": job.idempotency_key,
+        "attempts": job.attempt_count,
+        "deliveries": job.deliveries,
+        "crashes": job.crashes,
+        "error_type": job.error_type,
+        "error": job.error_message,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "next_attempt_at": job.next_attempt_at,
+    }
+    if job.result is not None:
+        r = job.result
+        out["result"] = {
+            "content_type": r.content_type,
+            "sha256": r.sha256,
+            "size_bytes": r.size_bytes,
+            "width": r.width,
+            "height": r.height,
+            "store": r.store,
+            "cropped": r.cropped,
+        }
+    if with_attempts:
+        out["attempt_log"] = [
+            {
+                "number": a.number,
+                "outcome": a.outcome.value,
+                "worker": a.worker,
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+                "error_type": a.error_type,
+                "error": a.error_message,
+                "compute_seconds": a.compute_seconds,
+                "compute_basis": a.compute_basis.value if a.compute_basis else None,
+                "cost_usd": a.cost_usd,
+                "fal_equivalent_usd": a.fal_equivalent_usd,
+            }
+            for a in job.attempts
+        ]
+    return out
+
+
+@app.command()
+def show(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a job, its attempts, costs and result."""
+    with session_scope(get_settings().database_url) as session:
+        data = job_dict(service.get_job(session, job_id))
+    if json_out:
+        print_json(data)
+        return
+    for key, value in data.items():
+        if key not in ("attempt_log", "result"):
+            console.print(f"[bold]{key}[/bold]: {value}")
+    if "result" in data:
+        console.print(f"[bold]result[/bold]: {data['result']}")
+    table = Table("#", "outcome", "worker", "seconds", "basis", "cost USD", "error")
+    for a in data["attempt_log"]:
+        table.add_row(
+            str(a["number"]), a["outcome"], a["worker"], str(a["compute_seconds"] or ""),
+            a["compute_basis"] or "", str(a["cost_usd"] or ""), a["error"] or "",
+        )
+    console.print(table)
+
+
+@app.command(name="list")
+def list_jobs(
+    state: Annotated[
+        JobState | None, typer.Option(help="Only jobs in this state.", case_sensitive=False)
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List jobs, newest first."""
+    with session_scope(get_settings().database_url) as session:
+        stmt = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+        if state is not None:
+            stmt = stmt.where(Job.state == state)
+        rows = [job_dict(job, with_attempts=False) for job in session.scalars(stmt)]
+    if json_out:
+        for row in rows:
+            print_json(row)
+        return
+    table = Table("id", "state", "backend", "input", "attempts", "created", "error")
+    for row in rows:
+        table.add_row(
+            row["id"], row["state"], row["backend"], str(row["input"]), str(row["attempts"]),
+            row["created_at"].strftime("%Y-%m-%d %H:%M:%S"), row["error"] or "",
+        )
+    console.print(table)
+
+
+@app.command()
+def result(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the PNG.")],
+) -> None:
+    """Write a succeeded job's result to a file."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        job = service.get_job(session, job_id)
+        if job.result is None:
+            raise JobStateError(f"job {job.id} has no result (it is {job.state.value})")
+        data = read_result(settings, job.result)
+    output.write_bytes(data)
+    console_err.print(f"wrote {len(data)} bytes to {output}")
+
+
+@app.command()
+def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
+    """Cancel a job that has not finished."""
+    with session_scope(get_settings().database_url) as session:
+        job = service.cancel(session, job_id)
+    console_err.print(f"job {job.id} cancelled")
+
+
+@app.command()
+def retry(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
+    """Send a failed or cancelled job round again."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        job = service.requeue(session, job_id, settings)
+        backend = job.backend
+    if backend is None:
+        raise ConfigError("job has no backend")
+    publish_run(settings, job.id, backend)
+    console_err.print(f"job {job.id} queued again")

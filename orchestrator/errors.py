@@ -1,0 +1,87 @@
+"""The orchestrator's exceptions.
+
+OrchestratorError
+├── ConfigError            a setting is missing or invalid; start-up stops
+├── JobNotFound            no job with that id
+├── JobStateError          the action does not fit the job's current state
+└── JobError               raised while running a job; its type decides retry or not
+    ├── PermanentJobError  retrying cannot help: the job fails at once
+    │   ├── InputError             the input is not a usable image (message is for people)
+    │   │   ├── InputTooLarge
+    │   │   ├── UnsupportedFormat
+    │   │   ├── CorruptImage
+    │   │   └── InputUnreachable   a URL that cannot be fetched, for a reason that will not change
+    │   └── BackendUnavailable     the backend cannot run here (no model, no credentials)
+    └── TransientJobError  may succeed later: retried with exponential backoff and jitter
+        └── FetchFailed            a URL fetch that timed out or got a 5xx
+
+Errors not derived from JobError are treated as transient (a database hiccup, a bug that a
+redeploy fixes) and retried up to the attempt limit.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Something went wrong in the orchestrator."""
+
+
+class ConfigError(OrchestratorError):
+    """A setting is missing or invalid."""
+
+
+class JobNotFound(OrchestratorError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id}")
+        self.job_id = job_id
+
+
+class JobStateError(OrchestratorError):
+    """The action does not fit the job's state."""
+
+
+class JobError(OrchestratorError):
+    """Raised while running a job."""
+
+    retryable = True
+
+
+class PermanentJobError(JobError):
+    retryable = False
+
+
+class TransientJobError(JobError):
+    retryable = True
+
+
+class InputError(PermanentJobError):
+    """The input is not an image the orchestrator can process."""
+
+
+class InputTooLarge(InputError):
+    pass
+
+
+class UnsupportedFormat(InputError):
+    pass
+
+
+class CorruptImage(InputError):
+    pass
+
+
+class InputUnreachable(InputError):
+    pass
+
+
+class BackendUnavailable(PermanentJobError):
+    pass
+
+
+class FetchFailed(TransientJobError):
+    pass
+
+
+def error_type(exc: BaseException) -> str:
+    """A stable name for an error, stored on attempts and jobs."""
+    return type(exc).__name__

@@ -1,0 +1,142 @@
+"""Run one delivery of a job: claim it, run its backend, and record exactly one outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from orchestrator.backends.base import Backend, BackendInput
+from orchestrator.db.models import JobInput
+from orchestrator.db.session import session_scope
+from orchestrator.errors import CorruptImage, PermanentJobError
+from orchestrator.images.fetch import fetch_url
+from orchestrator.jobs import service
+from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.results import result_store
+from orchestrator.settings import Settings
+
+log = logging.getLogger("orchestrator.runner")
+
+Publish = Callable[[uuid.UUID, str, float], None]  # job id, backend (queue), countdown
+
+
+@dataclass(frozen=True)
+class RunReport:
+    outcome: str  # succeeded | failed | retry | busy | skipped | superseded
+    detail: str = ""
+
+
+class _Heartbeat(threading.Thread):
+    """Renews the lease every third of its length until stopped."""
+
+    def __init__(self, claim: Claim, settings: Settings) -> None:
+        super().__init__(name=f"lease-{claim.job_id}", daemon=True)
+        self.claim = claim
+        self.settings = settings
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while not self.stopped.wait(interval):
+            try:
+                with session_scope(self.settings.database_url) as session:
+                    if not service.renew_lease(session, self.claim, self.settings):
+                        return
+            except Exception:  # the database may be briefly away; the next beat tries again
+                log.warning("lease renewal failed for job %s", self.claim.job_id, exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
+
+
+def _load_input(claim: Claim, settings: Settings) -> bytes:
+    if claim.source_kind == "url":
+        assert claim.source_url is not None
+        data = fetch_url(
+            claim.source_url,
+            max_bytes=settings.max_input_bytes,
+            timeout=settings.fetch_timeout_seconds,
+            max_redirects=settings.fetch_max_redirects,
+            allow_hosts=frozenset(settings.fetch_allow_hosts),
+        )
+        with session_scope(settings.database_url) as session:
+            job = service.get_job(session, claim.job_id)
+            job.input_sha256 = hashlib.sha256(data).hexdigest()
+        return data
+    with session_scope(settings.database_url) as session:
+        row = session.get(JobInput, claim.job_id)
+        if row is None:
+            raise CorruptImage("the job's stored input is missing")
+        return row.data
+
+
+def run_delivery(
+    job_id: uuid.UUID,
+    *,
+    settings: Settings,
+    backend_for: Callable[[str], Backend],
+    publish: Publish,
+) -> RunReport:
+    with session_scope(settings.database_url) as session:
+        decision = service.claim(session, job_id, settings)
+    if isinstance(decision, Skip):
+        log.info("job %s skipped: %s", job_id, decision.reason)
+        return RunReport("skipped", decision.reason)
+    if isinstance(decision, Busy):
+        # Hand the message back for later instead of dropping it: the holder may yet die.
+        delay = min(max(decision.retry_after + 1.0, 1.0), settings.retry_countdown_cap())
+        with session_scope(settings.database_url) as session:
+            backend_name = service.get_job(session, job_id).backend
+        publish(job_id, backend_name, delay)
+        return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
+
+    claim = decision
+    backend = backend_for(claim.backend)
+    pricing = Pricing(backend.price_per_second(), settings.fal_price_per_second)
+    heartbeat = _Heartbeat(claim, settings)
+    heartbeat.start()
+    try:
+        try:
+            data = _load_input(claim, settings)
+            output = backend.run(BackendInput(data=data, options=claim.options))
+        except PermanentJobError as exc:
+            with session_scope(settings.database_url) as session:
+                service.fail(session, claim, exc, Cost(), pricing)
+            log.info("job %s failed permanently: %s", job_id, exc)
+            return RunReport("failed", str(exc))
+        except Exception as exc:
+            log.warning("job %s attempt %d failed: %r", job_id, claim.attempt_number, exc)
+            with session_scope(settings.database_url) as session:
+                delay = service.schedule_retry(session, claim, exc, Cost(), pricing, settings)
+            if delay is None:
+                return RunReport("failed", str(exc))
+            publish(job_id, claim.backend, delay)
+            return RunReport("retry", f"retry in {delay:.1f} s")
+
+        store = result_store(settings)
+        stored = store.put(claim.job_id, claim.attempt_id, output.data)
+        sha256 = hashlib.sha256(output.data).hexdigest()
+        try:
+            with session_scope(settings.database_url) as session:
+                done = service.complete(session, claim, output, stored, sha256, pricing)
+        except BaseException:
+            store.discard(stored)
+            raise
+        if not done:
+            store.discard(stored)
+            return RunReport("superseded", "the lease was lost before the result was stored")
+        log.info(
+            "job %s succeeded in %s s (%d bytes)", job_id, output.compute_seconds, len(output.data)
+        )
+        return RunReport("succeeded")
+    finally:
+        heartbeat.stop()
+
+
+__all__ = ["Decimal", "RunReport", "run_delivery"]

@@ -1,0 +1,351 @@
+"""State changes of a job, each one transaction holding the job's row lock.
+
+The Celery task calls ``claim`` when a message arrives, then exactly one of ``complete``,
+``fail`` or ``schedule_retry``. Each checks that the caller still holds the lease, so a stale
+delivery can never overwrite the outcome of a newer one.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from orchestrator.backends.base import BackendOutput
+from orchestrator.costs.pricing import cost_usd
+from orchestrator.db.models import Attempt, Job, Result
+from orchestrator.errors import JobNotFound, JobStateError, error_type
+from orchestrator.jobs.leases import LeaseOwner
+from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, can_transition
+from orchestrator.results.base import StoredBytes
+from orchestrator.settings import Settings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: uuid.UUID
+    attempt_id: int
+    attempt_number: int
+    max_attempts: int
+    owner: LeaseOwner
+    backend: str
+    options: dict[str, Any]
+    source_kind: str
+    source_url: str | None
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another live delivery holds the job, or it is waiting for its retry time."""
+
+    retry_after: float
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Pricing:
+    price_per_second: Decimal
+    fal_price_per_second: Decimal
+
+
+@dataclass
+class Cost:
+    compute_seconds: Decimal = Decimal(0)
+    basis: ComputeBasis = ComputeBasis.LOCAL_MEASURED
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _set_state(job: Job, new: JobState) -> None:
+    if not can_transition(job.state, new):
+        raise JobStateError(f"job {job.id} cannot go from {job.state.value} to {new.value}")
+    job.state = new
+
+
+def _lock(session: Session, job_id: uuid.UUID) -> Job | None:
+    return session.get(Job, job_id, with_for_update=True, populate_existing=True)
+
+
+def _running_attempts(session: Session, job_id: uuid.UUID) -> list[Attempt]:
+    stmt = select(Attempt).where(
+        Attempt.job_id == job_id, Attempt.outcome == AttemptOutcome.RUNNING
+    )
+    return list(session.scalars(stmt))
+
+
+def _end_job(job: Job, state: JobState, *, err_type: str | None, message: str | None) -> None:
+    _set_state(job, state)
+    job.error_type = err_type
+    job.error_message = message
+    job.finished_at = utcnow()
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.next_attempt_at = None
+
+
+def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
+    job = _lock(session, job_id)
+    if job is None:
+        return Skip(f"no job {job_id}")
+    job.deliveries += 1
+    if job.state.is_final:
+        return Skip(f"job is already {job.state.value}")
+    now = utcnow()
+
+    if job.state is JobState.RUNNING:
+        holder = LeaseOwner.parse(job.lease_owner or "")
+        expired = job.lease_expires_at is None or job.lease_expires_at <= now
+        dead = holder is None or holder.is_known_dead()
+        abandoned = holder is not None and holder.is_this_process()
+        if not (expired or dead or abandoned):
+            assert job.lease_expires_at is not None
+            return Busy((job.lease_expires_at - now).total_seconds())
+        for attempt in _running_attempts(session, job.id):
+            attempt.outcome = AttemptOutcome.CRASHED
+            attempt.finished_at = now
+            attempt.error_type = "WorkerLost"
+            attempt.error_message = (
+                "the worker process running this attempt stopped without finishing it"
+            )
+            attempt.compute_seconds = Decimal(0)
+            attempt.cost_usd = Decimal(0)
+        if not abandoned:
+            job.crashes += 1
+        if job.crashes >= settings.max_deliveries:
+            _end_job(
+                job,
+                JobState.FAILED,
+                err_type="WorkerLost",
+                message=(
+                    f"the worker process died {job.crashes} times while running this job, "
+                    "so it was not run again (the input may crash the model)"
+                ),
+            )
+            return Skip("poison job failed")
+
+    if job.state is JobState.RETRYING and job.next_attempt_at is not None:
+        wait = (job.next_attempt_at - now).total_seconds()
+        if wait > 0.5:
+            return Busy(wait)
+
+    if job.attempt_count >= job.max_attempts:
+        _end_job(
+            job,
+            JobState.FAILED,
+            err_type=job.error_type or "AttemptsExhausted",
+            message=job.error_message or f"no attempts left ({job.max_attempts} allowed)",
+        )
+        return Skip("attempts exhausted")
+
+    owner = LeaseOwner.new()
+    job.attempt_count += 1
+    attempt = Attempt(
+        job_id=job.id,
+        number=job.attempt_count,
+        backend=job.backend,
+        worker=f"{owner.host}:{owner.pid}",
+        outcome=AttemptOutcome.RUNNING,
+        started_at=now,
+    )
+    session.add(attempt)
+    _set_state(job, JobState.RUNNING)
+    job.lease_owner = str(owner)
+    job.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
+    job.started_at = job.started_at or now
+    job.next_attempt_at = None
+    session.flush()
+    return Claim(
+        job_id=job.id,
+        attempt_id=attempt.id,
+        attempt_number=attempt.number,
+        max_attempts=job.max_attempts,
+        owner=owner,
+        backend=job.backend,
+        options=dict(job.options or {}),
+        source_kind=job.source_kind,
+        source_url=job.source_url,
+    )
+
+
+def renew_lease(session: Session, claim_: Claim, settings: Settings) -> bool:
+    """Heartbeat: push the lease forward while the attempt is still ours."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == claim_.job_id, Job.lease_owner == str(claim_.owner))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=settings.lease_seconds))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _holds_lease(job: Job | None, attempt: Attempt, claim_: Claim) -> bool:
+    return (
+        job is not None
+        and job.state is JobState.RUNNING
+        and job.lease_owner == str(claim_.owner)
+        and attempt.outcome is AttemptOutcome.RUNNING
+    )
+
+
+def _record_cost(attempt: Attempt, cost: Cost, pricing: Pricing) -> None:
+    attempt.compute_seconds = cost.compute_seconds
+    attempt.compute_basis = cost.basis
+    attempt.price_per_second = pricing.price_per_second
+    attempt.cost_usd = cost_usd(cost.compute_seconds, pricing.price_per_second)
+    attempt.fal_equivalent_usd = cost_usd(cost.compute_seconds, pricing.fal_price_per_second)
+    attempt.finished_at = utcnow()
+
+
+def _close_lost_attempt(job: Job | None, attempt: Attempt) -> None:
+    """Our lease is gone: keep the cost of the work we did, but not its outcome."""
+    if attempt.outcome is AttemptOutcome.RUNNING:
+        cancelled = job is not None and job.state is JobState.CANCELLED
+        attempt.outcome = AttemptOutcome.CANCELLED if cancelled else AttemptOutcome.SUPERSEDED
+
+
+def complete(
+    session: Session,
+    claim_: Claim,
+    output: BackendOutput,
+    stored: StoredBytes,
+    sha256: str,
+    pricing: Pricing,
+) -> bool:
+    """Store the result and end the job succeeded; False if the lease was lost meanwhile."""
+    job = _lock(session, claim_.job_id)
+    attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
+    assert attempt is not None
+    _record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
+    if not _holds_lease(job, attempt, claim_):
+        _close_lost_attempt(job, attempt)
+        return False
+    assert job is not None
+    attempt.outcome = AttemptOutcome.SUCCEEDED
+    session.add(
+        Result(
+            job_id=job.id,
+            attempt_id=attempt.id,
+            content_type=output.content_type,
+            sha256=sha256,
+            size_bytes=len(output.data),
+            width=output.width,
+            height=output.height,
+            store=stored.store,
+            location=stored.location,
+            data=stored.data,
+            cropped=output.cropped,
+        )
+    )
+    _end_job(job, JobState.SUCCEEDED, err_type=None, message=None)
+    return True
+
+
+def fail(
+    session: Session, claim_: Claim, exc: BaseException, cost: Cost, pricing: Pricing
+) -> bool:
+    """End the job failed with this attempt's error."""
+    job = _lock(session, claim_.job_id)
+    attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
+    assert attempt is not None
+    _record_cost(attempt, cost, pricing)
+    attempt.error_type = error_type(exc)
+    attempt.error_message = str(exc)
+    if not _holds_lease(job, attempt, claim_):
+        _close_lost_attempt(job, attempt)
+        return False
+    assert job is not None
+    attempt.outcome = AttemptOutcome.FAILED
+    _end_job(job, JobState.FAILED, err_type=error_type(exc), message=str(exc))
+    return True
+
+
+def backoff_seconds(attempt_number: int, settings: Settings) -> float:
+    """Exponential backoff with jitter: uniform in [d/2, d], d = base × 2^(n-1), capped."""
+    ceiling = min(
+        settings.retry_countdown_cap(),
+        settings.retry_backoff_base_seconds * (2 ** (attempt_number - 1)),
+    )
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def schedule_retry(
+    session: Session,
+    claim_: Claim,
+    exc: BaseException,
+    cost: Cost,
+    pricing: Pricing,
+    settings: Settings,
+) -> float | None:
+    """Mark the job retrying; the delay in seconds, or None when no attempt is left (failed)."""
+    if claim_.attempt_number >= claim_.max_attempts:
+        fail(session, claim_, exc, cost, pricing)
+        return None
+    job = _lock(session, claim_.job_id)
+    attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
+    assert attempt is not None
+    _record_cost(attempt, cost, pricing)
+    attempt.error_type = error_type(exc)
+    attempt.error_message = str(exc)
+    if not _holds_lease(job, attempt, claim_):
+        _close_lost_attempt(job, attempt)
+        return None
+    assert job is not None
+    attempt.outcome = AttemptOutcome.RETRY
+    delay = backoff_seconds(claim_.attempt_number, settings)
+    _set_state(job, JobState.RETRYING)
+    job.error_type = error_type(exc)
+    job.error_message = str(exc)
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    return delay
+
+
+def get_job(session: Session, job_id: uuid.UUID | str) -> Job:
+    try:
+        key = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound(str(job_id)) from None
+    job = session.get(Job, key)
+    if job is None:
+        raise JobNotFound(str(job_id))
+    return job
+
+
+def cancel(session: Session, job_id: uuid.UUID | str) -> Job:
+    job = get_job(session, job_id)
+    job = _lock(session, job.id) or job
+    if job.state.is_final:
+        raise JobStateError(f"job {job.id} is already {job.state.value}; nothing to cancel")
+    _end_job(job, JobState.CANCELLED, err_type="Cancelled", message="cancelled on request")
+    return job
+
+
+def requeue(session: Session, job_id: uuid.UUID | str, settings: Settings) -> Job:
+    """Send a failed or cancelled job round again with a fresh attempt budget."""
+    job = get_job(session, job_id)
+    job = _lock(session, job.id) or job
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise JobStateError(
+            f"job {job.id} is {job.state.value}; only failed or cancelled jobs can be retried"
+        )
+    _set_state(job, JobState.QUEUED)
+    job.max_attempts = job.attempt_count + settings.max_attempts
+    job.crashes = 0
+    job.error_type = None
+    job.error_message = None
+    job.finished_at = None
+    job.enqueued_at = utcnow()
+    return job

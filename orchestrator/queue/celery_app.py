@@ -1,0 +1,78 @@
+"""The Celery application: Redis broker, one queue per backend, settings for reliability.
+
+Messages carry only a job id: Postgres holds the job, Redis only rings the bell.
+``celery -A orchestrator.queue.celery_app inspect ping`` and Flower work with this module.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from orchestrator.settings import Settings, get_settings
+
+RUN_JOB_TASK = "orchestrator.run_job"
+QUEUE_NAMES = ("local", "fal")
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    transport = {"visibility_timeout": settings.visibility_timeout_seconds}
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Results and states live in Postgres, not in a Celery result backend.
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUE_NAMES],
+        "task_default_queue": "local",
+        "task_create_missing_queues": False,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "enable_utc": True,
+    }
+
+
+app = Celery("orchestrator", include=["orchestrator.queue.tasks"])
+app.add_defaults(lambda: celery_config(get_settings()))
+
+
+@lru_cache(maxsize=4)
+def _publisher(broker_url: str, visibility_timeout: int) -> Celery:
+    publisher = Celery("orchestrator-producer")
+    publisher.conf.update(
+        broker_url=broker_url,
+        broker_transport_options={"visibility_timeout": visibility_timeout},
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+    )
+    return publisher
+
+
+def publisher_for(settings: Settings) -> Celery:
+    """A Celery app that only publishes, configured from ``settings`` (not the process's)."""
+    return _publisher(settings.broker_url, settings.visibility_timeout_seconds)
+
+
+def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None) -> None:
+    publisher_for(settings).send_task(
+        RUN_JOB_TASK,
+        args=[str(job_id)],
+        queue=queue,
+        routing_key=queue,
+        countdown=countdown,
+        retry=True,
+    )

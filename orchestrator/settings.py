@@ -1,0 +1,183 @@
+"""One typed settings object.
+
+Precedence, lowest first: the committed defaults in ``config/orchestrator.toml``, the TOML file
+named by ``ORCH_CONFIG``, then environment variables (``ORCH_*``, plus fal's own ``FAL_KEY``).
+A bad value raises :class:`~orchestrator.errors.ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from orchestrator.errors import ConfigError
+
+ENV_PREFIX = "ORCH_"
+DEFAULT_CONFIG_FILE = Path(__file__).resolve().parent.parent / "config" / "orchestrator.toml"
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # --- where things live ---------------------------------------------------------------
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/orchestrator"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+
+    # --- fal (issue 3 builds on these) ---------------------------------------------------
+    fal_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("FAL_KEY", "fal_key")
+    )
+    fal_endpoint: str = "fal-ai/imageutils/rembg"
+    fal_price_per_second: Decimal = Field(default=Decimal("0.00111"), ge=0)
+
+    # --- local backend -------------------------------------------------------------------
+    local_model: str = "isnet-general-use"
+    local_model_path: Path | None = None
+    local_price_per_second: Decimal = Field(default=Decimal("0"), ge=0)
+    # ONNX intra-op threads per session; 0 = derive from the core count (see onnx_threads()).
+    local_onnx_threads: int = Field(default=0, ge=0, le=256)
+
+    # --- worker --------------------------------------------------------------------------
+    # Worker processes per `orchestrator worker`; 0 = cores // ONNX threads.
+    worker_concurrency: int = Field(default=0, ge=0, le=512)
+    default_backend: Literal["local", "fal"] = "local"
+
+    # --- inputs --------------------------------------------------------------------------
+    max_input_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_input_pixels: int = Field(default=40_000_000, gt=0)
+    fetch_timeout_seconds: float = Field(default=20.0, gt=0)
+    fetch_max_redirects: int = Field(default=5, ge=0, le=20)
+    # Hosts trusted although they resolve to private addresses (comma-separated in the env).
+    fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- retries and delivery ------------------------------------------------------------
+    max_attempts: int = Field(default=4, ge=1, le=50)
+    # A job whose worker process died this many times is failed (poison-pill cap).
+    max_deliveries: int = Field(default=3, ge=1, le=50)
+    retry_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(default=120.0, gt=0)
+    # Redis redelivers an unacknowledged message after this long; must exceed every countdown.
+    visibility_timeout_seconds: int = Field(default=900, ge=10)
+    # A running job's lease; renewed by a heartbeat every third of it.
+    lease_seconds: float = Field(default=30.0, ge=2)
+
+    # --- results -------------------------------------------------------------------------
+    result_store: Literal["database", "directory"] = "database"
+    result_dir: Path = Path(".orchestrator/results")
+    png_compress_level: int = Field(default=6, ge=0, le=9)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_database_url(cls, value: str) -> str:
+        # Plain postgres:// URLs (Heroku, docker) would pick psycopg2, which we do not ship.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("fetch_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "redis+socket://")):
+            raise ValueError("must be a redis:// URL")
+        return value
+
+    @field_validator("local_model_path")
+    @classmethod
+    def _check_model_path(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such model file: {value}")
+        return value.resolve() if value is not None else None
+
+    def onnx_threads(self) -> int:
+        """ONNX threads per session: explicit, or one per worker process share of the cores."""
+        if self.local_onnx_threads:
+            return self.local_onnx_threads
+        if self.worker_concurrency:
+            return max(1, _cpu_count() // self.worker_concurrency)
+        return 1
+
+    def concurrency(self) -> int:
+        """Worker processes, so that processes × ONNX threads never exceeds the cores."""
+        if self.worker_concurrency:
+            return self.worker_concurrency
+        return max(1, _cpu_count() // self.onnx_threads())
+
+    def retry_countdown_cap(self) -> float:
+        # Celery keeps countdown messages unacknowledged in worker memory: a countdown longer than
+        # the visibility timeout would be redelivered while still waiting.
+        return min(self.retry_backoff_max_seconds, self.visibility_timeout_seconds / 2)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        extra = os.environ.get("ORCH_CONFIG")
+        if extra:
+            if not Path(extra).is_file():
+                raise ConfigError(f"ORCH_CONFIG names a file that does not exist: {extra}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(extra)))
+        if DEFAULT_CONFIG_FILE.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=DEFAULT_CONFIG_FILE))
+        return tuple(sources)
+
+
+def setting_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    if field == "fal_key":
+        return "FAL_KEY"
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{setting_name(field)} ({field}): {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
