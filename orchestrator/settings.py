@@ -58,11 +58,14 @@ class Settings(BaseSettings):
     local_model: str = "isnet-general-use"
     local_model_path: Path | None = None
     local_price_per_second: Decimal = Field(default=Decimal("0"), ge=0)
-    # ONNX intra-op threads per session; 0 = derive from the core count (see onnx_threads()).
+    # ONNX intra-op threads per session; 0 = all cores.
     local_onnx_threads: int = Field(default=0, ge=0, le=256)
+    # Inferences one worker runs at once; 0 = cores // ONNX threads (never oversubscribes).
+    local_inference_slots: int = Field(default=0, ge=0, le=256)
 
     # --- worker --------------------------------------------------------------------------
-    # Worker processes per `orchestrator worker`; 0 = cores // ONNX threads.
+    # Worker processes per `orchestrator worker`; 0 = inference slots + 1, so that one process
+    # decodes, encodes and stores while the others infer.
     worker_concurrency: int = Field(default=0, ge=0, le=512)
     default_backend: Literal["local", "fal"] = "local"
 
@@ -121,18 +124,16 @@ class Settings(BaseSettings):
         return value.resolve() if value is not None else None
 
     def onnx_threads(self) -> int:
-        """ONNX threads per session: explicit, or one per worker process share of the cores."""
-        if self.local_onnx_threads:
-            return self.local_onnx_threads
-        if self.worker_concurrency:
-            return max(1, _cpu_count() // self.worker_concurrency)
-        return 1
+        """ONNX intra-op threads per session."""
+        return self.local_onnx_threads or _cpu_count()
+
+    def inference_slots(self) -> int:
+        """Concurrent inferences per worker: slots × threads stays within the cores."""
+        return self.local_inference_slots or max(1, _cpu_count() // self.onnx_threads())
 
     def concurrency(self) -> int:
-        """Worker processes, so that processes × ONNX threads never exceeds the cores."""
-        if self.worker_concurrency:
-            return self.worker_concurrency
-        return max(1, _cpu_count() // self.onnx_threads())
+        """Worker processes: one more than the inference slots, to overlap the CPU-side work."""
+        return self.worker_concurrency or self.inference_slots() + 1
 
     def retry_countdown_cap(self) -> float:
         # Celery keeps countdown messages unacknowledged in worker memory: a countdown longer than

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.backends.base import Backend, BackendInput, BackendOutput
+from orchestrator.backends.inference_gate import GatedInferenceSession, InferenceGate
 from orchestrator.errors import BackendUnavailable
 from orchestrator.images.decode import open_image
 from orchestrator.jobs.states import ComputeBasis
@@ -28,6 +29,13 @@ INSTALL_HINT = "install the local extra: pip install 'bg-orchestrator[local]'"
 
 _session_lock = threading.Lock()
 _sessions: dict[tuple[str, int, int], Any] = {}
+_gate: InferenceGate | None = None
+
+
+def install_gate(gate: InferenceGate | None) -> None:
+    """Route this process's inference through a worker-wide gate (set at process start)."""
+    global _gate
+    _gate = gate
 
 
 def _import_rembg() -> Any:
@@ -81,6 +89,8 @@ def get_session(settings: Settings) -> Any:
         session = _sessions.get(key)
         if session is None:
             session = create_session(settings)
+            if _gate is not None:
+                session.inner_session = GatedInferenceSession(session.inner_session, _gate)
             _sessions[key] = session
         return session
 
@@ -128,7 +138,12 @@ class LocalBackend(Backend):
         return self.settings.local_price_per_second
 
     def warm(self) -> None:
-        get_session(self.settings)
+        """Create the session and run it once: ONNX Runtime sizes its memory arena on the first
+        run, which would otherwise slow the process's first real job by seconds."""
+        from PIL import Image
+
+        session = get_session(self.settings)
+        session.predict(Image.new("RGB", (32, 32)))
 
     def run(self, job_input: BackendInput) -> BackendOutput:
         image = open_image(

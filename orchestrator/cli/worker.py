@@ -20,7 +20,7 @@ def worker(
         typer.Option(
             "--concurrency",
             "-c",
-            help="Worker processes (default: ORCH_WORKER_CONCURRENCY, else cores // ONNX threads).",
+            help="Worker processes (default: ORCH_WORKER_CONCURRENCY, else inference slots + 1).",
             min=1,
         ),
     ] = None,
@@ -37,17 +37,11 @@ def worker(
         if reason:
             raise BackendUnavailable(f"the {name} backend cannot start: {reason}")
     procs = concurrency or settings.concurrency()
-    if concurrency and not settings.local_onnx_threads:
-        # Keep processes × ONNX threads within the cores when only --concurrency is given.
-        os.environ["ORCH_WORKER_CONCURRENCY"] = str(procs)
-        from orchestrator.settings import get_settings as _gs
-
-        _gs.cache_clear()
-        settings = _gs()
     os.environ["ORCH_WORKER_QUEUES"] = ",".join(names)
     console_err.print(
-        f"worker for {', '.join(names)}: {procs} process(es) × "
-        f"{settings.onnx_threads()} ONNX thread(s); backends known: {', '.join(sorted(BACKENDS))}"
+        f"worker for {', '.join(names)}: {procs} process(es), at most "
+        f"{settings.inference_slots()} inference(s) at once × {settings.onnx_threads()} ONNX "
+        f"thread(s); backends known: {', '.join(sorted(BACKENDS))}"
     )
     from orchestrator.queue.celery_app import app
 

@@ -10,7 +10,8 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from orchestrator.backends import Backend, backend_class
-from orchestrator.backends.local import LocalBackend
+from orchestrator.backends.inference_gate import InferenceGate
+from orchestrator.backends.local import LocalBackend, install_gate
 from orchestrator.jobs.runner import run_delivery
 from orchestrator.queue.celery_app import RUN_JOB_TASK, app, publish_run
 from orchestrator.settings import get_settings
@@ -34,6 +35,8 @@ def _warm_backends(**_: Any) -> None:
     """Create each backend's per-process state (the ONNX session) before the first job."""
     queues = os.environ.get(WORKER_QUEUES_ENV, "local").split(",")
     if LocalBackend.name in queues:
+        settings = get_settings()
+        install_gate(InferenceGate.for_worker(os.getppid(), settings.inference_slots()))
         backend = backend_for(LocalBackend.name)
         assert isinstance(backend, LocalBackend)
         backend.warm()
