@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     local_inference_slots: int = Field(default=0, ge=0, le=256)
 
     # --- worker --------------------------------------------------------------------------
-    # Worker processes per `orchestrator worker`; 0 = inference slots + 1, so that one process
-    # decodes, encodes and stores while the others infer.
+    # Worker processes per `orchestrator worker`; 0 = inference slots. More processes than slots
+    # overlap decoding, encoding and storing with inference, at one ONNX session (~2 GiB) each.
     worker_concurrency: int = Field(default=0, ge=0, le=512)
     default_backend: Literal["local", "fal"] = "local"
 
@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(default=120.0, gt=0)
     # Redis redelivers an unacknowledged message after this long; must exceed every countdown.
     visibility_timeout_seconds: int = Field(default=900, ge=10)
+    # How often a worker looks for unacknowledged messages older than the visibility timeout.
+    unacked_restore_interval_seconds: int = Field(default=10, ge=1)
     # A running job's lease; renewed by a heartbeat every third of it.
     lease_seconds: float = Field(default=30.0, ge=2)
 
@@ -132,8 +134,8 @@ class Settings(BaseSettings):
         return self.local_inference_slots or max(1, _cpu_count() // self.onnx_threads())
 
     def concurrency(self) -> int:
-        """Worker processes: one more than the inference slots, to overlap the CPU-side work."""
-        return self.worker_concurrency or self.inference_slots() + 1
+        """Worker processes: one per inference slot unless set (benchmarks/README.md says why)."""
+        return self.worker_concurrency or self.inference_slots()
 
     def retry_countdown_cap(self) -> float:
         # Celery keeps countdown messages unacknowledged in worker memory: a countdown longer than

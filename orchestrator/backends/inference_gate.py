@@ -1,6 +1,6 @@
 """A cross-process limit on concurrent ONNX inference within one worker.
 
-A worker runs one more process than it has inference slots. While one process is inside
+When a worker runs more processes than it has inference slots, while one process is inside
 ``session.run`` (using all its ONNX threads), another decodes, pre/post-processes, encodes or
 stores, so the cores never wait on single-threaded Python work and never run more inference
 threads than there are cores. Slots are ``flock`` files: the kernel releases a slot the moment

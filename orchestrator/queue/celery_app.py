@@ -19,7 +19,12 @@ QUEUE_NAMES = ("local", "fal")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {"visibility_timeout": settings.visibility_timeout_seconds}
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_seconds,
+        # Sweep for messages of dead workers every interval (kombu's default is ~100 s).
+        "unacked_restore_interval": settings.unacked_restore_interval_seconds,
+        "unacked_restore_throttle": 1,
+    }
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,

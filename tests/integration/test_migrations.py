@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+
+from orchestrator.db.migrate import downgrade, upgrade
+from orchestrator.db.models import Base
+from tests.conftest import create_database, drop_database
+
+
+def _diff(url: str) -> list[object]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(ctx, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names()) - {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_and_models_match_migrations() -> None:
+    dbname, url = create_database()
+    try:
+        upgrade(url)
+        assert _tables(url) == set(Base.metadata.tables)
+        assert _diff(url) == []
+        downgrade(url, "base")
+        assert _tables(url) == set()
+        upgrade(url)
+        assert _diff(url) == []
+    finally:
+        drop_database(dbname)
+
+
+def test_migrate_command(base_env: dict[str, str]) -> None:
+    from tests.conftest import run_cli
+
+    dbname, url = create_database()
+    try:
+        result = run_cli({**base_env, "ORCH_DATABASE_URL": url}, "migrate")
+        assert result.returncode == 0, result.stderr
+        assert _tables(url) == set(Base.metadata.tables)
+    finally:
+        drop_database(dbname)
