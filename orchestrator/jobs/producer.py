@@ -173,11 +173,16 @@ def _record(
         existing = session.scalars(
             select(Job).where(Job.client == client, Job.idempotency_key == key)
         ).one()
+        same_input = (
+            existing.source_url == source.url
+            if source.kind == "url"
+            else existing.input_sha256 == fingerprint
+        )
         same = (
-            existing.backend == backend
-            and existing.options == options
-            and (existing.input_sha256 == fingerprint or existing.source_url == source.url)
+            same_input
             and existing.source_kind == source.kind
+            and existing.backend == backend
+            and existing.options == options
         )
         if not same:
             raise IdempotencyConflict(

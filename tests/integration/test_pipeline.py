@@ -238,12 +238,14 @@ def image_server() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 def test_url_inputs_permanent_and_transient_failures(
     env: dict[str, str], start_worker, image_server: str
 ) -> None:
-    start_worker(extra_env={"ORCH_MAX_ATTEMPTS": "3"})
+    env = {**env, "ORCH_MAX_ATTEMPTS": "3"}  # recorded on each job when it is submitted
+    start_worker()
     urls = {
         "ok": f"{image_server}/photo.png",
         "redirected": f"{image_server}/moved",

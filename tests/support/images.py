@@ -69,10 +69,10 @@ def bad_inputs() -> dict[str, tuple[bytes, str]]:
     return {
         "not_an_image.png": (b"hello, this is plain text and not an image\n" * 10, "CorruptImage"),
         "empty.png": (b"", "CorruptImage"),
-        "truncated.png": (png[: len(png) // 2], "CorruptImage"),
-        "truncated.jpg": (jpeg[: len(jpeg) // 3], "CorruptImage"),
+        "truncated_png.png": (png[: len(png) // 2], "CorruptImage"),
+        "truncated_jpg.jpg": (jpeg[: len(jpeg) // 3], "CorruptImage"),
         "corrupt.png": (png[:40] + bytes(range(256)) * 8, "CorruptImage"),
-        "unsupported.ico": (_save(subject((32, 32)), "ICO"), "UnsupportedFormat"),
-        "unsupported.ppm": (_save(subject((32, 32)), "PPM"), "UnsupportedFormat"),
+        "unsupported_ico.png": (_save(subject((32, 32)), "ICO"), "UnsupportedFormat"),
+        "unsupported_ppm.png": (_save(subject((32, 32)), "PPM"), "UnsupportedFormat"),
         "bomb.png": (png_header_only(60_000, 60_000), "InputTooLarge"),
     }
