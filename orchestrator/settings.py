@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # overlap decoding, encoding and storing with inference, at one ONNX session (~2 GiB) each.
     worker_concurrency: int = Field(default=0, ge=0, le=512)
     default_backend: Literal["local", "fal"] = "local"
+    # How long a new worker process may take to load its model before Celery gives up on it.
+    worker_start_timeout_seconds: float = Field(default=180.0, gt=0)
 
     # --- inputs --------------------------------------------------------------------------
     max_input_bytes: int = Field(default=25 * 1024 * 1024, gt=0)

@@ -39,6 +39,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # A pool process loads and warms its ONNX session before it reports up; Celery's default
+        # of 4 s would kill and respawn it in a loop on a big model or a slow disk.
+        "worker_proc_alive_timeout": settings.worker_start_timeout_seconds,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUE_NAMES],
         "task_default_queue": "local",
