@@ -120,6 +120,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// URL")
         return value
 
+    @field_validator("local_model_path", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("local_model_path")
     @classmethod
     def _check_model_path(cls, value: Path | None) -> Path | None:
