@@ -11,9 +11,13 @@ OrchestratorError
     │   │   ├── UnsupportedFormat
     │   │   ├── CorruptImage
     │   │   └── InputUnreachable   a URL that cannot be fetched, for a reason that will not change
-    │   └── BackendUnavailable     the backend cannot run here (no model, no credentials)
+    │   ├── BackendUnavailable     the backend cannot run here (no model, no credentials)
+    │   │   └── CredentialsRefused fal answered 401/403 to FAL_KEY
+    │   └── BackendRejected        the backend refused the input (fal's 422 and its types)
     └── TransientJobError  may succeed later: retried with exponential backoff and jitter
-        └── FetchFailed            a URL fetch that timed out or got a 5xx
+        ├── FetchFailed            a URL fetch that timed out or got a 5xx
+        ├── BackendBusy            the backend refused for now (429, 5xx before accepting)
+        └── RemoteRunFailed        the backend accepted and ran it, then failed (runner error)
 
 Errors not derived from JobError are treated as transient (a database hiccup, a bug that a
 redeploy fixes) and retried up to the attempt limit.
@@ -78,8 +82,28 @@ class BackendUnavailable(PermanentJobError):
     pass
 
 
+class CredentialsRefused(BackendUnavailable):
+    pass
+
+
+class BackendRejected(PermanentJobError):
+    pass
+
+
 class FetchFailed(TransientJobError):
     pass
+
+
+class BackendBusy(TransientJobError):
+    pass
+
+
+class RemoteRunFailed(TransientJobError):
+    pass
+
+
+class SubmitReplyLost(TransientJobError):
+    """A paid submission may have been accepted, but its reply never arrived."""
 
 
 def error_type(exc: BaseException) -> str:

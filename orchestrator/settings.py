@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     )
     fal_endpoint: str = "fal-ai/imageutils/rembg"
     fal_price_per_second: Decimal = Field(default=Decimal("0.00111"), ge=0)
+    # Limits shared by all workers (kept in Redis): requests in flight at fal, submits per second.
+    fal_max_in_flight: int = Field(default=200, ge=1)
+    fal_max_submits_per_second: float = Field(default=20.0, gt=0)
+    fal_submit_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Polling: the interval starts here and grows ×1.5 per poll up to the maximum.
+    fal_poll_initial_seconds: float = Field(default=0.5, gt=0)
+    fal_poll_max_seconds: float = Field(default=10.0, gt=0)
+    fal_poll_batch: int = Field(default=200, ge=1, le=5000)
+    fal_max_result_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    # After a submit whose reply was lost, wait this long before submitting again.
+    fal_resubmit_after_seconds: float = Field(default=5.0, ge=0)
 
     # --- local backend -------------------------------------------------------------------
     local_model: str = "isnet-general-use"

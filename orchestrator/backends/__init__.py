@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from orchestrator.backends.base import Backend, BackendInput, BackendOutput
+from orchestrator.backends.fal import FalBackend
 from orchestrator.backends.local import LocalBackend
 from orchestrator.errors import ConfigError
 
 BACKENDS: dict[str, type[Backend]] = {
     LocalBackend.name: LocalBackend,
+    FalBackend.name: FalBackend,
 }
 
 

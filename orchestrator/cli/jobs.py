@@ -12,7 +12,7 @@ from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.errors import ConfigError, JobStateError
 from orchestrator.jobs import service
-from orchestrator.jobs.states import JobState
+from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.queue.celery_app import publish_run
 from orchestrator.results import read_result
 from orchestrator.settings import get_settings
@@ -34,6 +34,7 @@ def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
         "attempts": job.attempt_count,
         "deliveries": job.deliveries,
         "crashes": job.crashes,
+        "possible_duplicate": job.possible_duplicate,
         "error_type": job.error_type,
         "error": job.error_message,
         "created_at": job.created_at,
@@ -66,6 +67,9 @@ def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
                 "compute_basis": a.compute_basis.value if a.compute_basis else None,
                 "cost_usd": a.cost_usd,
                 "fal_equivalent_usd": a.fal_equivalent_usd,
+                "submit_state": a.submit_state.value if a.submit_state else None,
+                "provider_request_id": a.provider_request_id,
+                "provider_status": a.provider_status,
             }
             for a in job.attempts
         ]
@@ -142,10 +146,31 @@ def result(
 
 @app.command()
 def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
-    """Cancel a job that has not finished."""
-    with session_scope(get_settings().database_url) as session:
+    """Cancel a job that has not finished (at fal too, if it was submitted there)."""
+    settings = get_settings()
+    with session_scope(settings.database_url) as session:
+        job = service.get_job(session, job_id)
+        if job.state.is_final:
+            raise JobStateError(f"job {job.id} is already {job.state.value}; nothing to cancel")
+        request_id = next(
+            (a.provider_request_id for a in job.attempts
+             if a.outcome is AttemptOutcome.RUNNING and a.provider_request_id),
+            None,
+        )
+    if request_id is not None:
+        from orchestrator.backends.fal import FalBackend
+        from orchestrator.backends.fal.client import cancel_once
+
+        answer = cancel_once(FalBackend(settings).key(), settings.fal_endpoint, request_id)
+        if answer == "already_completed":
+            console_err.print(
+                f"fal had already completed job {job.id} (request {request_id}); "
+                "its result is being collected and kept"
+            )
+            return
+    with session_scope(settings.database_url) as session:
         job = service.cancel(session, job_id)
-    console_err.print(f"job {job.id} cancelled")
+    console_err.print(f"job {job.id} cancelled" + (f" (fal request {request_id})" if request_id else ""))
 
 
 @app.command()

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState
+from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -104,6 +104,11 @@ class Job(TimestampMixin, Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A paid submission's reply was lost and the job was submitted again: fal may have billed
+    # it twice.
+    possible_duplicate: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default="false"
+    )
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", cascade="all, delete-orphan"
@@ -130,6 +135,8 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_id_number"),
         Index("ix_attempts_started_at", "started_at"),
+        Index("ix_attempts_outcome_next_poll_at", "outcome", "next_poll_at"),
+        Index("ix_attempts_provider_request_id", "provider_request_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -155,6 +162,19 @@ class Attempt(Base):
     cost_usd: Mapped[Decimal | None] = mapped_column(Money)
     # For local attempts: what fal would have charged for the same compute seconds.
     fal_equivalent_usd: Mapped[Decimal | None] = mapped_column(Money)
+
+    # Remote (fal) attempts: the one paid submission and its polling.
+    submit_state: Mapped[SubmitState | None] = mapped_column(_enum(SubmitState, "submit_state"))
+    provider_request_id: Mapped[str | None] = mapped_column(String(100))
+    provider_status: Mapped[str | None] = mapped_column(String(20))
+    queue_position: Mapped[int | None] = mapped_column(Integer)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    polls: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    poll_errors: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
 
     job: Mapped[Job] = relationship(back_populates="attempts")
 

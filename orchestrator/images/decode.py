@@ -103,3 +103,9 @@ def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
         gray = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
         return gray.convert("RGB")
     return img.convert("RGB")
+
+
+def image_mime(data: bytes) -> str:
+    """The MIME type of an image already accepted by ``open_image``."""
+    with Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS) as img:
+        return Image.MIME.get(img.format or "", "application/octet-stream")

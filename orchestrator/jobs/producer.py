@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from orchestrator.backends import backend_class
 from orchestrator.db.models import Job, JobInput
 from orchestrator.db.session import session_scope
-from orchestrator.errors import InputError, OrchestratorError
+from orchestrator.errors import BackendUnavailable, InputError, OrchestratorError, PermanentJobError
 from orchestrator.images.decode import check_size
 from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import JobState
@@ -110,13 +110,15 @@ def submit(
     model = backend_cls.model_label(settings)
     options = {"crop_to_bbox": bool(crop_to_bbox)}
     items = list(sources)
+    # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
+    unavailable = backend_cls.unavailable_reason(settings) if getattr(backend_cls, "remote", False) else None
     submitted: list[Submitted] = []
     for source in items:
         key = idempotency_key
         if key is not None and len(items) > 1:
             key = f"{idempotency_key}:{source.name}"
         submitted.append(
-            _record(source, settings, backend_name, model, options, key, client)
+            _record(source, settings, backend_name, model, options, key, client, unavailable)
         )
     for item in submitted:
         if item.created and item.state is JobState.QUEUED:
@@ -132,10 +134,11 @@ def _record(
     options: dict[str, bool],
     key: str | None,
     client: str,
+    unavailable: str | None = None,
 ) -> Submitted:
     fingerprint = _fingerprint(source)
-    rejection: InputError | None = None
-    if source.data is not None:
+    rejection: PermanentJobError | None = BackendUnavailable(unavailable) if unavailable else None
+    if source.data is not None and rejection is None:
         try:
             check_size(len(source.data), settings.max_input_bytes)
         except InputError as exc:

@@ -45,6 +45,16 @@ class AttemptOutcome(str, enum.Enum):
     CRASHED = "crashed"  # its worker process died; found by the next delivery
     SUPERSEDED = "superseded"  # lost its lease to another delivery; its work was discarded
     CANCELLED = "cancelled"  # the job was cancelled while this attempt ran
+    LOST = "lost"  # a paid submission whose reply never arrived: fal may have run it
+
+
+class SubmitState(str, enum.Enum):
+    """Where a remote (fal) attempt's one paid submission stands."""
+
+    SENDING = "sending"  # intent committed; the POST is about to go, or went and no reply yet
+    ACCEPTED = "accepted"  # fal answered with a request id, which is stored
+    REJECTED = "rejected"  # fal (or the network before sending) refused it: nothing to pay
+    UNKNOWN = "unknown"  # the POST may have reached fal, but the reply was lost
 
 
 class ComputeBasis(str, enum.Enum):

@@ -7,11 +7,13 @@ import os
 import uuid
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown
 
 from orchestrator.backends import Backend, backend_class
 from orchestrator.backends.inference_gate import InferenceGate
 from orchestrator.backends.local import LocalBackend, install_gate
+from orchestrator.db.models import Job
+from orchestrator.db.session import session_scope
 from orchestrator.jobs.runner import run_delivery
 from orchestrator.queue.celery_app import RUN_JOB_TASK, app, publish_run
 from orchestrator.settings import get_settings
@@ -20,6 +22,7 @@ log = logging.getLogger("orchestrator.worker")
 
 WORKER_QUEUES_ENV = "ORCH_WORKER_QUEUES"
 _backends: dict[str, Backend] = {}
+_poller: Any = None
 
 
 def backend_for(name: str) -> Backend:
@@ -30,27 +33,50 @@ def backend_for(name: str) -> Backend:
     return backend
 
 
+def _publish(job_id: uuid.UUID, queue: str, countdown: float) -> None:
+    publish_run(get_settings(), job_id, queue, countdown)
+
+
 @worker_process_init.connect
-def _warm_backends(**_: Any) -> None:
-    """Create each backend's per-process state (the ONNX session) before the first job."""
+def _start_backends(**_: Any) -> None:
+    """Per-process backend state: the warm ONNX session, the fal poller thread."""
+    global _poller
     queues = os.environ.get(WORKER_QUEUES_ENV, "local").split(",")
+    settings = get_settings()
     if LocalBackend.name in queues:
-        settings = get_settings()
         install_gate(InferenceGate.for_worker(os.getppid(), settings.inference_slots()))
         backend = backend_for(LocalBackend.name)
         assert isinstance(backend, LocalBackend)
         backend.warm()
         log.info("local backend ready in process %d", os.getpid())
+    if "fal" in queues:
+        from orchestrator.backends.fal.poller import FalPoller
+
+        _poller = FalPoller(settings, _publish)
+        _poller.start()
+        log.info("fal poller running in process %d", os.getpid())
+
+
+@worker_process_shutdown.connect
+def _stop_backends(**_: Any) -> None:
+    if _poller is not None:
+        _poller.stop()
 
 
 @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_job(self: Any, job_id: str) -> str:
     settings = get_settings()
+    key = uuid.UUID(job_id)
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, key)
+        backend_name = job.backend if job is not None else LocalBackend.name
+    backend = backend_for(backend_name)
+    if getattr(backend, "remote", False):
+        from orchestrator.backends.fal import FalBackend
+        from orchestrator.backends.fal.submitter import submit_delivery
 
-    def publish(job: uuid.UUID, queue: str, countdown: float) -> None:
-        publish_run(settings, job, queue, countdown)
-
-    report = run_delivery(
-        uuid.UUID(job_id), settings=settings, backend_for=backend_for, publish=publish
-    )
+        assert isinstance(backend, FalBackend)
+        report = submit_delivery(key, settings=settings, backend=backend, publish=_publish)
+    else:
+        report = run_delivery(key, settings=settings, backend_for=backend_for, publish=_publish)
     return report.outcome

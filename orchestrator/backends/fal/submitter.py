@@ -1,0 +1,120 @@
+"""One delivery of a fal job: at most one paid submission, then hand over to the poller."""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+
+from orchestrator.backends.fal import FalBackend
+from orchestrator.backends.fal.client import (
+    SubmitOutcomeUnknown,
+    SubmitRefused,
+    cancel_once,
+    key_fingerprint,
+    submit_once,
+)
+from orchestrator.backends.fal.limits import FalLimits, mark_key_refused
+from orchestrator.db.models import JobInput
+from orchestrator.db.session import session_scope
+from orchestrator.errors import (
+    BackendBusy,
+    BackendRejected,
+    CorruptImage,
+    CredentialsRefused,
+    PermanentJobError,
+    SubmitReplyLost,
+)
+from orchestrator.jobs import remote, service
+from orchestrator.jobs.runner import RunReport
+from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.settings import Settings
+
+log = logging.getLogger("orchestrator.fal")
+
+Publish = Callable[[uuid.UUID, str, float], None]
+
+
+def _input_bytes(claim: Claim, settings: Settings) -> bytes | None:
+    if claim.source_kind == "url":
+        return None
+    with session_scope(settings.database_url) as session:
+        row = session.get(JobInput, claim.job_id)
+        if row is None:
+            raise CorruptImage("the job's stored input is missing")
+        return row.data
+
+
+def _fail(claim: Claim, exc: Exception, settings: Settings) -> None:
+    pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
+    with session_scope(settings.database_url) as session:
+        service.fail(session, claim, exc, Cost(), pricing)
+
+
+def submit_delivery(
+    job_id: uuid.UUID, *, settings: Settings, backend: FalBackend, publish: Publish
+) -> RunReport:
+    limits = FalLimits(settings.broker_url, max_in_flight=settings.fal_max_in_flight,
+                       max_per_second=settings.fal_max_submits_per_second)
+    slot = str(job_id)
+    if not limits.try_acquire(slot):
+        # Over a shared limit: hand the message back for a little later; no slot is held.
+        publish(job_id, FalBackend.name, random.uniform(0.5, 1.5))
+        return RunReport("busy", "fal limit reached; re-published")
+
+    with session_scope(settings.database_url) as session:
+        decision = remote.claim_submit(session, job_id, settings)
+    if isinstance(decision, Skip):
+        if decision.reason != "already submitted; polling resumed":
+            limits.release(slot)
+        return RunReport("skipped", decision.reason)
+    if isinstance(decision, Busy):
+        delay = min(max(decision.retry_after + 1.0, 1.0), settings.retry_countdown_cap())
+        publish(job_id, FalBackend.name, delay)
+        return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
+
+    claim = decision
+    try:
+        key = backend.key()
+        arguments = backend.arguments(url=claim.source_url, data=_input_bytes(claim, settings),
+                                      options=claim.options)
+    except PermanentJobError as exc:
+        limits.release(slot)
+        _fail(claim, exc, settings)
+        return RunReport("failed", str(exc))
+
+    try:
+        accepted = submit_once(key, settings.fal_endpoint, arguments,
+                               timeout=settings.fal_submit_timeout_seconds)
+    except SubmitRefused as exc:
+        limits.release(slot)
+        if exc.credentials:
+            mark_key_refused(settings.broker_url, key_fingerprint(key), str(exc))
+            _fail(claim, CredentialsRefused(str(exc)), settings)
+            return RunReport("failed", str(exc))
+        if not exc.retryable:
+            _fail(claim, BackendRejected(str(exc)), settings)
+            return RunReport("failed", str(exc))
+        with session_scope(settings.database_url) as session:
+            delay = remote.record_refused(session, claim, BackendBusy(str(exc)), retryable=True,
+                                          settings=settings)
+        if delay is not None:
+            publish(job_id, FalBackend.name, delay)
+        return RunReport("retry", str(exc))
+    except SubmitOutcomeUnknown as exc:
+        limits.release(slot)
+        log.warning("job %s: submit outcome unknown: %s", job_id, exc)
+        with session_scope(settings.database_url) as session:
+            delay = remote.record_unknown(session, claim, SubmitReplyLost(str(exc)), settings)
+        if delay is not None:
+            publish(job_id, FalBackend.name, delay)
+        return RunReport("retry", str(exc))
+
+    with session_scope(settings.database_url) as session:
+        wanted = remote.record_accepted(session, claim, accepted.request_id, accepted.status,
+                                        accepted.queue_position, settings)
+    log.info("job %s submitted to fal as request %s", job_id, accepted.request_id)
+    if not wanted:  # cancelled while the submit was in the air
+        cancel_once(key, settings.fal_endpoint, accepted.request_id)
+    return RunReport("submitted", accepted.request_id)

@@ -1,0 +1,328 @@
+"""State changes of remote (fal) attempts, each one transaction holding the job's row lock.
+
+A remote attempt makes one paid submission: the attempt row (``submit_state=sending``) is
+committed before the POST and the request id the moment fal answers. From then on the attempt
+is polled from Postgres (``next_poll_at``) by any worker's poller, so nothing waits in memory.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator.backends.base import BackendOutput
+from orchestrator.db.models import Attempt, Job, Result
+from orchestrator.errors import error_type
+from orchestrator.jobs.leases import LeaseOwner
+from orchestrator.jobs.service import (
+    Busy,
+    Claim,
+    Cost,
+    Pricing,
+    Skip,
+    _end_job,
+    _lock,
+    _record_cost,
+    _running_attempts,
+    _set_state,
+    backoff_seconds,
+    utcnow,
+)
+from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
+from orchestrator.results.base import StoredBytes
+from orchestrator.settings import Settings
+
+
+def claim_submit(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
+    """Open a new remote attempt, or explain why this delivery must not submit."""
+    job = _lock(session, job_id)
+    if job is None:
+        return Skip(f"no job {job_id}")
+    job.deliveries += 1
+    if job.state.is_final:
+        return Skip(f"job is already {job.state.value}")
+    now = utcnow()
+
+    for current in _running_attempts(session, job.id):
+        if current.submit_state is SubmitState.ACCEPTED:
+            # Delivered again after fal accepted it: never pay twice, poll that request now.
+            current.next_poll_at = now
+            return Skip("already submitted; polling resumed")
+        holder = LeaseOwner.parse(job.lease_owner or "")
+        expired = job.lease_expires_at is None or job.lease_expires_at <= now
+        if holder is not None and not expired and not holder.is_known_dead() and not holder.is_this_process():
+            assert job.lease_expires_at is not None
+            return Busy((job.lease_expires_at - now).total_seconds())
+        # The delivery that was submitting died between sending and recording the reply.
+        current.outcome = AttemptOutcome.LOST
+        current.submit_state = SubmitState.UNKNOWN
+        current.finished_at = now
+        current.error_type = "WorkerLost"
+        current.error_message = (
+            "the worker stopped while submitting to fal; fal may have accepted (and billed) it"
+        )
+        job.crashes += 1
+        if job.crashes >= settings.max_deliveries:
+            _end_job(job, JobState.FAILED, err_type="WorkerLost",
+                     message=f"the worker process died {job.crashes} times while submitting this job")
+            return Skip("poison job failed")
+
+    if job.state is JobState.RETRYING and job.next_attempt_at is not None:
+        wait = (job.next_attempt_at - now).total_seconds()
+        if wait > 0.5:
+            return Busy(wait)
+    if job.attempt_count >= job.max_attempts:
+        _end_job(job, JobState.FAILED, err_type=job.error_type or "AttemptsExhausted",
+                 message=job.error_message or f"no attempts left ({job.max_attempts} allowed)")
+        return Skip("attempts exhausted")
+
+    lost_before = session.scalar(
+        select(Attempt.id).where(Attempt.job_id == job.id, Attempt.outcome == AttemptOutcome.LOST).limit(1)
+    )
+    if lost_before is not None:
+        job.possible_duplicate = True
+    owner = LeaseOwner.new()
+    job.attempt_count += 1
+    attempt = Attempt(
+        job_id=job.id,
+        number=job.attempt_count,
+        backend=job.backend,
+        worker=f"{owner.host}:{owner.pid}",
+        outcome=AttemptOutcome.RUNNING,
+        submit_state=SubmitState.SENDING,
+        started_at=now,
+    )
+    session.add(attempt)
+    _set_state(job, JobState.RUNNING)
+    job.lease_owner = str(owner)
+    job.lease_expires_at = now + timedelta(seconds=settings.fal_submit_timeout_seconds + settings.lease_seconds)
+    job.started_at = job.started_at or now
+    job.next_attempt_at = None
+    session.flush()
+    return Claim(
+        job_id=job.id, attempt_id=attempt.id, attempt_number=attempt.number,
+        max_attempts=job.max_attempts, owner=owner, backend=job.backend,
+        options=dict(job.options or {}), source_kind=job.source_kind, source_url=job.source_url,
+    )
+
+
+def record_accepted(
+    session: Session, claim: Claim, request_id: str, status: str, position: int | None,
+    settings: Settings,
+) -> bool:
+    """Store fal's request id; False if the job was cancelled meanwhile (the caller cancels at fal)."""
+    job = _lock(session, claim.job_id)
+    attempt = session.get(Attempt, claim.attempt_id, populate_existing=True)
+    assert job is not None and attempt is not None
+    now = utcnow()
+    attempt.provider_request_id = request_id
+    attempt.submit_state = SubmitState.ACCEPTED
+    attempt.submitted_at = now
+    attempt.provider_status = status
+    attempt.queue_position = position
+    if status == "IN_PROGRESS":
+        attempt.first_in_progress_at = now
+    attempt.next_poll_at = now + timedelta(seconds=settings.fal_poll_initial_seconds)
+    if job.lease_owner == str(claim.owner):
+        job.lease_owner = None
+        job.lease_expires_at = None
+    return job.state is JobState.RUNNING
+
+
+def record_refused(
+    session: Session, claim: Claim, exc: Exception, *, retryable: bool, settings: Settings,
+) -> float | None:
+    """fal did not accept it: nothing was bought. Retry later, or fail; the retry delay or None."""
+    from orchestrator.jobs import service
+
+    attempt = session.get(Attempt, claim.attempt_id)
+    if attempt is not None:
+        attempt.submit_state = SubmitState.REJECTED
+    pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
+    cost = Cost(Decimal(0), ComputeBasis.MEASURED)
+    if retryable:
+        return service.schedule_retry(session, claim, exc, cost, pricing, settings)
+    service.fail(session, claim, exc, cost, pricing)
+    return None
+
+
+def record_unknown(session: Session, claim: Claim, exc: Exception, settings: Settings) -> float | None:
+    """The reply to a sent submit was lost: the attempt is LOST (fal may run and bill it); the
+    job is submitted again after ``fal_resubmit_after_seconds`` and flagged a possible duplicate."""
+    job = _lock(session, claim.job_id)
+    attempt = session.get(Attempt, claim.attempt_id, populate_existing=True)
+    assert job is not None and attempt is not None
+    now = utcnow()
+    attempt.submit_state = SubmitState.UNKNOWN
+    attempt.outcome = AttemptOutcome.LOST
+    attempt.finished_at = now
+    attempt.error_type = error_type(exc)
+    attempt.error_message = str(exc)
+    attempt.compute_seconds = Decimal(0)
+    attempt.compute_basis = ComputeBasis.MEASURED
+    attempt.cost_usd = Decimal(0)
+    if job.state is not JobState.RUNNING or job.lease_owner != str(claim.owner):
+        return None
+    if claim.attempt_number >= claim.max_attempts:
+        _end_job(job, JobState.FAILED, err_type=error_type(exc),
+                 message=f"{exc} (no attempts left; fal may have run it)")
+        return None
+    _set_state(job, JobState.RETRYING)
+    job.error_type = error_type(exc)
+    job.error_message = str(exc)
+    job.lease_owner = None
+    job.lease_expires_at = None
+    delay = settings.fal_resubmit_after_seconds
+    job.next_attempt_at = now + timedelta(seconds=delay)
+    return delay
+
+
+@dataclass(frozen=True)
+class PollItem:
+    attempt_id: int
+    job_id: uuid.UUID
+    request_id: str
+    polls: int
+    poll_errors: int
+    submitted_at: datetime | None
+    first_in_progress_at: datetime | None
+
+
+def claim_due_polls(session: Session, *, limit: int, lease_seconds: float) -> list[PollItem]:
+    """Take up to ``limit`` attempts due for a poll; other pollers skip them (SKIP LOCKED)."""
+    now = utcnow()
+    rows = session.scalars(
+        select(Attempt)
+        .where(
+            Attempt.outcome == AttemptOutcome.RUNNING,
+            Attempt.submit_state == SubmitState.ACCEPTED,
+            Attempt.next_poll_at <= now,
+        )
+        .order_by(Attempt.next_poll_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    items = []
+    for a in rows:
+        assert a.provider_request_id is not None
+        a.next_poll_at = now + timedelta(seconds=lease_seconds)  # if this poller dies, due again
+        items.append(PollItem(a.id, a.job_id, a.provider_request_id, a.polls, a.poll_errors,
+                              a.submitted_at, a.first_in_progress_at))
+    return items
+
+
+def poll_interval(polls: int, position: int | None, settings: Settings) -> float:
+    """Grows ×1.5 per poll; a request deep in fal's queue is asked less often."""
+    interval = settings.fal_poll_initial_seconds * (1.5 ** min(polls, 30))
+    if position:
+        interval = max(interval, 0.25 * position)
+    return min(interval, settings.fal_poll_max_seconds)
+
+
+def record_status(
+    session: Session, attempt_id: int, status: str, position: int | None, settings: Settings,
+) -> None:
+    attempt = session.get(Attempt, attempt_id)
+    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+        return
+    now = utcnow()
+    attempt.polls += 1
+    attempt.provider_status = status
+    attempt.queue_position = position
+    if status == "IN_PROGRESS" and attempt.first_in_progress_at is None:
+        attempt.first_in_progress_at = now
+    attempt.next_poll_at = now + timedelta(seconds=poll_interval(attempt.polls, position, settings))
+
+
+def record_poll_error(session: Session, attempt_id: int, message: str, settings: Settings) -> None:
+    """A status/result/download call failed in a way that asking again can fix: back off."""
+    attempt = session.get(Attempt, attempt_id)
+    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+        return
+    attempt.poll_errors += 1
+    attempt.error_message = message
+    ceiling = min(settings.fal_poll_max_seconds * 3,
+                  settings.fal_poll_initial_seconds * 2 ** min(attempt.poll_errors, 20))
+    attempt.next_poll_at = utcnow() + timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+def _claim_for(job: Job, attempt: Attempt) -> Claim:
+    return Claim(job_id=job.id, attempt_id=attempt.id, attempt_number=attempt.number,
+                 max_attempts=job.max_attempts, owner=LeaseOwner("", 0, ""), backend=job.backend,
+                 options=dict(job.options or {}), source_kind=job.source_kind, source_url=job.source_url)
+
+
+def _current(job: Job | None, attempt: Attempt | None) -> bool:
+    return (job is not None and attempt is not None and job.state is JobState.RUNNING
+            and attempt.outcome is AttemptOutcome.RUNNING and job.attempt_count == attempt.number)
+
+
+def complete_remote(
+    session: Session, attempt_id: int, output: BackendOutput, stored: StoredBytes, sha256: str,
+    pricing: Pricing,
+) -> bool:
+    """fal finished it: store the result once and end the job succeeded."""
+    attempt = session.get(Attempt, attempt_id, populate_existing=True)
+    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+        return False
+    job = _lock(session, attempt.job_id)
+    session.refresh(attempt)
+    _record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
+    if not _current(job, attempt):
+        attempt.outcome = (AttemptOutcome.CANCELLED if job is not None and job.state is JobState.CANCELLED
+                           else AttemptOutcome.SUPERSEDED)
+        return False
+    assert job is not None
+    attempt.outcome = AttemptOutcome.SUCCEEDED
+    attempt.provider_status = "COMPLETED"
+    session.add(Result(job_id=job.id, attempt_id=attempt.id, content_type=output.content_type,
+                       sha256=sha256, size_bytes=len(output.data), width=output.width,
+                       height=output.height, store=stored.store, location=stored.location,
+                       data=stored.data, cropped=output.cropped))
+    _end_job(job, JobState.SUCCEEDED, err_type=None, message=None)
+    return True
+
+
+def fail_remote(
+    session: Session, attempt_id: int, exc: Exception, cost: Cost, pricing: Pricing, *,
+    retryable: bool, settings: Settings,
+) -> tuple[uuid.UUID, float] | None:
+    """fal ran it and it failed (a cost too). Returns (job id, delay) when a retry was scheduled."""
+    attempt = session.get(Attempt, attempt_id, populate_existing=True)
+    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+        return None
+    job = _lock(session, attempt.job_id)
+    session.refresh(attempt)
+    _record_cost(attempt, cost, pricing)
+    attempt.provider_status = "COMPLETED"
+    attempt.error_type = error_type(exc)
+    attempt.error_message = str(exc)
+    if not _current(job, attempt):
+        attempt.outcome = (AttemptOutcome.CANCELLED if job is not None and job.state is JobState.CANCELLED
+                           else AttemptOutcome.SUPERSEDED)
+        return None
+    assert job is not None
+    if retryable and attempt.number < job.max_attempts:
+        attempt.outcome = AttemptOutcome.RETRY
+        delay = backoff_seconds(attempt.number, settings)
+        _set_state(job, JobState.RETRYING)
+        job.error_type = error_type(exc)
+        job.error_message = str(exc)
+        job.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        return job.id, delay
+    attempt.outcome = AttemptOutcome.FAILED
+    _end_job(job, JobState.FAILED, err_type=error_type(exc), message=str(exc))
+    return None
+
+
+__all__ = [
+    "PollItem", "claim_due_polls", "claim_submit", "complete_remote", "fail_remote",
+    "poll_interval", "record_accepted", "record_poll_error", "record_refused", "record_status",
+    "record_unknown", "_claim_for",
+]
