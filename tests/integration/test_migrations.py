@@ -51,3 +51,25 @@ def test_migrate_command(base_env: dict[str, str]) -> None:
         assert _tables(url) == set(Base.metadata.tables)
     finally:
         drop_database(dbname)
+
+
+def test_check_constraints_admit_every_enum_value(database_url: str) -> None:
+    """Autogenerate does not compare CHECK constraints: a new enum member needs a migration."""
+    import psycopg
+
+    from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
+
+    expected = {
+        "ck_jobs_job_state": JobState,
+        "ck_attempts_attempt_outcome": AttemptOutcome,
+        "ck_attempts_compute_basis": ComputeBasis,
+        "ck_attempts_submit_state": SubmitState,
+    }
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        rows = dict(conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c'"
+        ).fetchall())
+    for name, enum in expected.items():
+        assert name in rows, name
+        for member in enum:
+            assert f"'{member.value}'" in rows[name], (name, member)
