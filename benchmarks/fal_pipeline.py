@@ -14,12 +14,10 @@ of requests in flight at fal during the pipeline run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys

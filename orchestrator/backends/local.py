@@ -63,7 +63,7 @@ def create_session(settings: Settings) -> Any:
     opts.inter_op_num_threads = 1
     if settings.local_model_path is not None:
 
-        class _ConfiguredPathSession(DisCustomSession):
+        class _ConfiguredPathSession(DisCustomSession):  # type: ignore[misc]
             # rembg refuses model paths outside its model home because its HTTP server takes
             # them from users; ours comes from the operator's settings, so it is trusted.
             @classmethod
@@ -102,7 +102,7 @@ def sessions_created() -> int:
 def remove_background(image: Image.Image, session: Any, *, crop_to_bbox: bool) -> Image.Image:
     """rembg.remove with the session, then an optional crop to the subject's alpha box."""
     rembg = _import_rembg()
-    cutout = rembg.remove(image, session=session)
+    cutout: Image.Image = rembg.remove(image, session=session)
     if crop_to_bbox:
         box = cutout.getchannel("A").getbbox()
         if box is not None:

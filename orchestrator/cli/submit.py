@@ -13,7 +13,8 @@ from orchestrator.cli.common import console_err, print_json
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.errors import ConfigError
-from orchestrator.jobs.producer import Submitted, expand_sources, submit as submit_jobs, wait_for
+from orchestrator.jobs.producer import Submitted, expand_sources, wait_for
+from orchestrator.jobs.producer import submit as submit_jobs
 from orchestrator.jobs.states import JobState
 from orchestrator.results import read_result
 from orchestrator.settings import Settings, get_settings

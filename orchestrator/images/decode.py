@@ -81,10 +81,10 @@ def open_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
         raise InputTooLarge(f"the image has more than {max_pixels:,} pixels") from None
 
     try:
-        img = ImageOps.exif_transpose(img)
+        upright: Image.Image = ImageOps.exif_transpose(img)
     except Exception as exc:  # broken EXIF must not take the job down with a traceback
         raise CorruptImage(f"the image's EXIF orientation data is corrupt ({exc})") from None
-    return to_rgb_or_rgba(img)
+    return to_rgb_or_rgba(upright)
 
 
 def to_rgb_or_rgba(img: Image.Image) -> Image.Image:

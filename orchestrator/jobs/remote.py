@@ -32,7 +32,11 @@ from orchestrator.jobs.service import (
     _running_attempts,
     _set_state,
     backoff_seconds,
+    count_crash,
+    lease_is_live,
+    open_attempt,
     utcnow,
+    wait_or_exhausted,
 )
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
 from orchestrator.results.base import StoredBytes
@@ -54,9 +58,7 @@ def claim_submit(session: Session, job_id: uuid.UUID, settings: Settings) -> Cla
             # Delivered again after fal accepted it: never pay twice, poll that request now.
             current.next_poll_at = now
             return Skip("already submitted; polling resumed")
-        holder = LeaseOwner.parse(job.lease_owner or "")
-        expired = job.lease_expires_at is None or job.lease_expires_at <= now
-        if holder is not None and not expired and not holder.is_known_dead() and not holder.is_this_process():
+        if lease_is_live(job, now):
             assert job.lease_expires_at is not None
             return Busy((job.lease_expires_at - now).total_seconds())
         # The delivery that was submitting died between sending and recording the reply.
@@ -67,48 +69,23 @@ def claim_submit(session: Session, job_id: uuid.UUID, settings: Settings) -> Cla
         current.error_message = (
             "the worker stopped while submitting to fal; fal may have accepted (and billed) it"
         )
-        job.crashes += 1
-        if job.crashes >= settings.max_deliveries:
-            _end_job(job, JobState.FAILED, err_type="WorkerLost",
-                     message=f"the worker process died {job.crashes} times while submitting this job")
+        if count_crash(job, settings, doing="submitting"):
             return Skip("poison job failed")
 
-    if job.state is JobState.RETRYING and job.next_attempt_at is not None:
-        wait = (job.next_attempt_at - now).total_seconds()
-        if wait > 0.5:
-            return Busy(wait)
-    if job.attempt_count >= job.max_attempts:
-        _end_job(job, JobState.FAILED, err_type=job.error_type or "AttemptsExhausted",
-                 message=job.error_message or f"no attempts left ({job.max_attempts} allowed)")
-        return Skip("attempts exhausted")
-
+    waiting = wait_or_exhausted(job, now)
+    if waiting is not None:
+        return waiting
     lost_before = session.scalar(
-        select(Attempt.id).where(Attempt.job_id == job.id, Attempt.outcome == AttemptOutcome.LOST).limit(1)
+        select(Attempt.id)
+        .where(Attempt.job_id == job.id, Attempt.outcome == AttemptOutcome.LOST)
+        .limit(1)
     )
     if lost_before is not None:
         job.possible_duplicate = True
-    owner = LeaseOwner.new()
-    job.attempt_count += 1
-    attempt = Attempt(
-        job_id=job.id,
-        number=job.attempt_count,
-        backend=job.backend,
-        worker=f"{owner.host}:{owner.pid}",
-        outcome=AttemptOutcome.RUNNING,
+    return open_attempt(
+        session, job, now,
+        lease_seconds=settings.fal_submit_timeout_seconds + settings.lease_seconds,
         submit_state=SubmitState.SENDING,
-        started_at=now,
-    )
-    session.add(attempt)
-    _set_state(job, JobState.RUNNING)
-    job.lease_owner = str(owner)
-    job.lease_expires_at = now + timedelta(seconds=settings.fal_submit_timeout_seconds + settings.lease_seconds)
-    job.started_at = job.started_at or now
-    job.next_attempt_at = None
-    session.flush()
-    return Claim(
-        job_id=job.id, attempt_id=attempt.id, attempt_number=attempt.number,
-        max_attempts=job.max_attempts, owner=owner, backend=job.backend,
-        options=dict(job.options or {}), source_kind=job.source_kind, source_url=job.source_url,
     )
 
 

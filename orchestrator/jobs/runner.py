@@ -113,11 +113,11 @@ def run_delivery(
         except Exception as exc:
             log.warning("job %s attempt %d failed: %r", job_id, claim.attempt_number, exc)
             with session_scope(settings.database_url) as session:
-                delay = service.schedule_retry(session, claim, exc, Cost(), pricing, settings)
-            if delay is None:
+                retry_in = service.schedule_retry(session, claim, exc, Cost(), pricing, settings)
+            if retry_in is None:
                 return RunReport("failed", str(exc))
-            publish(job_id, claim.backend, delay)
-            return RunReport("retry", f"retry in {delay:.1f} s")
+            publish(job_id, claim.backend, retry_in)
+            return RunReport("retry", f"retry in {retry_in:.1f} s")
 
         store = result_store(settings)
         stored = store.put(claim.job_id, claim.attempt_id, output.data)

@@ -96,51 +96,43 @@ def _end_job(job: Job, state: JobState, *, err_type: str | None, message: str | 
     job.next_attempt_at = None
 
 
-def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
-    job = _lock(session, job_id)
-    if job is None:
-        return Skip(f"no job {job_id}")
-    job.deliveries += 1
-    if job.state.is_final:
-        return Skip(f"job is already {job.state.value}")
-    now = utcnow()
+def lease_is_live(job: Job, now: datetime) -> bool:
+    """Another delivery, alive as far as we can tell, holds the job."""
+    holder = LeaseOwner.parse(job.lease_owner or "")
+    expired = job.lease_expires_at is None or job.lease_expires_at <= now
+    return (
+        holder is not None
+        and not expired
+        and not holder.is_known_dead()
+        and not holder.is_this_process()
+    )
 
-    if job.state is JobState.RUNNING:
-        holder = LeaseOwner.parse(job.lease_owner or "")
-        expired = job.lease_expires_at is None or job.lease_expires_at <= now
-        dead = holder is None or holder.is_known_dead()
-        abandoned = holder is not None and holder.is_this_process()
-        if not (expired or dead or abandoned):
-            assert job.lease_expires_at is not None
-            return Busy((job.lease_expires_at - now).total_seconds())
-        for attempt in _running_attempts(session, job.id):
-            attempt.outcome = AttemptOutcome.CRASHED
-            attempt.finished_at = now
-            attempt.error_type = "WorkerLost"
-            attempt.error_message = (
-                "the worker process running this attempt stopped without finishing it"
-            )
-            attempt.compute_seconds = Decimal(0)
-            attempt.cost_usd = Decimal(0)
-        if not abandoned:
-            job.crashes += 1
-        if job.crashes >= settings.max_deliveries:
-            _end_job(
-                job,
-                JobState.FAILED,
-                err_type="WorkerLost",
-                message=(
-                    f"the worker process died {job.crashes} times while running this job, "
-                    "so it was not run again (the input may crash the model)"
-                ),
-            )
-            return Skip("poison job failed")
 
+def count_crash(job: Job, settings: Settings, *, doing: str) -> bool:
+    """Count a delivery whose worker died; True (and the job failed) once it reached the cap."""
+    holder = LeaseOwner.parse(job.lease_owner or "")
+    if holder is None or not holder.is_this_process():  # our own abandoned run is no crash
+        job.crashes += 1
+    if job.crashes < settings.max_deliveries:
+        return False
+    _end_job(
+        job,
+        JobState.FAILED,
+        err_type="WorkerLost",
+        message=(
+            f"the worker process died {job.crashes} times while {doing} this job, "
+            "so it was not run again (the input may crash the model)"
+        ),
+    )
+    return True
+
+
+def wait_or_exhausted(job: Job, now: datetime) -> Busy | Skip | None:
+    """A retry that is not due yet waits; a job without attempts left fails."""
     if job.state is JobState.RETRYING and job.next_attempt_at is not None:
         wait = (job.next_attempt_at - now).total_seconds()
         if wait > 0.5:
             return Busy(wait)
-
     if job.attempt_count >= job.max_attempts:
         _end_job(
             job,
@@ -149,7 +141,13 @@ def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Bu
             message=job.error_message or f"no attempts left ({job.max_attempts} allowed)",
         )
         return Skip("attempts exhausted")
+    return None
 
+
+def open_attempt(
+    session: Session, job: Job, now: datetime, *, lease_seconds: float, **fields: Any
+) -> Claim:
+    """Start the job's next attempt under a fresh lease held by this delivery."""
     owner = LeaseOwner.new()
     job.attempt_count += 1
     attempt = Attempt(
@@ -159,11 +157,12 @@ def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Bu
         worker=f"{owner.host}:{owner.pid}",
         outcome=AttemptOutcome.RUNNING,
         started_at=now,
+        **fields,
     )
     session.add(attempt)
     _set_state(job, JobState.RUNNING)
     job.lease_owner = str(owner)
-    job.lease_expires_at = now + timedelta(seconds=settings.lease_seconds)
+    job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     job.started_at = job.started_at or now
     job.next_attempt_at = None
     session.flush()
@@ -177,6 +176,37 @@ def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Bu
         options=dict(job.options or {}),
         source_kind=job.source_kind,
         source_url=job.source_url,
+    )
+
+
+def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
+    """Take a delivered job: a new attempt, or why this delivery must not run it."""
+    job = _lock(session, job_id)
+    if job is None:
+        return Skip(f"no job {job_id}")
+    job.deliveries += 1
+    if job.state.is_final:
+        return Skip(f"job is already {job.state.value}")
+    now = utcnow()
+
+    if job.state is JobState.RUNNING:
+        if lease_is_live(job, now):
+            assert job.lease_expires_at is not None
+            return Busy((job.lease_expires_at - now).total_seconds())
+        for attempt in _running_attempts(session, job.id):
+            attempt.outcome = AttemptOutcome.CRASHED
+            attempt.finished_at = now
+            attempt.error_type = "WorkerLost"
+            attempt.error_message = (
+                "the worker process running this attempt stopped without finishing it"
+            )
+            attempt.compute_seconds = Decimal(0)
+            attempt.cost_usd = Decimal(0)
+        if count_crash(job, settings, doing="running"):
+            return Skip("poison job failed")
+
+    return wait_or_exhausted(job, now) or open_attempt(
+        session, job, now, lease_seconds=settings.lease_seconds
     )
 
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue  # type: ignore[attr-defined]
 
 from orchestrator.settings import Settings, get_settings
 
@@ -43,7 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # of 4 s would kill and respawn it in a loop on a big model or a slow disk.
         "worker_proc_alive_timeout": settings.worker_start_timeout_seconds,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_queues": [Queue(name, routing_key=name) for name in QUEUE_NAMES],
+        "task_queues": [Queue(name, routing_key=name) for name in QUEUE_NAMES],  # type: ignore[no-untyped-call]
         "task_default_queue": "local",
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,

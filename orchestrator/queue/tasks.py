@@ -37,7 +37,7 @@ def _publish(job_id: uuid.UUID, queue: str, countdown: float) -> None:
     publish_run(get_settings(), job_id, queue, countdown)
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _start_backends(**_: Any) -> None:
     """Per-process backend state: the warm ONNX session, the fal poller thread."""
     global _poller
@@ -57,13 +57,13 @@ def _start_backends(**_: Any) -> None:
         log.info("fal poller running in process %d", os.getpid())
 
 
-@worker_process_shutdown.connect
+@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _stop_backends(**_: Any) -> None:
     if _poller is not None:
         _poller.stop()
 
 
-@app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def run_job(self: Any, job_id: str) -> str:
     settings = get_settings()
     key = uuid.UUID(job_id)

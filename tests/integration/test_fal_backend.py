@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from orchestrator.db.models import Result
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import PngImagePlugin
 
 from orchestrator.db.models import Result
 from orchestrator.jobs.states import AttemptOutcome, JobState

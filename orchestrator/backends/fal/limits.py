@@ -73,4 +73,6 @@ def key_refusal(broker_url: str, fingerprint: str) -> str | None:
         value = redis_client(broker_url).get(UNAVAILABLE_KEY.format(fingerprint))
     except redis.RedisError:
         return None
-    return value.decode() if value else None
+    if not value:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

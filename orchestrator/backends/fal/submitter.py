@@ -97,18 +97,18 @@ def submit_delivery(
             _fail(claim, BackendRejected(str(exc)), settings)
             return RunReport("failed", str(exc))
         with session_scope(settings.database_url) as session:
-            delay = remote.record_refused(session, claim, BackendBusy(str(exc)), retryable=True,
-                                          settings=settings)
-        if delay is not None:
-            publish(job_id, FalBackend.name, delay)
+            retry_in = remote.record_refused(session, claim, BackendBusy(str(exc)),
+                                             retryable=True, settings=settings)
+        if retry_in is not None:
+            publish(job_id, FalBackend.name, retry_in)
         return RunReport("retry", str(exc))
     except SubmitOutcomeUnknown as exc:
         limits.release(slot)
         log.warning("job %s: submit outcome unknown: %s", job_id, exc)
         with session_scope(settings.database_url) as session:
-            delay = remote.record_unknown(session, claim, SubmitReplyLost(str(exc)), settings)
-        if delay is not None:
-            publish(job_id, FalBackend.name, delay)
+            resubmit_in = remote.record_unknown(session, claim, SubmitReplyLost(str(exc)), settings)
+        if resubmit_in is not None:
+            publish(job_id, FalBackend.name, resubmit_in)
         return RunReport("retry", str(exc))
 
     with session_scope(settings.database_url) as session:

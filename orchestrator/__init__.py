@@ -1,0 +1,31 @@
+"""Background-removal job orchestrator: Postgres-backed jobs, Celery on Redis, local and fal
+backends. The names below are the public Python API; everything else may move."""
+
+from orchestrator.errors import (
+    BackendUnavailable,
+    ConfigError,
+    InputError,
+    JobNotFound,
+    OrchestratorError,
+)
+from orchestrator.jobs.producer import IdempotencyConflict, Source, Submitted, expand_sources, submit, wait_for
+from orchestrator.jobs.states import JobState
+from orchestrator.settings import Settings, get_settings, load_settings
+
+__all__ = [
+    "BackendUnavailable",
+    "ConfigError",
+    "IdempotencyConflict",
+    "InputError",
+    "JobNotFound",
+    "JobState",
+    "OrchestratorError",
+    "Settings",
+    "Source",
+    "Submitted",
+    "expand_sources",
+    "get_settings",
+    "load_settings",
+    "submit",
+    "wait_for",
+]
