@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # A running job's lease; renewed by a heartbeat every third of it.
     lease_seconds: float = Field(default=30.0, ge=2)
 
+    # --- HTTP API ------------------------------------------------------------------------
+    api_requests_per_second: float = Field(default=50.0, gt=0)
+
     # --- results -------------------------------------------------------------------------
     result_store: Literal["database", "directory"] = "database"
     result_dir: Path = Path(".orchestrator/results")

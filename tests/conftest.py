@@ -112,7 +112,9 @@ def env(base_env: dict[str, str], database_url: str, broker_url: str) -> Iterato
     from orchestrator.settings import get_settings
 
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, job_inputs, attempts, results RESTART IDENTITY CASCADE")
+        conn.execute(
+            "TRUNCATE jobs, job_inputs, attempts, results, api_keys RESTART IDENTITY CASCADE"
+        )
     redis_client = redis.Redis.from_url(broker_url)
     for key in redis_client.keys("*"):
         if key != b"orchestrator-test-run":

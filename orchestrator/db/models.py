@@ -109,6 +109,10 @@ class Job(TimestampMixin, Base):
     possible_duplicate: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default="false"
     )
+    # Where to POST fal's webhook body when the job ends (fal_webhook on the HTTP API).
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    # A per-job secret in the result URL the API hands out, so the URL works without a key.
+    result_token: Mapped[str | None] = mapped_column(String(64))
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", cascade="all, delete-orphan"
@@ -202,3 +206,19 @@ class Result(Base):
     )
 
     job: Mapped[Job] = relationship(back_populates="result")
+
+
+class ApiKey(Base):
+    """An API key of a tenant (``name``); only its SHA-256 hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

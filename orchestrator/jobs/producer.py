@@ -7,6 +7,7 @@ failure can delay a job but never lose one.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import logging
 import time
 import uuid
@@ -103,12 +104,16 @@ def submit(
     crop_to_bbox: bool = False,
     idempotency_key: str | None = None,
     client: str = "default",
+    sync_mode: bool = False,
+    webhook_url: str | None = None,
 ) -> list[Submitted]:
     """Record and enqueue one job per source. Oversized files become failed jobs at once."""
     backend_name = backend or settings.default_backend
     backend_cls = backend_class(backend_name)
     model = backend_cls.model_label(settings)
     options = {"crop_to_bbox": bool(crop_to_bbox)}
+    if sync_mode:
+        options["sync_mode"] = True
     items = list(sources)
     # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
     unavailable = backend_cls.unavailable_reason(settings) if getattr(backend_cls, "remote", False) else None
@@ -118,7 +123,8 @@ def submit(
         if key is not None and len(items) > 1:
             key = f"{idempotency_key}:{source.name}"
         submitted.append(
-            _record(source, settings, backend_name, model, options, key, client, unavailable)
+            _record(source, settings, backend_name, model, options, key, client, unavailable,
+                    webhook_url)
         )
     for item in submitted:
         if item.created and item.state is JobState.QUEUED:
@@ -135,6 +141,7 @@ def _record(
     key: str | None,
     client: str,
     unavailable: str | None = None,
+    webhook_url: str | None = None,
 ) -> Submitted:
     fingerprint = _fingerprint(source)
     rejection: PermanentJobError | None = BackendUnavailable(unavailable) if unavailable else None
@@ -156,6 +163,8 @@ def _record(
         source_url=source.url,
         input_sha256=fingerprint if source.data is not None else None,
         max_attempts=settings.max_attempts,
+        webhook_url=webhook_url,
+        result_token=secrets.token_urlsafe(24),
     )
     if rejection is not None:
         job.state = JobState.FAILED

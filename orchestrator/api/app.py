@@ -1,0 +1,111 @@
+"""The HTTP API: fal's queue surface for callers, ``/v1`` for operators.
+
+Errors always have fal's shape, ``{"detail": ...}``; domain errors are mapped to HTTP here,
+in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator.api.routes import fal_queue, health, v1
+from orchestrator.errors import (
+    BackendUnavailable,
+    ConfigError,
+    InputError,
+    InputTooLarge,
+    JobNotFound,
+    JobStateError,
+    OrchestratorError,
+)
+from orchestrator.jobs.producer import IdempotencyConflict
+from orchestrator.settings import Settings, get_settings
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413, whether or not they declare their length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _too_large(self.max_bytes, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _BodyTooLarge:
+            await _too_large(self.max_bytes, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    body = b'{"detail":"the request body is over the limit of %d bytes"}' % limit
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+STATUS_FOR: list[tuple[type[Exception], int]] = [
+    (JobNotFound, 404),
+    (IdempotencyConflict, 422),
+    (InputTooLarge, 413),
+    (InputError, 422),
+    (BackendUnavailable, 503),
+    (JobStateError, 409),
+    (ConfigError, 400),
+    (OrchestratorError, 400),
+]
+
+
+def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="bg-orchestrator",
+        version="0.1.0",
+        description="Background removal jobs: fal's queue API for fal-ai/imageutils/rembg, "
+        "and /v1 for uploads, batches, listing, retries, health and metrics.",
+    )
+    app.state.settings = settings
+    app.add_exception_handler(OrchestratorError, _error_response)
+    # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
+    max_body = settings.max_input_bytes * 4 // 3 + 64 * 1024
+    app.add_middleware(BodyLimit, max_bytes=max_body)
+    app.include_router(fal_queue.router)
+    app.include_router(v1.router)
+    app.include_router(health.router)
+    return app
+
+
+def app_factory() -> Any:
+    """For `uvicorn --factory orchestrator.api.app:app_factory`."""
+    return create_app()

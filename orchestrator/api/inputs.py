@@ -1,0 +1,87 @@
+"""Turn a request's ``image_url`` (a data URI or an http(s) URL) into a producer Source,
+refusing what can never work before anything is queued or paid for."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import socket
+from urllib.parse import unquote_to_bytes, urlsplit
+
+from orchestrator.errors import InputError, InputTooLarge, InputUnreachable, UnsupportedFormat
+from orchestrator.images.safe_fetch import is_forbidden_address
+from orchestrator.jobs.producer import Source
+from orchestrator.settings import Settings
+
+IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+def sniff_image(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, name in IMAGE_MAGIC:
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def decode_data_uri(uri: str, *, max_bytes: int) -> bytes:
+    header, sep, payload = uri.partition(",")
+    if not sep:
+        raise InputUnreachable("the data URI has no ',' separating its header from its data")
+    if len(payload) * 3 // 4 > max_bytes + 3:
+        raise InputTooLarge(f"the image is larger than the limit of {max_bytes:,} bytes")
+    try:
+        data = base64.b64decode(payload, validate=True) if header.endswith(";base64") else unquote_to_bytes(payload)
+    except (binascii.Error, ValueError):
+        raise InputUnreachable("the data URI's base64 data is invalid") from None
+    if len(data) > max_bytes:
+        raise InputTooLarge(f"the image is {len(data):,} bytes, over the limit of {max_bytes:,}")
+    if sniff_image(data) is None:
+        raise UnsupportedFormat("the data URI does not hold a PNG, JPEG, WebP, GIF, BMP or TIFF image")
+    return data
+
+
+def check_url_target(url: str, settings: Settings) -> None:
+    """Refuse a URL whose host resolves inside the network, before queueing it. The worker's
+    fetch checks the address it actually connects to again (DNS may change in between)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise InputUnreachable("the image_url has no host")
+    if host in {h.lower() for h in settings.fetch_allow_hosts}:
+        return
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                   proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise InputUnreachable(f"the image_url's host {host!r} does not resolve") from None
+    for info in infos:
+        reason = is_forbidden_address(ipaddress.ip_address(info[4][0]))
+        if reason:
+            raise InputUnreachable(f"the image_url's host {host!r} resolves to {info[4][0]}, {reason}; refused")
+
+
+def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> Source:
+    if image_url.startswith("data:"):
+        return Source(name=name, data=decode_data_uri(image_url, max_bytes=settings.max_input_bytes),
+                      origin="data URI")
+    scheme = urlsplit(image_url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise InputUnreachable("image_url must be an http(s) URL or a data: URI")
+    if len(image_url) > 2048:
+        raise InputUnreachable("image_url is longer than 2,048 characters")
+    check_url_target(image_url, settings)
+    return Source(name=name, url=image_url, origin=image_url)
+
+
+__all__ = ["InputError", "decode_data_uri", "sniff_image", "source_from_image_url"]

@@ -1,0 +1,90 @@
+"""Prometheus metrics read from the source of truth at scrape time: every API host reports
+the same numbers, and nothing is lost when a process restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from orchestrator.db.models import Attempt, Job
+from orchestrator.db.session import session_scope
+from orchestrator.backends.fal.limits import redis_client
+from orchestrator.jobs.states import JobState
+from orchestrator.queue.celery_app import QUEUE_NAMES
+from orchestrator.settings import Settings
+
+LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class OrchestratorCollector(Collector):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("orchestrator_jobs", "Jobs by state and backend",
+                                 labels=["state", "backend"])
+        cost = CounterMetricFamily("orchestrator_cost_usd", "Cost of all attempts, USD",
+                                   labels=["backend"])
+        seconds = CounterMetricFamily("orchestrator_compute_seconds",
+                                      "Compute seconds of all attempts", labels=["backend", "basis"])
+        latency = HistogramMetricFamily("orchestrator_job_latency_seconds",
+                                        "Submit to done, succeeded jobs of the last 24 h",
+                                        labels=["backend"])
+        with session_scope(self.settings.database_url) as session:
+            for state, backend, n in session.execute(
+                select(Job.state, Job.backend, func.count()).group_by(Job.state, Job.backend)
+            ):
+                jobs.add_metric([state.value, backend], n)
+            for backend, usd in session.execute(
+                select(Attempt.backend, func.coalesce(func.sum(Attempt.cost_usd), 0)).group_by(Attempt.backend)
+            ):
+                cost.add_metric([backend], float(usd))
+            for backend, basis, secs in session.execute(
+                select(Attempt.backend, Attempt.compute_basis, func.sum(Attempt.compute_seconds))
+                .where(Attempt.compute_seconds.is_not(None))
+                .group_by(Attempt.backend, Attempt.compute_basis)
+            ):
+                seconds.add_metric([backend, basis.value if basis else "none"], float(secs or 0))
+            duration = func.extract("epoch", Job.finished_at - Job.created_at)
+            cutoff = func.now() - func.make_interval(0, 0, 0, 1)
+            by_backend: dict[str, list[float]] = {}
+            for backend, d in session.execute(
+                select(Job.backend, duration).where(Job.state == JobState.SUCCEEDED,
+                                                    Job.finished_at >= cutoff)
+            ):
+                by_backend.setdefault(backend, []).append(float(d))
+        for backend, values in by_backend.items():
+            buckets = [(str(b), sum(1 for v in values if v <= b)) for b in LATENCY_BUCKETS]
+            buckets.append(("+Inf", len(values)))
+            latency.add_metric([backend], buckets, sum(values))
+        depth = GaugeMetricFamily("orchestrator_queue_depth", "Messages waiting in each queue",
+                                  labels=["queue"])
+        try:
+            client = redis_client(self.settings.broker_url)
+            for queue in QUEUE_NAMES:
+                depth.add_metric([queue], int(client.llen(queue)))
+        except Exception:
+            pass
+        yield from (jobs, cost, seconds, latency, depth)
+
+
+_registries: dict[tuple[str, str], CollectorRegistry] = {}
+
+
+def registry_for(settings: Settings) -> CollectorRegistry:
+    key = (settings.database_url, settings.broker_url)
+    registry = _registries.get(key)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(OrchestratorCollector(settings))
+        _registries[key] = registry
+    return registry

@@ -1,0 +1,135 @@
+"""fal's queue API for ``fal-ai/imageutils/rembg``, so fal_client and @fal-ai/client work
+unchanged against the orchestrator (``FAL_QUEUE_RUN_HOST=host:port``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.api.deps import PrincipalDep, SettingsDep, visible_job
+from orchestrator.api.inputs import source_from_image_url
+from orchestrator.api.views import REQUESTS_PATH, queue_position, request_urls, result_body, status_body
+from orchestrator.backends.fal.client import cancel_once
+from orchestrator.db.session import session_scope
+from orchestrator.jobs import service
+from orchestrator.jobs.producer import submit
+from orchestrator.jobs.states import AttemptOutcome, JobState
+
+router = APIRouter(tags=["fal-compatible queue"])
+
+BackendHeader = Annotated[
+    str | None,
+    Header(alias="X-Orchestrator-Backend", description="local, fal (default from settings)"),
+]
+
+
+class RembgInput(BaseModel):
+    """fal's input for fal-ai/imageutils/rembg."""
+
+    model_config = ConfigDict(extra="ignore")
+    image_url: str = Field(description="http(s) URL or data: URI of the image", min_length=1,
+                           max_length=50_000_000)
+    sync_mode: bool = Field(default=False, description="return the result as a data URI")
+    crop_to_bbox: bool = Field(default=False, description="crop the result to the subject")
+
+
+class SubmitReply(BaseModel):
+    status: str
+    request_id: str
+    response_url: str
+    status_url: str
+    cancel_url: str
+    queue_position: int
+    gateway_request_id: str
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _reply(code: int, body: dict[str, Any], request_id: str) -> JSONResponse:
+    headers = {"x-fal-request-id": request_id}
+    if code >= 500 and isinstance(body.get("error_type"), str):
+        headers["X-Fal-Error-Type"] = body["error_type"]
+    return JSONResponse(body, status_code=code, headers=headers)
+
+
+@router.post("/fal-ai/imageutils/rembg", response_model=SubmitReply)
+def submit_request(
+    body: RembgInput,
+    request: Request,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    backend: BackendHeader = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    fal_webhook: Annotated[str | None, Query(max_length=2048)] = None,
+) -> JSONResponse:
+    """Queue a background removal; reply as fal's queue does."""
+    source = source_from_image_url(body.image_url, settings, name="image")
+    [item] = submit(
+        [source],
+        settings=settings,
+        backend=backend,
+        crop_to_bbox=body.crop_to_bbox,
+        sync_mode=body.sync_mode,
+        idempotency_key=idempotency_key,
+        client=principal.client,
+        webhook_url=fal_webhook,
+    )
+    with session_scope(settings.database_url) as session:
+        job = visible_job(session, str(item.job_id), principal)
+        reply = SubmitReply(
+            status="IN_QUEUE", request_id=str(job.id), **request_urls(_base(request), job),
+            queue_position=queue_position(session, job), gateway_request_id=str(job.id),
+        )
+    return _reply(200, reply.model_dump(), reply.request_id)
+
+
+@router.get(REQUESTS_PATH + "/{request_id}/status")
+def request_status(
+    request_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    logs: Annotated[str | None, Query(description="1/0 or true/false")] = None,
+) -> JSONResponse:
+    with_logs = (logs or "").lower() in ("1", "true", "yes")
+    with session_scope(settings.database_url) as session:
+        job = visible_job(session, request_id, principal)
+        code, body = status_body(session, job, _base(request), with_logs=with_logs)
+    return _reply(code, body, request_id)
+
+
+@router.get(REQUESTS_PATH + "/{request_id}")
+def request_result(
+    request_id: str, request: Request, principal: PrincipalDep, settings: SettingsDep
+) -> JSONResponse:
+    with session_scope(settings.database_url) as session:
+        job = visible_job(session, request_id, principal)
+        code, body = result_body(job, _base(request), settings)
+    return _reply(code, body, request_id)
+
+
+@router.put(REQUESTS_PATH + "/{request_id}/cancel")
+def request_cancel(request_id: str, principal: PrincipalDep, settings: SettingsDep) -> JSONResponse:
+    with session_scope(settings.database_url) as session:
+        job = visible_job(session, request_id, principal)
+        if job.state.is_final:
+            return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
+        fal_request = next((a.provider_request_id for a in job.attempts
+                            if a.outcome is AttemptOutcome.RUNNING and a.provider_request_id), None)
+    if fal_request is not None:
+        from orchestrator.backends.fal import FalBackend
+
+        if cancel_once(FalBackend(settings).key(), settings.fal_endpoint, fal_request) == "already_completed":
+            return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
+    with session_scope(settings.database_url) as session:
+        job = service.get_job(session, request_id)
+        if job.state is JobState.SUCCEEDED:
+            return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
+        if not job.state.is_final:
+            service.cancel(session, job.id)
+    return _reply(202, {"status": "CANCELLATION_REQUESTED"}, request_id)

@@ -1,0 +1,58 @@
+"""Liveness, readiness (database, broker, each backend) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from orchestrator.api.deps import SettingsDep
+from orchestrator.api.metrics import registry_for
+from orchestrator.backends import BACKENDS
+from orchestrator.backends.fal.limits import redis_client
+from orchestrator.db.session import get_engine
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(settings: SettingsDep) -> JSONResponse:
+    """Ready to take jobs: the database and the broker answer; each backend's availability."""
+    checks: dict[str, Any] = {}
+    try:
+        with get_engine(settings.database_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        redis_client(settings.broker_url).ping()
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = f"unavailable: {type(exc).__name__}"
+    backends = {}
+    for name, cls in BACKENDS.items():
+        if name == "local":
+            backends[name] = "ok"  # runs in workers; the API does not load models
+            continue
+        reason = cls.unavailable_reason(settings)
+        backends[name] = "ok" if reason is None else f"unavailable: {reason}"
+    checks["backends"] = backends
+    ready = checks["database"] == "ok" and checks["broker"] == "ok"
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(settings: SettingsDep) -> Response:
+    """Prometheus metrics: jobs by state and backend, latency, queue depth, cost."""
+    return Response(generate_latest(registry_for(settings)), media_type=CONTENT_TYPE_LATEST)
