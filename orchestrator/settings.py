@@ -103,8 +103,17 @@ class Settings(BaseSettings):
     # A running job's lease; renewed by a heartbeat every third of it.
     lease_seconds: float = Field(default=30.0, ge=2)
 
+    # Identical requests (same client, image bytes, backend, model and options) within this
+    # many seconds reuse the stored result at zero cost, or attach to the job in flight. 0 = off.
+    dedup_window_seconds: float = Field(default=600.0, ge=0)
+
     # --- HTTP API ------------------------------------------------------------------------
     api_requests_per_second: float = Field(default=50.0, gt=0)
+    # The API's address as callers reach it; webhook payloads link results there (else they
+    # carry the image as a data URI).
+    api_public_url: str | None = None
+    # Ed25519 seed (base64url) that signs webhooks; `orchestrator keys signing-key` makes one.
+    webhook_signing_key: SecretStr | None = None
 
     # --- results -------------------------------------------------------------------------
     result_store: Literal["database", "directory"] = "database"

@@ -33,9 +33,13 @@ def upgrade() -> None:
     op.create_index(op.f('ix_api_keys_name'), 'api_keys', ['name'], unique=False)
     op.add_column('jobs', sa.Column('webhook_url', sa.Text(), nullable=True))
     op.add_column('jobs', sa.Column('result_token', sa.String(length=64), nullable=True))
+    op.add_column('jobs', sa.Column('deduplicated_from', sa.Uuid(), nullable=True))
+    op.add_column('jobs', sa.Column('dedup_attached', sa.Integer(), server_default='0', nullable=False))
 
 
 def downgrade() -> None:
+    op.drop_column('jobs', 'dedup_attached')
+    op.drop_column('jobs', 'deduplicated_from')
     op.drop_column('jobs', 'result_token')
     op.drop_column('jobs', 'webhook_url')
     op.drop_index(op.f('ix_api_keys_name'), table_name='api_keys')

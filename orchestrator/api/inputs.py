@@ -10,7 +10,7 @@ import socket
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from orchestrator.errors import InputError, InputTooLarge, InputUnreachable, UnsupportedFormat
-from orchestrator.images.safe_fetch import is_forbidden_address
+from orchestrator.images.fetch import is_forbidden_address
 from orchestrator.jobs.producer import Source
 from orchestrator.settings import Settings
 
@@ -69,6 +69,16 @@ def check_url_target(url: str, settings: Settings) -> None:
         reason = is_forbidden_address(ipaddress.ip_address(info[4][0]))
         if reason:
             raise InputUnreachable(f"the image_url's host {host!r} resolves to {info[4][0]}, {reason}; refused")
+
+
+def check_webhook_url(url: str, settings: Settings) -> None:
+    """A webhook is a URL the orchestrator will POST to: refuse what points inside the network,
+    and refuse webhooks when no signing key is configured (receivers could not verify them)."""
+    if settings.webhook_signing_key is None:
+        raise InputUnreachable("fal_webhook needs the orchestrator's ORCH_WEBHOOK_SIGNING_KEY to be set")
+    if urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise InputUnreachable("fal_webhook must be an http(s) URL")
+    check_url_target(url, settings)
 
 
 def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> Source:

@@ -47,13 +47,13 @@ class OrchestratorCollector(Collector):
             for backend, usd in session.execute(
                 select(Attempt.backend, func.coalesce(func.sum(Attempt.cost_usd), 0)).group_by(Attempt.backend)
             ):
-                cost.add_metric([backend], float(usd))
+                cost.add_metric([backend], float(usd or 0))
             for backend, basis, secs in session.execute(
                 select(Attempt.backend, Attempt.compute_basis, func.sum(Attempt.compute_seconds))
                 .where(Attempt.compute_seconds.is_not(None))
                 .group_by(Attempt.backend, Attempt.compute_basis)
             ):
-                seconds.add_metric([backend, basis.value if basis else "none"], float(secs or 0))
+                seconds.add_metric([backend, basis.value if basis else "none"], float(secs) if secs else 0.0)
             duration = func.extract("epoch", Job.finished_at - Job.created_at)
             cutoff = func.now() - func.make_interval(0, 0, 0, 1)
             by_backend: dict[str, list[float]] = {}

@@ -48,6 +48,14 @@ def list_(json_out: Annotated[bool, typer.Option("--json", help="One JSON object
         return
     table = Table("name", "prefix", "admin", "created", "revoked")
     for row in rows:
-        table.add_row(row["name"], row["prefix"], str(row["admin"]), str(row["created_at"])[:19],
-                      str(row["revoked_at"] or "")[:19])
+        table.add_row(str(row["name"]), str(row["prefix"]), str(row["admin"]),
+                      str(row["created_at"])[:19], str(row["revoked_at"] or "")[:19])
     console.print(table)
+
+
+@app.command(name="signing-key")
+def signing_key() -> None:
+    """Print a new webhook signing key, for ORCH_WEBHOOK_SIGNING_KEY (keep it secret)."""
+    from orchestrator.webhooks.signing import new_signing_key
+
+    print(new_signing_key())

@@ -113,6 +113,10 @@ class Job(TimestampMixin, Base):
     webhook_url: Mapped[str | None] = mapped_column(Text)
     # A per-job secret in the result URL the API hands out, so the URL works without a key.
     result_token: Mapped[str | None] = mapped_column(String(64))
+    # Dedup: this job reused the result of that one, at zero cost …
+    deduplicated_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # … or later identical requests were attached to this job while it ran.
+    dedup_attached: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", cascade="all, delete-orphan"

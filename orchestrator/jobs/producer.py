@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.backends import backend_class
-from orchestrator.db.models import Job, JobInput
+from orchestrator.db.models import Job, JobInput, Result
 from orchestrator.db.session import session_scope
 from orchestrator.errors import BackendUnavailable, InputError, OrchestratorError, PermanentJobError
 from orchestrator.images.decode import check_size
@@ -166,6 +167,10 @@ def _record(
         webhook_url=webhook_url,
         result_token=secrets.token_urlsafe(24),
     )
+    if rejection is None and key is None and source.data is not None:
+        reused = _deduplicate(job, settings)
+        if reused is not None:
+            return Submitted(reused[0], source, reused[1], reused[2])
     if rejection is not None:
         job.state = JobState.FAILED
         job.error_type = type(rejection).__name__
@@ -202,6 +207,52 @@ def _record(
                 f"(job {existing.id})"
             )
         return Submitted(existing.id, source, False, existing.state)
+
+
+def _deduplicate(job: Job, settings: Settings) -> tuple[uuid.UUID, bool, JobState] | None:
+    """Reuse an identical recent job: a copy of its stored result at zero cost (a new job,
+    recorded as deduplicated), or the job itself while it is still in flight (counted on it)."""
+    if settings.dedup_window_seconds <= 0:
+        return None
+    since = utcnow() - timedelta(seconds=settings.dedup_window_seconds)
+    with session_scope(settings.database_url) as session:
+        original = session.scalars(
+            select(Job)
+            .where(
+                Job.client == job.client,
+                Job.input_sha256 == job.input_sha256,
+                Job.backend == job.backend,
+                Job.model == job.model,
+                Job.created_at >= since,
+                Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
+            )
+            .order_by(Job.created_at.desc())
+            .limit(5)
+            .with_for_update()
+        ).all()
+        original = [o for o in original if o.options == job.options][:1]
+        if not original:
+            return None
+        source = original[0]
+        if source.state is not JobState.SUCCEEDED:
+            source.dedup_attached += 1
+            return source.id, False, source.state
+        result = source.result
+        if result is None:
+            return None
+        now = utcnow()
+        job.state = JobState.SUCCEEDED
+        job.deduplicated_from = source.id
+        job.started_at = job.finished_at = now
+        session.add(job)
+        session.flush()
+        session.add(Result(
+            job_id=job.id, attempt_id=result.attempt_id, content_type=result.content_type,
+            sha256=result.sha256, size_bytes=result.size_bytes, width=result.width,
+            height=result.height, store=result.store, location=result.location, data=result.data,
+            cropped=result.cropped,
+        ))
+        return job.id, True, JobState.SUCCEEDED
 
 
 def _publish(settings: Settings, job_id: uuid.UUID, backend: str) -> None:

@@ -22,6 +22,8 @@ def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
         "deliveries": job.deliveries,
         "crashes": job.crashes,
         "possible_duplicate": job.possible_duplicate,
+        "deduplicated_from": str(job.deduplicated_from) if job.deduplicated_from else None,
+        "dedup_attached": job.dedup_attached,
         "error_type": job.error_type,
         "error": job.error_message,
         "created_at": job.created_at,

@@ -7,6 +7,7 @@ delivery can never overwrite the outcome of a newer one.
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session, object_session
 
 from orchestrator.backends.base import BackendOutput
 from orchestrator.costs.pricing import cost_usd
@@ -25,6 +26,9 @@ from orchestrator.jobs.leases import LeaseOwner
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, can_transition
 from orchestrator.results.base import StoredBytes
 from orchestrator.settings import Settings
+
+
+log = logging.getLogger("orchestrator.jobs")
 
 
 def utcnow() -> datetime:
@@ -86,7 +90,27 @@ def _running_attempts(session: Session, job_id: uuid.UUID) -> list[Attempt]:
     return list(session.scalars(stmt))
 
 
+def _webhook_after_commit(job: Job) -> None:
+    """Publish the job's webhook once the transaction that ended it has committed."""
+    session = object_session(job)
+    if session is None or not job.webhook_url:
+        return
+    job_id, queue = job.id, job.backend
+
+    def publish(_: Session) -> None:
+        from orchestrator.queue.celery_app import publish_webhook
+        from orchestrator.settings import get_settings
+
+        try:
+            publish_webhook(get_settings(), job_id, queue)
+        except Exception:  # the job's outcome stands; the webhook is best effort from here
+            log.exception("could not queue the webhook of job %s", job_id)
+
+    event.listen(session, "after_commit", publish, once=True)
+
+
 def _end_job(job: Job, state: JobState, *, err_type: str | None, message: str | None) -> None:
+    _webhook_after_commit(job)
     _set_state(job, state)
     job.error_type = err_type
     job.error_message = message

@@ -15,6 +15,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 from orchestrator.settings import Settings, get_settings
 
 RUN_JOB_TASK = "orchestrator.run_job"
+DELIVER_WEBHOOK_TASK = "orchestrator.deliver_webhook"
 QUEUE_NAMES = ("local", "fal")
 
 
@@ -83,4 +84,12 @@ def publish_run(settings: Settings, job_id: object, queue: str, countdown: float
         routing_key=queue,
         countdown=countdown,
         retry=True,
+    )
+
+
+def publish_webhook(settings: Settings, job_id: object, queue: str, attempt: int = 1,
+                    countdown: float | None = None) -> None:
+    publisher_for(settings).send_task(
+        DELIVER_WEBHOOK_TASK, args=[str(job_id), attempt], queue=queue, routing_key=queue,
+        countdown=countdown, retry=True,
     )

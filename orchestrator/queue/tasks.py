@@ -15,7 +15,13 @@ from orchestrator.backends.local import LocalBackend, install_gate
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.jobs.runner import run_delivery
-from orchestrator.queue.celery_app import RUN_JOB_TASK, app, publish_run
+from orchestrator.queue.celery_app import (
+    DELIVER_WEBHOOK_TASK,
+    RUN_JOB_TASK,
+    app,
+    publish_run,
+    publish_webhook,
+)
 from orchestrator.settings import get_settings
 
 log = logging.getLogger("orchestrator.worker")
@@ -80,3 +86,17 @@ def run_job(self: Any, job_id: str) -> str:
     else:
         report = run_delivery(key, settings=settings, backend_for=backend_for, publish=_publish)
     return report.outcome
+
+
+@app.task(name=DELIVER_WEBHOOK_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+def deliver_webhook(self: Any, job_id: str, attempt: int = 1) -> bool:
+    from orchestrator.webhooks.delivery import MAX_DELIVERIES, deliver, retry_delay
+
+    settings = get_settings()
+    key = uuid.UUID(job_id)
+    if deliver(key, settings) or attempt >= MAX_DELIVERIES:
+        return True
+    queue = self.request.delivery_info.get("routing_key") or LocalBackend.name
+    countdown = min(retry_delay(attempt), settings.retry_countdown_cap())
+    publish_webhook(settings, key, queue, attempt + 1, countdown)
+    return False

@@ -310,3 +310,107 @@ def test_rate_limit_per_key(env: dict[str, str], tls: dict[str, str], tmp_path: 
             assert reply.headers["Retry-After"] == "1"
     finally:
         server.stop()
+
+
+def test_fal_webhook_is_delivered_signed_and_verifiable(
+    env: dict[str, str], tls: dict[str, str], start_worker, tmp_path: Path
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(500 if len(received) == 1 else 200)  # the first try fails
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    signing = run_cli(env, "keys", "signing-key").stdout.strip()
+    hooks = {**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": "127.0.0.1",
+             "ORCH_RETRY_BACKOFF_MAX_SECONDS": "1"}
+    server = Api(hooks, tls, tmp_path / "api.log")
+    try:
+        key = _key(env, "tenant-a")
+        start_worker(extra_env=hooks)
+        hook_url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
+        with server.client(key) as c:
+            rid = c.post("/fal-ai/imageutils/rembg", params={"fal_webhook": hook_url},
+                         json={"image_url": _data_uri(_png())}).json()["request_id"]
+            jwks = c.get("/.well-known/jwks.json").json()
+        deadline = time.monotonic() + 60
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(received) == 2, "the webhook was not retried after a 500"
+        headers, body = received[-1]
+        payload = json.loads(body)
+        assert payload["request_id"] == rid and payload["status"] == "OK"
+        job = job_by_id(env["ORCH_DATABASE_URL"], rid)
+        assert job.result is not None
+        image = base64.b64decode(payload["payload"]["image"]["url"].split(",", 1)[1])
+        assert image == job.result.data
+        # Verify exactly as a receiver of fal's webhooks does (fal-queue-protocol.md §8).
+        message = "\n".join([headers["x-fal-webhook-request-id"], headers["x-fal-webhook-user-id"],
+                             headers["x-fal-webhook-timestamp"], hashlib.sha256(body).hexdigest()])
+        assert abs(int(headers["x-fal-webhook-timestamp"]) - time.time()) < 300
+        [jwk] = jwks["keys"]
+        public = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(jwk["x"] + "=="))
+        public.verify(bytes.fromhex(headers["x-fal-webhook-signature"]), message.encode())
+        assert headers["x-fal-webhook-user-id"] == "tenant-a"
+    finally:
+        server.stop()
+        receiver.shutdown()
+        receiver.server_close()
+
+
+def test_webhook_into_the_network_is_refused(env: dict[str, str], tls: dict[str, str], tmp_path: Path) -> None:
+    signing = run_cli(env, "keys", "signing-key").stdout.strip()
+    server = Api({**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": ""}, tls,
+                 tmp_path / "api.log")
+    try:
+        key = _key(env, "tenant-a")
+        with server.client(key) as c:
+            reply = c.post("/fal-ai/imageutils/rembg", params={"fal_webhook": "http://169.254.169.254/x"},
+                           json={"image_url": _data_uri(_png())})
+        assert reply.status_code == 422 and "refused" in reply.text
+        assert load_jobs(env["ORCH_DATABASE_URL"]) == []
+    finally:
+        server.stop()
+
+
+def test_identical_requests_reuse_results_or_attach(
+    env: dict[str, str], api: Api, start_worker
+) -> None:
+    key = _key(env, "tenant-a")
+    body = {"image_url": _data_uri(_png(11))}
+    with api.client(key) as c:
+        # In flight: an identical request attaches to the queued job.
+        first = c.post("/fal-ai/imageutils/rembg", json=body).json()["request_id"]
+        again = c.post("/fal-ai/imageutils/rembg", json=body).json()["request_id"]
+        assert again == first
+        assert job_by_id(env["ORCH_DATABASE_URL"], first).dedup_attached == 1
+        start_worker()
+        done = wait_for_state(env["ORCH_DATABASE_URL"], first, {JobState.SUCCEEDED}, 60)
+        # Finished: an identical request reuses the stored result, at zero cost.
+        reused = c.post("/fal-ai/imageutils/rembg", json=body).json()["request_id"]
+        assert reused != first
+        copy = job_by_id(env["ORCH_DATABASE_URL"], reused)
+        assert copy.state is JobState.SUCCEEDED and copy.deduplicated_from == done.id
+        assert copy.attempts == []  # no attempt, no cost
+        assert copy.result is not None and done.result is not None
+        assert copy.result.sha256 == done.result.sha256
+        assert c.get(f"/fal-ai/imageutils/requests/{reused}").json()["image"]["file_size"] == done.result.size_bytes
+        # Other options are another request.
+        cropped = c.post("/fal-ai/imageutils/rembg", json={**body, "crop_to_bbox": True}).json()
+        assert cropped["request_id"] not in (first, reused)
+    with api.client(_key(env, "tenant-b")) as other:
+        # Another tenant never shares a job or a result.
+        assert other.post("/fal-ai/imageutils/rembg", json=body).json()["request_id"] not in (first, reused)

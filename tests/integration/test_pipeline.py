@@ -273,7 +273,7 @@ def test_url_inputs_permanent_and_transient_failures(
 
     private = job_by_id(db, ids["private"])
     assert private.error_type == "InputUnreachable"
-    assert "inside the network" in (private.error_message or "")
+    assert "a private address; refused" in (private.error_message or "")
 
     busy = job_by_id(db, ids["busy"])
     assert busy.state is JobState.FAILED

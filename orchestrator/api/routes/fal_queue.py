@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.api.deps import PrincipalDep, SettingsDep, visible_job
-from orchestrator.api.inputs import source_from_image_url
+from orchestrator.api.inputs import check_webhook_url, source_from_image_url
 from orchestrator.api.views import REQUESTS_PATH, queue_position, request_urls, result_body, status_body
 from orchestrator.backends.fal.client import cancel_once
 from orchestrator.db.session import session_scope
@@ -69,6 +69,8 @@ def submit_request(
 ) -> JSONResponse:
     """Queue a background removal; reply as fal's queue does."""
     source = source_from_image_url(body.image_url, settings, name="image")
+    if fal_webhook is not None:
+        check_webhook_url(fal_webhook, settings)
     [item] = submit(
         [source],
         settings=settings,

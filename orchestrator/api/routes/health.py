@@ -18,6 +18,14 @@ from orchestrator.db.session import get_engine
 router = APIRouter(tags=["operations"])
 
 
+@router.get("/.well-known/jwks.json")
+def webhook_jwks(settings: SettingsDep) -> dict[str, object]:
+    """The public key that signs webhooks (verify them as fal's, with this JWKS)."""
+    from orchestrator.webhooks.signing import jwks
+
+    return jwks(settings)
+
+
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     """The process is up."""
