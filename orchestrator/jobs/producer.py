@@ -167,7 +167,8 @@ def _record(
         webhook_url=webhook_url,
         result_token=secrets.token_urlsafe(24),
     )
-    if rejection is None and key is None and source.data is not None:
+    # Dedup never applies to keyed or webhook requests: each must get its own answer.
+    if rejection is None and key is None and webhook_url is None and source.data is not None:
         reused = _deduplicate(job, settings)
         if reused is not None:
             return Submitted(reused[0], source, reused[1], reused[2])
