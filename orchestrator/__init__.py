@@ -8,7 +8,14 @@ from orchestrator.errors import (
     JobNotFound,
     OrchestratorError,
 )
-from orchestrator.jobs.producer import IdempotencyConflict, Source, Submitted, expand_sources, submit, wait_for
+from orchestrator.jobs.producer import (
+    IdempotencyConflict,
+    Source,
+    Submitted,
+    expand_sources,
+    submit,
+    wait_for,
+)
 from orchestrator.jobs.states import JobState
 from orchestrator.settings import Settings, get_settings, load_settings
 

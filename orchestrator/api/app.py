@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.api.routes import fal_queue, health, v1
@@ -82,6 +83,12 @@ STATUS_FOR: list[tuple[type[Exception], int]] = [
 ]
 
 
+def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    # e.g. a NUL character in a filter, file name or URL: Postgres text cannot hold it.
+    return JSONResponse({"detail": "the request has a value that cannot be stored "
+                                   "(such as a NUL character)"}, status_code=422)
+
+
 def _error_response(request: Request, exc: Exception) -> JSONResponse:
     status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
     return JSONResponse({"detail": str(exc)}, status_code=status)
@@ -97,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(OrchestratorError, _error_response)
+    app.add_exception_handler(DataError, _unstorable)
     # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
     max_body = settings.max_input_bytes * 4 // 3 + 64 * 1024
     app.add_middleware(BodyLimit, max_bytes=max_body)

@@ -15,9 +15,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from orchestrator.backends.fal.limits import redis_client
 from orchestrator.db.models import Attempt, Job
 from orchestrator.db.session import session_scope
-from orchestrator.backends.fal.limits import redis_client
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import QUEUE_NAMES
 from orchestrator.settings import Settings

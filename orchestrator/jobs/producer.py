@@ -7,8 +7,8 @@ failure can delay a job but never lose one.
 from __future__ import annotations
 
 import hashlib
-import secrets
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Iterable, Iterator

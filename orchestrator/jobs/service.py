@@ -27,7 +27,6 @@ from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, can
 from orchestrator.results.base import StoredBytes
 from orchestrator.settings import Settings
 
-
 log = logging.getLogger("orchestrator.jobs")
 
 

@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.api.deps import PrincipalDep, SettingsDep, visible_job
 from orchestrator.api.inputs import check_webhook_url, source_from_image_url
-from orchestrator.api.views import REQUESTS_PATH, queue_position, request_urls, result_body, status_body
+from orchestrator.api.responses import AUTH, QueueStatusBody, errors
+from orchestrator.api.views import (
+    REQUESTS_PATH,
+    queue_position,
+    request_urls,
+    result_body,
+    status_body,
+)
 from orchestrator.backends.fal.client import cancel_once
 from orchestrator.db.session import session_scope
 from orchestrator.jobs import service
@@ -57,7 +64,8 @@ def _reply(code: int, body: dict[str, Any], request_id: str) -> JSONResponse:
     return JSONResponse(body, status_code=code, headers=headers)
 
 
-@router.post("/fal-ai/imageutils/rembg", response_model=SubmitReply)
+@router.post("/fal-ai/imageutils/rembg", response_model=SubmitReply,
+             responses=errors(*AUTH, 400, 413, 422, 503))
 def submit_request(
     body: RembgInput,
     request: Request,
@@ -90,7 +98,8 @@ def submit_request(
     return _reply(200, reply.model_dump(), reply.request_id)
 
 
-@router.get(REQUESTS_PATH + "/{request_id}/status")
+@router.get(REQUESTS_PATH + "/{request_id}/status", responses={
+    **errors(*AUTH, 404, 422), 202: {"description": "IN_QUEUE or IN_PROGRESS"}})
 def request_status(
     request_id: str,
     request: Request,
@@ -105,7 +114,8 @@ def request_status(
     return _reply(code, body, request_id)
 
 
-@router.get(REQUESTS_PATH + "/{request_id}")
+@router.get(REQUESTS_PATH + "/{request_id}", responses=errors(
+    *AUTH, 404, 422, 499, 500, 400, d400="the request is still in progress"))
 def request_result(
     request_id: str, request: Request, principal: PrincipalDep, settings: SettingsDep
 ) -> JSONResponse:
@@ -115,7 +125,9 @@ def request_result(
     return _reply(code, body, request_id)
 
 
-@router.put(REQUESTS_PATH + "/{request_id}/cancel")
+@router.put(REQUESTS_PATH + "/{request_id}/cancel", status_code=202, responses={
+    **errors(*AUTH, 404, 422), 400: {"model": QueueStatusBody, "description": "ALREADY_COMPLETED"},
+    202: {"model": QueueStatusBody, "description": "CANCELLATION_REQUESTED"}})
 def request_cancel(request_id: str, principal: PrincipalDep, settings: SettingsDep) -> JSONResponse:
     with session_scope(settings.database_url) as session:
         job = visible_job(session, request_id, principal)

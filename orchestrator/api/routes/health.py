@@ -32,7 +32,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "the database or the broker is down"}})
 def readyz(settings: SettingsDep) -> JSONResponse:
     """Ready to take jobs: the database and the broker answer; each backend's availability."""
     checks: dict[str, Any] = {}

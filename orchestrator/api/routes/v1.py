@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from orchestrator.api.deps import PrincipalDep, SettingsDep, authenticated, visible_job
 from orchestrator.api.inputs import source_from_image_url
+from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.routes.fal_queue import request_cancel
 from orchestrator.auth.keys import Principal
 from orchestrator.db.models import Job
@@ -53,7 +54,7 @@ def _summaries(items: list[Submitted]) -> list[JobSummary]:
                        created=i.created) for i in items]
 
 
-@router.post("/uploads", response_model=list[JobSummary])
+@router.post("/uploads", response_model=list[JobSummary], responses=errors(*AUTH, 400, 413, 422))
 def upload(
     principal: PrincipalDep,
     settings: SettingsDep,
@@ -67,13 +68,13 @@ def upload(
         data = upload_.file.read(settings.max_input_bytes + 1)
         if len(data) > settings.max_input_bytes:
             raise InputTooLarge(f"{upload_.filename} is over the limit of {settings.max_input_bytes:,} bytes")
-        name = (upload_.filename or f"upload-{index}").rsplit("/", 1)[-1].rsplit(".", 1)[0] or f"upload-{index}"
+        name = (upload_.filename or f"upload-{index}").replace("\x00", "").rsplit("/", 1)[-1].rsplit(".", 1)[0] or f"upload-{index}"
         sources.append(Source(name=name, data=data, origin=upload_.filename or name))
     return _summaries(submit(sources, settings=settings, backend=backend,
                              crop_to_bbox=crop_to_bbox, client=principal.client))
 
 
-@router.post("/batches", response_model=list[JobSummary])
+@router.post("/batches", response_model=list[JobSummary], responses=errors(*AUTH, 400, 413, 422))
 def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) -> list[JobSummary]:
     """Queue many images at once; an item that can never work is reported, not queued."""
     out: list[JobSummary] = []
@@ -90,7 +91,7 @@ def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) ->
     return out
 
 
-@router.get("/jobs")
+@router.get("/jobs", responses=errors(*AUTH, 422))
 def list_jobs(
     principal: PrincipalDep,
     settings: SettingsDep,
@@ -113,13 +114,13 @@ def list_jobs(
         return [job_dict(job, with_attempts=False) for job in session.scalars(stmt)]
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", responses=errors(*AUTH, 404, 422))
 def get_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
     with session_scope(settings.database_url) as session:
         return job_dict(visible_job(session, job_id, principal))
 
 
-@router.post("/jobs/{job_id}/retry")
+@router.post("/jobs/{job_id}/retry", responses=errors(*AUTH, 404, 409, 422))
 def retry_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
     """Send a failed or cancelled job round again."""
     with session_scope(settings.database_url) as session:
@@ -131,12 +132,15 @@ def retry_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> di
         return job_dict(service.get_job(session, key), with_attempts=False)
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", status_code=202, responses={
+    **errors(*AUTH, 404, 422), 400: {"model": QueueStatusBody, "description": "ALREADY_COMPLETED"},
+    202: {"model": QueueStatusBody, "description": "CANCELLATION_REQUESTED"}})
 def cancel_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> Response:
     return request_cancel(job_id, principal, settings)
 
 
-@router.get("/jobs/{job_id}/result", responses={200: {"content": {"image/png": {}}}})
+@router.get("/jobs/{job_id}/result",
+            responses={200: {"content": {"image/png": {}}}, **errors(*AUTH, 404, 422)})
 def job_result(
     job_id: str,
     request: Request,
@@ -165,6 +169,7 @@ def _job_by_token(session: Any, job_id: str, token: str) -> Job:
         job = service.get_job(session, job_id)
     except Exception:
         raise HTTPException(404, f"no request with id {job_id}") from None
-    if not job.result_token or not hmac.compare_digest(job.result_token, token):
+    # Bytes, not str: compare_digest refuses non-ASCII strings (a 500 the fuzz run found).
+    if not job.result_token or not hmac.compare_digest(job.result_token.encode(), token.encode()):
         raise HTTPException(404, f"no request with id {job_id}")
     return job
