@@ -35,9 +35,11 @@ def upgrade() -> None:
     op.add_column('jobs', sa.Column('result_token', sa.String(length=64), nullable=True))
     op.add_column('jobs', sa.Column('deduplicated_from', sa.Uuid(), nullable=True))
     op.add_column('jobs', sa.Column('dedup_attached', sa.Integer(), server_default='0', nullable=False))
+    op.create_index('ix_jobs_client_input_sha256', 'jobs', ['client', 'input_sha256'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_jobs_client_input_sha256', table_name='jobs')
     op.drop_column('jobs', 'dedup_attached')
     op.drop_column('jobs', 'deduplicated_from')
     op.drop_column('jobs', 'result_token')

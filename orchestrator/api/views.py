@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
 from sqlalchemy import func, select
@@ -36,8 +37,8 @@ def fal_status_name(state: JobState) -> str:
     return "COMPLETED"
 
 
-def request_urls(base: str, job: Job) -> dict[str, str]:
-    root = f"{base}{REQUESTS_PATH}/{job.id}"
+def request_urls(base: str, job: Job | uuid.UUID) -> dict[str, str]:
+    root = f"{base}{REQUESTS_PATH}/{job.id if isinstance(job, Job) else job}"
     return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
 
 

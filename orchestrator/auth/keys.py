@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -62,7 +63,24 @@ def revoke_key(session: Session, name_or_prefix: str) -> int:
     return len(rows)
 
 
+_cache: dict[str, tuple[float, Principal]] = {}
+CACHE_SECONDS = 5.0  # a revoked key stops working within this long on every API process
+
+
 def authenticate(session: Session, key: str) -> Principal | None:
+    digest = hash_key(key)
+    hit = _cache.get(digest)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    principal = _lookup(session, key)
+    if principal is not None:
+        if len(_cache) > 10_000:
+            _cache.clear()
+        _cache[digest] = (time.monotonic(), principal)
+    return principal
+
+
+def _lookup(session: Session, key: str) -> Principal | None:
     row = session.scalars(
         select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     ).first()

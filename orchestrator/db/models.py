@@ -71,6 +71,7 @@ class Job(TimestampMixin, Base):
         UniqueConstraint("client", "idempotency_key", name="uq_jobs_client_idempotency_key"),
         Index("ix_jobs_state_backend", "state", "backend"),
         Index("ix_jobs_created_at", "created_at"),
+        Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -6,6 +6,7 @@ failure can delay a job but never lose one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -59,8 +60,9 @@ class Source:
 class Submitted:
     job_id: uuid.UUID
     source: Source
-    created: bool  # False when an idempotency key returned an existing job
+    created: bool  # False when an idempotency key or dedup returned an existing job
     state: JobState
+    backend: str = ""
 
 
 def _is_url(text: str) -> bool:
@@ -130,7 +132,7 @@ def submit(
     for item in submitted:
         if item.created and item.state is JobState.QUEUED:
             _publish(settings, item.job_id, backend_name)
-    return submitted
+    return [dataclasses.replace(item, backend=backend_name) for item in submitted]
 
 
 def _record(
@@ -164,6 +166,9 @@ def _record(
         source_url=source.url,
         input_sha256=fingerprint if source.data is not None else None,
         max_attempts=settings.max_attempts,
+        # When the message is published, right after this row commits (not updated afterwards:
+        # a second transaction per submit costs more than the timestamp is worth).
+        enqueued_at=utcnow(),
         webhook_url=webhook_url,
         result_token=secrets.token_urlsafe(24),
     )
@@ -262,11 +267,6 @@ def _publish(settings: Settings, job_id: uuid.UUID, backend: str) -> None:
     except Exception:
         # The row is committed; the reconciler re-publishes queued jobs that never started.
         log.exception("job %s recorded but not published; it stays queued", job_id)
-        return
-    with session_scope(settings.database_url) as session:
-        job = session.get(Job, job_id)
-        if job is not None:
-            job.enqueued_at = utcnow()
 
 
 def wait_for(

@@ -14,16 +14,17 @@ from orchestrator.api.inputs import check_webhook_url, source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.views import (
     REQUESTS_PATH,
-    queue_position,
     request_urls,
     result_body,
     status_body,
 )
 from orchestrator.backends.fal.client import cancel_once
+from orchestrator.backends.fal.limits import redis_client
 from orchestrator.db.session import session_scope
 from orchestrator.jobs import service
-from orchestrator.jobs.producer import submit
+from orchestrator.jobs.producer import Submitted, submit
 from orchestrator.jobs.states import AttemptOutcome, JobState
+from orchestrator.settings import Settings
 
 router = APIRouter(tags=["fal-compatible queue"])
 
@@ -89,13 +90,23 @@ def submit_request(
         client=principal.client,
         webhook_url=fal_webhook,
     )
-    with session_scope(settings.database_url) as session:
-        job = visible_job(session, str(item.job_id), principal)
-        reply = SubmitReply(
-            status="IN_QUEUE", request_id=str(job.id), **request_urls(_base(request), job),
-            queue_position=queue_position(session, job), gateway_request_id=str(job.id),
-        )
+    # The submit reply is the hot path: no extra database round trip. The position is the
+    # backend queue's depth in Redis (the status call counts it exactly in Postgres).
+    reply = SubmitReply(
+        status="IN_QUEUE", request_id=str(item.job_id),
+        **request_urls(_base(request), item.job_id), queue_position=_queue_depth(settings, item),
+        gateway_request_id=str(item.job_id),
+    )
     return _reply(200, reply.model_dump(), reply.request_id)
+
+
+def _queue_depth(settings: Settings, item: Submitted) -> int:
+    if item.state is not JobState.QUEUED:
+        return 0
+    try:
+        return max(0, int(redis_client(settings.broker_url).llen(item.backend)) - 1)
+    except Exception:
+        return 0
 
 
 @router.get(REQUESTS_PATH + "/{request_id}/status", responses={
