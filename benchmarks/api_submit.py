@@ -241,6 +241,8 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     tmp, r, api = tempfile.TemporaryDirectory(), redis.Redis.from_url(args.redis), None
+    if r.exists("orchestrator-test-run"):  # tests/conftest.py claims DBs 1-15 with this key
+        sys.exit(f"{args.redis} is claimed by a test run: pass another --redis")
     with psycopg.connect(args.pg, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     r.flushdb()
