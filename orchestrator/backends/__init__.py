@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.backends.base import Backend, BackendInput, BackendOutput
+from orchestrator.backends.base import Backend, BackendInput, BackendOutput, InlineBackend
 from orchestrator.backends.fal import FalBackend
 from orchestrator.backends.local import LocalBackend
 from orchestrator.errors import ConfigError
@@ -22,4 +22,4 @@ def backend_class(name: str) -> type[Backend]:
         ) from None
 
 
-__all__ = ["BACKENDS", "Backend", "BackendInput", "BackendOutput", "backend_class"]
+__all__ = ["BACKENDS", "Backend", "BackendInput", "BackendOutput", "InlineBackend", "backend_class"]

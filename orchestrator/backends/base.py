@@ -6,6 +6,7 @@ it (claiming, leases, retries, storing, cost rows), so accounting cannot differ 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -31,27 +32,34 @@ class BackendOutput:
     cropped: bool = False
 
 
-class Backend:
-    """Subclasses set ``name`` (also the Celery queue) and implement ``run``."""
+class Backend(ABC):
+    """A backend by ``name`` (also its Celery queue). ``InlineBackend`` subclasses run a job in
+    the worker slot; remote ones (fal) submit it and are polled (``remote = True``)."""
 
     name: ClassVar[str]
+    remote: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @classmethod
+    @abstractmethod
     def model_label(cls, settings: Settings) -> str:
         """The model recorded on each job, for reports."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def unavailable_reason(cls, settings: Settings) -> str | None:
         """None when the backend can run with these settings, else why not (for people)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def price_per_second(self) -> Decimal:
-        raise NotImplementedError
+        """USD per compute second, for the attempt's cost."""
 
+
+class InlineBackend(Backend):
+    """A backend that processes the job inside the worker slot (the local rembg pool)."""
+
+    @abstractmethod
     def run(self, job_input: BackendInput) -> BackendOutput:
         """Process one input; raise a JobError subclass to say whether a retry can help."""
-        raise NotImplementedError

@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.backends.base import Backend, BackendInput, BackendOutput
+from orchestrator.backends.base import BackendInput, BackendOutput, InlineBackend
 from orchestrator.backends.inference_gate import GatedInferenceSession, InferenceGate
 from orchestrator.errors import BackendUnavailable
 from orchestrator.images.decode import open_image
@@ -110,7 +110,7 @@ def remove_background(image: Image.Image, session: Any, *, crop_to_bbox: bool) -
     return cutout
 
 
-class LocalBackend(Backend):
+class LocalBackend(InlineBackend):
     name: ClassVar[str] = "local"
 
     @classmethod

@@ -119,7 +119,7 @@ def submit(
         options["sync_mode"] = True
     items = list(sources)
     # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
-    unavailable = backend_cls.unavailable_reason(settings) if getattr(backend_cls, "remote", False) else None
+    unavailable = backend_cls.unavailable_reason(settings) if backend_cls.remote else None
     submitted: list[Submitted] = []
     for source in items:
         key = idempotency_key

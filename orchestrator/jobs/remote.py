@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from orchestrator.backends.base import BackendOutput
 from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.errors import error_type
-from orchestrator.jobs.leases import LeaseOwner
 from orchestrator.jobs.service import (
     Busy,
     Claim,
@@ -35,6 +34,7 @@ from orchestrator.jobs.service import (
     count_crash,
     lease_is_live,
     open_attempt,
+    take_delivery,
     utcnow,
     wait_or_exhausted,
 )
@@ -45,12 +45,9 @@ from orchestrator.settings import Settings
 
 def claim_submit(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
     """Open a new remote attempt, or explain why this delivery must not submit."""
-    job = _lock(session, job_id)
-    if job is None:
-        return Skip(f"no job {job_id}")
-    job.deliveries += 1
-    if job.state.is_final:
-        return Skip(f"job is already {job.state.value}")
+    job = take_delivery(session, job_id)
+    if isinstance(job, Skip):
+        return job
     now = utcnow()
 
     for current in _running_attempts(session, job.id):
@@ -229,12 +226,6 @@ def record_poll_error(session: Session, attempt_id: int, message: str, settings:
     attempt.next_poll_at = utcnow() + timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 
-def _claim_for(job: Job, attempt: Attempt) -> Claim:
-    return Claim(job_id=job.id, attempt_id=attempt.id, attempt_number=attempt.number,
-                 max_attempts=job.max_attempts, owner=LeaseOwner("", 0, ""), backend=job.backend,
-                 options=dict(job.options or {}), source_kind=job.source_kind, source_url=job.source_url)
-
-
 def _current(job: Job | None, attempt: Attempt | None) -> bool:
     return (job is not None and attempt is not None and job.state is JobState.RUNNING
             and attempt.outcome is AttemptOutcome.RUNNING and job.attempt_count == attempt.number)
@@ -301,5 +292,5 @@ def fail_remote(
 __all__ = [
     "PollItem", "claim_due_polls", "claim_submit", "complete_remote", "fail_remote",
     "poll_interval", "record_accepted", "record_poll_error", "record_refused", "record_status",
-    "record_unknown", "_claim_for",
+    "record_unknown",
 ]

@@ -8,12 +8,10 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
-from orchestrator.backends.base import Backend, BackendInput
-from orchestrator.db.models import JobInput
+from orchestrator.backends.base import BackendInput, InlineBackend
 from orchestrator.db.session import session_scope
-from orchestrator.errors import CorruptImage, PermanentJobError
+from orchestrator.errors import PermanentJobError
 from orchestrator.images.fetch import fetch_url
 from orchestrator.jobs import service
 from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
@@ -70,17 +68,14 @@ def _load_input(claim: Claim, settings: Settings) -> bytes:
             job.input_sha256 = hashlib.sha256(data).hexdigest()
         return data
     with session_scope(settings.database_url) as session:
-        row = session.get(JobInput, claim.job_id)
-        if row is None:
-            raise CorruptImage("the job's stored input is missing")
-        return row.data
+        return service.stored_input(session, claim.job_id)
 
 
 def run_delivery(
     job_id: uuid.UUID,
     *,
     settings: Settings,
-    backend_for: Callable[[str], Backend],
+    backend: InlineBackend,
     publish: Publish,
 ) -> RunReport:
     with session_scope(settings.database_url) as session:
@@ -97,7 +92,6 @@ def run_delivery(
         return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
 
     claim = decision
-    backend = backend_for(claim.backend)
     pricing = Pricing(backend.price_per_second(), settings.fal_price_per_second)
     heartbeat = _Heartbeat(claim, settings)
     heartbeat.start()
@@ -139,4 +133,4 @@ def run_delivery(
         heartbeat.stop()
 
 
-__all__ = ["Decimal", "RunReport", "run_delivery"]
+__all__ = ["RunReport", "run_delivery"]

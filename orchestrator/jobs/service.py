@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session, object_session
 
 from orchestrator.backends.base import BackendOutput
 from orchestrator.costs.pricing import cost_usd
-from orchestrator.db.models import Attempt, Job, Result
-from orchestrator.errors import JobNotFound, JobStateError, error_type
+from orchestrator.db.models import Attempt, Job, JobInput, Result
+from orchestrator.errors import CorruptImage, JobNotFound, JobStateError, error_type
 from orchestrator.jobs.leases import LeaseOwner
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, can_transition
 from orchestrator.results.base import StoredBytes
@@ -202,14 +202,22 @@ def open_attempt(
     )
 
 
-def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
-    """Take a delivered job: a new attempt, or why this delivery must not run it."""
+def take_delivery(session: Session, job_id: uuid.UUID) -> Job | Skip:
+    """Lock the delivered job and count the delivery; Skip when there is nothing to run."""
     job = _lock(session, job_id)
     if job is None:
         return Skip(f"no job {job_id}")
     job.deliveries += 1
     if job.state.is_final:
         return Skip(f"job is already {job.state.value}")
+    return job
+
+
+def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
+    """Take a delivered job: a new attempt, or why this delivery must not run it."""
+    job = take_delivery(session, job_id)
+    if isinstance(job, Skip):
+        return job
     now = utcnow()
 
     if job.state is JobState.RUNNING:
@@ -364,6 +372,14 @@ def schedule_retry(
     job.lease_expires_at = None
     job.next_attempt_at = utcnow() + timedelta(seconds=delay)
     return delay
+
+
+def stored_input(session: Session, job_id: uuid.UUID) -> bytes:
+    """The bytes of a file or upload job, as the producer stored them."""
+    row = session.get(JobInput, job_id)
+    if row is None:
+        raise CorruptImage("the job's stored input is missing")
+    return row.data
 
 
 def get_job(session: Session, job_id: uuid.UUID | str) -> Job:

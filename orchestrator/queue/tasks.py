@@ -9,7 +9,7 @@ from typing import Any
 
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from orchestrator.backends import Backend, backend_class
+from orchestrator.backends import Backend, InlineBackend, backend_class
 from orchestrator.backends.inference_gate import InferenceGate
 from orchestrator.backends.local import LocalBackend, install_gate
 from orchestrator.db.models import Job
@@ -77,14 +77,14 @@ def run_job(self: Any, job_id: str) -> str:
         job = session.get(Job, key)
         backend_name = job.backend if job is not None else LocalBackend.name
     backend = backend_for(backend_name)
-    if getattr(backend, "remote", False):
+    if isinstance(backend, InlineBackend):
+        report = run_delivery(key, settings=settings, backend=backend, publish=_publish)
+    else:
         from orchestrator.backends.fal import FalBackend
         from orchestrator.backends.fal.submitter import submit_delivery
 
         assert isinstance(backend, FalBackend)
         report = submit_delivery(key, settings=settings, backend=backend, publish=_publish)
-    else:
-        report = run_delivery(key, settings=settings, backend_for=backend_for, publish=_publish)
     return report.outcome
 
 

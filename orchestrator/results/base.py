@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 
@@ -13,14 +14,16 @@ class StoredBytes:
     data: bytes | None  # set for stores that keep bytes in the row itself
 
 
-class ResultStore:
+class ResultStore(ABC):
     name: str
 
+    @abstractmethod
     def put(self, job_id: uuid.UUID, attempt_id: int, data: bytes) -> StoredBytes:
-        raise NotImplementedError
+        """Write the bytes; what to record on the results row."""
 
+    @abstractmethod
     def get(self, stored: StoredBytes) -> bytes:
-        raise NotImplementedError
+        """Read back the bytes of a stored result."""
 
     def discard(self, stored: StoredBytes) -> None:
         """Remove bytes written for a result that was not committed."""

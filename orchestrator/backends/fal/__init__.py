@@ -11,7 +11,7 @@ import base64
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from orchestrator.backends.base import Backend, BackendInput, BackendOutput
+from orchestrator.backends.base import Backend
 from orchestrator.backends.fal.client import key_fingerprint
 from orchestrator.backends.fal.limits import key_refusal
 from orchestrator.errors import BackendUnavailable, InputTooLarge
@@ -66,6 +66,3 @@ class FalBackend(Backend):
                 )
         return {"image_url": image_url, "crop_to_bbox": bool(options.get("crop_to_bbox", False)),
                 "sync_mode": False}
-
-    def run(self, job_input: BackendInput) -> BackendOutput:
-        raise NotImplementedError("fal jobs are submitted and polled, not run in a worker slot")

@@ -16,12 +16,10 @@ from orchestrator.backends.fal.client import (
     submit_once,
 )
 from orchestrator.backends.fal.limits import FalLimits, mark_key_refused
-from orchestrator.db.models import JobInput
 from orchestrator.db.session import session_scope
 from orchestrator.errors import (
     BackendBusy,
     BackendRejected,
-    CorruptImage,
     CredentialsRefused,
     PermanentJobError,
     SubmitReplyLost,
@@ -40,10 +38,7 @@ def _input_bytes(claim: Claim, settings: Settings) -> bytes | None:
     if claim.source_kind == "url":
         return None
     with session_scope(settings.database_url) as session:
-        row = session.get(JobInput, claim.job_id)
-        if row is None:
-            raise CorruptImage("the job's stored input is missing")
-        return row.data
+        return service.stored_input(session, claim.job_id)
 
 
 def _fail(claim: Claim, exc: Exception, settings: Settings) -> None:
