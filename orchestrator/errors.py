@@ -4,6 +4,7 @@ OrchestratorError
 ├── ConfigError            a setting is missing or invalid; start-up stops
 ├── JobNotFound            no job with that id
 ├── JobStateError          the action does not fit the job's current state
+├── ReportError            a report was asked for with options that do not fit
 └── JobError               raised while running a job; its type decides retry or not
     ├── PermanentJobError  retrying cannot help: the job fails at once
     │   ├── InputError             the input is not a usable image (message is for people)
@@ -42,6 +43,10 @@ class JobNotFound(OrchestratorError):
 
 class JobStateError(OrchestratorError):
     """The action does not fit the job's state."""
+
+
+class ReportError(OrchestratorError):
+    """A report's options do not fit (a bad date, an unknown grouping); a message for people."""
 
 
 class JobError(OrchestratorError):

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import api, jobs, keys, submit, worker
+from orchestrator.cli import api, jobs, keys, report, submit, worker
 from orchestrator.cli.common import console_err
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -35,6 +35,7 @@ app.command(name="submit")(submit.submit)
 app.command(name="api")(api.api)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
+app.add_typer(report.app, name="report")
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2

@@ -70,7 +70,11 @@ class Job(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("client", "idempotency_key", name="uq_jobs_client_idempotency_key"),
         Index("ix_jobs_state_backend", "state", "backend"),
-        Index("ix_jobs_created_at", "created_at"),
+        # Cost reports: jobs of a period (and of one client), read from the index alone.
+        Index("ix_jobs_created_at_report", "created_at",
+              postgresql_include=["backend", "state", "finished_at"]),
+        Index("ix_jobs_client_created_at", "client", "created_at",
+              postgresql_include=["backend", "state", "finished_at"]),
         Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
     )
 
@@ -143,7 +147,10 @@ class Attempt(Base):
     __tablename__ = "attempts"
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_id_number"),
-        Index("ix_attempts_started_at", "started_at"),
+        # Cost reports: attempts of a period with their figures, read from the index alone.
+        Index("ix_attempts_started_at_report", "started_at",
+              postgresql_include=["backend", "number", "compute_seconds", "cost_usd",
+                                  "fal_equivalent_usd"]),
         Index("ix_attempts_outcome_next_poll_at", "outcome", "next_poll_at"),
         Index("ix_attempts_provider_request_id", "provider_request_id"),
     )
