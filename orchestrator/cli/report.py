@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from orchestrator.cli.common import console, console_err, print_json
-from orchestrator.db.session import session_scope
+from orchestrator.db.session import get_engine
 from orchestrator.errors import ReportError
 from orchestrator.reports import cost_report, make_period, parse_group_by
 from orchestrator.reports.chart import draw_cost_chart
@@ -59,9 +59,9 @@ def costs(
     period = make_period(since, until)
     groups = parse_group_by(group_by or [])
     width, height = _size(chart_size) if chart else (0, 0)
-    with session_scope(settings.database_url) as session:
-        report = cost_report(session, period, groups, client)
-        daily = cost_report(session, period, ("day", "backend"), client) if chart else None
+    engine = get_engine(settings.database_url)
+    report = cost_report(engine, period, groups, client)
+    daily = cost_report(engine, period, ("day", "backend"), client) if chart else None
     if json_out or fmt is Format.json:
         print_json(report_dict(report))
     elif fmt is Format.csv:
@@ -101,8 +101,7 @@ def reconcile_fal_command(
     if not billed.is_finite() or billed < 0:
         raise ReportError("--billed-seconds must be a number of seconds, 0 or more")
     period = make_period(since, until)
-    with session_scope(settings.database_url) as session:
-        result = reconcile_fal(session, period, billed)
+    result = reconcile_fal(get_engine(settings.database_url), period, billed)
     price = settings.fal_price_per_second
     data = {
         "since": period.since.isoformat(),
@@ -110,7 +109,7 @@ def reconcile_fal_command(
         "timezone": "UTC",
         "fal_attempts": result.attempts,
         "recorded_seconds": result.recorded_seconds,
-        "recorded_seconds_by_basis": result.seconds_by_basis,
+        "recorded_seconds_by_basis": {k: format(v, "f") for k, v in result.seconds_by_basis.items()},
         "billed_seconds": billed,
         "difference_seconds": result.difference_seconds,
         "difference_percent": result.difference_percent,
@@ -119,7 +118,7 @@ def reconcile_fal_command(
         "fal_price_per_second": price,
     }
     if json_out:
-        print_json(data)
+        print_json({k: format(v, "f") if isinstance(v, Decimal) else v for k, v in data.items()})
         return
     percent = result.difference_percent
     console.print(f"fal compute seconds, {period.describe()}")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -36,6 +37,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# The UTC day of an instant, exactly as orchestrator.reports.costs.utc_bucket writes it (the
+# planner matches an index expression only to the same expression).
+UTC_DAY = "date_trunc('day', timezone('UTC', {}))"
 
 Money = Numeric(18, 9)
 Seconds = Numeric(14, 6)
@@ -70,9 +75,11 @@ class Job(TimestampMixin, Base):
     __table_args__ = (
         UniqueConstraint("client", "idempotency_key", name="uq_jobs_client_idempotency_key"),
         Index("ix_jobs_state_backend", "state", "backend"),
-        # Cost reports: jobs of a period (and of one client), read from the index alone.
-        Index("ix_jobs_created_at_report", "created_at",
-              postgresql_include=["backend", "state", "finished_at"]),
+        Index("ix_jobs_created_at", "created_at"),
+        # Cost reports (orchestrator/reports/costs.py): jobs by UTC day and backend, read in
+        # group order from the index alone; and one client's jobs of a period.
+        Index("ix_jobs_report_day", text(UTC_DAY.format("created_at")), "backend",
+              postgresql_include=["created_at", "state", "finished_at"]),
         Index("ix_jobs_client_created_at", "client", "created_at",
               postgresql_include=["backend", "state", "finished_at"]),
         Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
@@ -147,9 +154,10 @@ class Attempt(Base):
     __tablename__ = "attempts"
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_id_number"),
-        # Cost reports: attempts of a period with their figures, read from the index alone.
-        Index("ix_attempts_started_at_report", "started_at",
-              postgresql_include=["backend", "number", "compute_seconds", "cost_usd",
+        Index("ix_attempts_started_at", "started_at"),
+        # Cost reports: attempts by UTC day and backend with their figures, index-only.
+        Index("ix_attempts_report_day", text(UTC_DAY.format("started_at")), "backend",
+              postgresql_include=["started_at", "number", "compute_seconds", "cost_usd",
                                   "fal_equivalent_usd"]),
         Index("ix_attempts_outcome_next_poll_at", "outcome", "next_poll_at"),
         Index("ix_attempts_provider_request_id", "provider_request_id"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, func, literal_column, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Engine, func, literal_column, select
 
+from orchestrator.costs.pricing import cost_usd
 from orchestrator.db.models import Attempt
 from orchestrator.jobs.states import ComputeBasis
 from orchestrator.reports.period import Period
@@ -34,14 +34,14 @@ class FalReconciliation:
         return float(self.difference_seconds / self.billed_seconds * 100)
 
     def difference_usd(self, price_per_second: Decimal) -> Decimal:
-        return self.difference_seconds * price_per_second
+        return cost_usd(self.difference_seconds, price_per_second)
 
 
-def reconcile_fal(session: Session, period: Period, billed_seconds: Decimal) -> FalReconciliation:
+def reconcile_fal(engine: Engine, period: Period, billed_seconds: Decimal) -> FalReconciliation:
     """Sum the fal attempts that started in the period (one aggregate query by basis)."""
     attempts = Attempt.__table__
     zero: ColumnElement[Decimal] = literal_column("0")
-    rows = session.execute(
+    stmt = (
         select(
             attempts.c.compute_basis,
             func.count(),
@@ -54,7 +54,9 @@ def reconcile_fal(session: Session, period: Period, billed_seconds: Decimal) -> 
             attempts.c.started_at < period.until,
         )
         .group_by(attempts.c.compute_basis)
-    ).all()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
     by_basis: dict[str, Decimal] = {}
     for basis, _, seconds, _ in rows:
         name = basis.value if isinstance(basis, ComputeBasis) else "not recorded yet"

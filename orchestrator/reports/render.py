@@ -37,8 +37,21 @@ FIGURES: list[tuple[str, str, str]] = [
 TABLE_OMITS = frozenset({"attempts", "fal_cost_usd", "local_cost_usd", "all_on_fal_usd"})
 
 
+USD_PLACES = Decimal("0.000000001")  # the money columns' scale, Numeric(18, 9)
+SECONDS_PLACES = Decimal("0.000001")  # Numeric(14, 6)
+
+
 def row_values(row: ReportRow) -> dict[str, Any]:
-    return {name: getattr(row, name) for name, _, _ in FIGURES}
+    """The figures, money and seconds at their columns' scale (exact: no rounding happens)."""
+    values: dict[str, Any] = {}
+    for name, _, kind in FIGURES:
+        value = getattr(row, name)
+        if kind == "usd":
+            value = Decimal(value).quantize(USD_PLACES)
+        elif kind == "seconds":
+            value = Decimal(value).quantize(SECONDS_PLACES)
+        values[name] = value
+    return values
 
 
 def report_dict(report: CostReport) -> dict[str, Any]:
@@ -47,7 +60,7 @@ def report_dict(report: CostReport) -> dict[str, Any]:
     def encode(row: ReportRow) -> dict[str, Any]:
         out: dict[str, Any] = dict(row.group)
         for name, value in row_values(row).items():
-            out[name] = str(value) if isinstance(value, Decimal) else value
+            out[name] = format(value, "f") if isinstance(value, Decimal) else value
         return out
 
     return {
@@ -71,13 +84,19 @@ def report_csv(report: CostReport) -> str:
 
     def cells(row: ReportRow, group: list[str]) -> list[str]:
         values = row_values(row)
-        return [*group, *("" if values[n] is None else str(values[n]) for n in names)]
+        return [*group, *(_cell(values[n]) for n in names)]
 
     for row in report.rows:
         writer.writerow(cells(row, [row.group[g] for g in report.group_by]))
     total_group = [TOTAL_LABEL, *[""] * (len(report.group_by) - 1)] if report.group_by else []
     writer.writerow(cells(report.total, total_group))
     return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
 def _show(value: Any, kind: str) -> str:

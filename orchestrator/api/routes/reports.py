@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from orchestrator.api.deps import PrincipalDep, SettingsDep
 from orchestrator.api.responses import AUTH, errors
-from orchestrator.db.session import session_scope
+from orchestrator.db.session import get_engine
 from orchestrator.reports import GROUPINGS, cost_report, make_period, parse_group_by
 from orchestrator.reports.render import report_csv, report_dict
 
@@ -90,8 +90,7 @@ def costs(
         client = principal.client
     period = make_period(since, until)
     groups = parse_group_by(group_by or [])
-    with session_scope(settings.database_url) as session:
-        report = cost_report(session, period, groups, client)
+    report = cost_report(get_engine(settings.database_url), period, groups, client)
     wants_csv = format == "csv" or (format is None and "text/csv" in (accept or ""))
     if wants_csv:
         return Response(report_csv(report), media_type="text/csv; charset=utf-8",
