@@ -12,6 +12,7 @@ OrchestratorError
     │   │   ├── UnsupportedFormat
     │   │   ├── CorruptImage
     │   │   └── InputUnreachable   a URL that cannot be fetched, for a reason that will not change
+    │   ├── BudgetExceeded         a fal budget is used up and the job may not wait for it
     │   ├── BackendUnavailable     the backend cannot run here (no model, no credentials)
     │   │   └── CredentialsRefused fal answered 401/403 to FAL_KEY
     │   └── BackendRejected        the backend refused the input (fal's 422 and its types)
@@ -81,6 +82,10 @@ class CorruptImage(InputError):
 
 class InputUnreachable(InputError):
     pass
+
+
+class BudgetExceeded(PermanentJobError):
+    """A fal spend limit is reached (ORCH_FAL_OVER_BUDGET=fail)."""
 
 
 class BackendUnavailable(PermanentJobError):

@@ -129,6 +129,10 @@ class Job(TimestampMixin, Base):
     deduplicated_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # … or later identical requests were attached to this job while it ran.
     dedup_attached: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # What the caller asked for when it differs from ``backend``: "auto" (orchestrator/routing),
+    # and why the job runs where it does (the decision and its inputs).
+    requested_backend: Mapped[str | None] = mapped_column(String(16))
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", cascade="all, delete-orphan"
@@ -242,3 +246,32 @@ class ApiKey(Base):
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class FalBudget(Base):
+    """A spend limit on fal, set with ``orchestrator budget set``: for every client together
+    (``scope`` = ``*``, over the ``ORCH_FAL_BUDGET_*`` settings) or for one client."""
+
+    __tablename__ = "fal_budgets"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    daily_usd: Mapped[Decimal | None] = mapped_column(Money)
+    monthly_usd: Mapped[Decimal | None] = mapped_column(Money)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class FalBudgetAlert(Base):
+    """A budget threshold (80 or 100 %) crossed in a period: announced once, then recorded."""
+
+    __tablename__ = "fal_budget_alerts"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)  # 2026-11-28 | 2026-11
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spent_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )

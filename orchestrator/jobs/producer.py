@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -109,9 +110,18 @@ def submit(
     client: str = "default",
     sync_mode: bool = False,
     webhook_url: str | None = None,
+    requested_backend: str | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> list[Submitted]:
-    """Record and enqueue one job per source. Oversized files become failed jobs at once."""
+    """Record and enqueue one job per source. Oversized files become failed jobs at once.
+    ``backend="auto"`` lets orchestrator.routing choose per job (and record why)."""
     backend_name = backend or settings.default_backend
+    if backend_name == "auto":
+        from orchestrator.routing import submit_auto
+
+        return submit_auto(sources, settings=settings, client=client,
+                           idempotency_key=idempotency_key, crop_to_bbox=crop_to_bbox,
+                           sync_mode=sync_mode, webhook_url=webhook_url)
     backend_cls = backend_class(backend_name)
     model = backend_cls.model_label(settings)
     options = {"crop_to_bbox": bool(crop_to_bbox)}
@@ -127,7 +137,7 @@ def submit(
             key = f"{idempotency_key}:{source.name}"
         submitted.append(
             _record(source, settings, backend_name, model, options, key, client, unavailable,
-                    webhook_url)
+                    webhook_url, requested_backend, routing)
         )
     for item in submitted:
         if item.created and item.state is JobState.QUEUED:
@@ -145,6 +155,8 @@ def _record(
     client: str,
     unavailable: str | None = None,
     webhook_url: str | None = None,
+    requested_backend: str | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> Submitted:
     fingerprint = _fingerprint(source)
     rejection: PermanentJobError | None = BackendUnavailable(unavailable) if unavailable else None
@@ -171,6 +183,8 @@ def _record(
         enqueued_at=utcnow(),
         webhook_url=webhook_url,
         result_token=secrets.token_urlsafe(24),
+        requested_backend=requested_backend,
+        routing=routing,
     )
     # Dedup never applies to keyed or webhook requests: each must get its own answer.
     if rejection is None and key is None and webhook_url is None and source.data is not None:
