@@ -30,7 +30,7 @@ router = APIRouter(tags=["fal-compatible queue"])
 
 BackendHeader = Annotated[
     str | None,
-    Header(alias="X-Orchestrator-Backend", description="local, fal (default from settings)"),
+    Header(alias="X-Orchestrator-Backend", description="local, fal or auto (default from settings)"),
 ]
 
 
