@@ -326,3 +326,36 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
     [spend] = [s for s in budgets.status_in(settings) if s.period == "day"]
     assert spend.spent_usd == 3 * JOB_COST and spend.pending == 1
     assert spend.used_usd - spend.limit_usd <= JOB_COST
+
+
+def test_the_api_takes_backend_auto(fal_env: dict[str, str]) -> None:
+    import asyncio
+    import base64
+
+    import httpx
+
+    from orchestrator.api.app import create_app
+    from orchestrator.auth.keys import create_key
+    from orchestrator.db.session import session_scope
+    from orchestrator.settings import load_settings
+
+    settings = load_settings(database_url=fal_env["ORCH_DATABASE_URL"],
+                             broker_url=fal_env["ORCH_BROKER_URL"])  # no FAL_KEY: local
+    with session_scope(settings.database_url) as session:
+        key = create_key(session, "svc")
+    buf = io.BytesIO()
+    subject().save(buf, "PNG")
+    body = {"image_url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()}
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            return await http.post("/fal-ai/imageutils/rembg", json=body, headers={
+                "Authorization": f"Key {key}", "X-Orchestrator-Backend": "auto"})
+
+    reply = asyncio.run(post())
+    assert reply.status_code == 200, reply.text
+    job = job_by_id(fal_env["ORCH_DATABASE_URL"], reply.json()["request_id"])
+    assert (job.requested_backend, job.backend, job.client) == ("auto", "local", "svc")
+    assert job.routing is not None and "fits the 60 s deadline" in job.routing["reason"]
+    assert "FAL_KEY is not set" in job.routing["inputs"]["fal_unavailable"]
