@@ -28,6 +28,15 @@ FAL_KEY = "emulator-key-id:emulator-key-secret"
 JOB_COST = Decimal("0.00111")  # the emulator bills 1.0 s per request at fal's price
 
 
+@pytest.fixture(autouse=True)
+def _close_pooled_connections(database_url: str) -> Iterator[None]:
+    """In-process reports and claims use the process's pooled engine: close it after each test."""
+    yield
+    from orchestrator.db.session import get_engine
+
+    get_engine(database_url).dispose()
+
+
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[FalEmulator]:
     emu = FalEmulator(latency=0.2)
@@ -171,6 +180,7 @@ def _auto(env: dict[str, str], folder: Path, *extra: str) -> list[dict[str, Any]
     return _submit(env, str(folder), "--backend", "auto", *extra)
 
 
+@pytest.mark.slow  # ~20 s: a worker for both backends runs nine jobs
 def test_auto_routing_deep_queue_unavailable_fal_exhausted_budget_and_reroute(
     fal_env: dict[str, str], start_worker, tmp_path: Path
 ) -> None:

@@ -89,6 +89,15 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.fixture(autouse=True)
+def _close_pooled_connections(database_url: str) -> Iterator[None]:
+    """In-process reports and claims use the process's pooled engine: close it after each test."""
+    yield
+    from orchestrator.db.session import get_engine
+
+    get_engine(database_url).dispose()
+
+
 @pytest.fixture(scope="module")
 def seeded(
     base_env: dict[str, str], database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
