@@ -1,4 +1,4 @@
-"""The cost report, aggregated in SQL: two queries, each with its totals row (GROUPING SETS).
+"""The cost report, aggregated in SQL: two queries, run at once on two connections.
 
 * **Money and seconds are sums of attempt rows** (``attempts.cost_usd``, ``compute_seconds``,
   ``fal_equivalent_usd`` as each attempt stored them; nothing is re-priced), counted on the UTC
@@ -17,6 +17,8 @@ is an indexed expression (``ix_attempts_report_day``, ``ix_jobs_report_day``, co
 figures), so a daily report reads one index in group order — no sort, no heap — and the period
 is also given as a range of that expression so that the index narrows it. Latency percentiles
 are one ``percentile_cont(ARRAY[0.5, 0.95])`` per group over ``date_part`` (float8) seconds.
+The two queries run in two transactions, so each is consistent in itself and the two may be a
+few milliseconds apart (totals of money always come from one of them, the attempt query).
 """
 
 from __future__ import annotations
