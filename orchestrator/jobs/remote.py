@@ -44,43 +44,54 @@ from orchestrator.settings import Settings
 
 
 @dataclass(frozen=True)
-class OverBudget:
-    """A fal budget is used up: the job was moved to ``rerouted_to`` (an auto job), waits
-    ``wait_seconds`` (explicit fal, ORCH_FAL_OVER_BUDGET=wait), or failed (=fail)."""
+class NotSubmitted:
+    """The job may not be paid for now: it was moved to ``rerouted_to`` (an auto job, while
+    fal's budget is used up or its circuit is open), waits ``wait_seconds`` (an explicit fal job
+    over budget, ORCH_FAL_OVER_BUDGET=wait), or failed (=fail)."""
 
     reason: str
     rerouted_to: str | None = None
     wait_seconds: float | None = None
 
 
-def _over_budget(session: Session, job: Job, settings: Settings) -> OverBudget | None:
-    """The budget check before a paid submission. It holds the budget lock until this
-    transaction, which inserts the attempt, commits (orchestrator/costs/budgets.py)."""
+def _before_paying(session: Session, job: Job, settings: Settings) -> NotSubmitted | None:
+    """The checks before a paid submission: fal's circuit (auto jobs) and the budget. The budget
+    check holds its lock until this transaction, which inserts the attempt, commits
+    (orchestrator/costs/budgets.py)."""
     from orchestrator import routing
     from orchestrator.costs import budgets
+    from orchestrator.routing.signals import breaker
 
+    auto = job.requested_backend == routing.AUTO
+    if auto:
+        circuit = breaker(session, "fal", settings, utcnow())
+        if circuit.open:
+            reason = (f"fal's circuit is open: {circuit.failures_in_a_row} failures in a row, "
+                      f"the last at {circuit.last_failure_at}")
+            routing.reroute(job, "local", reason, settings)
+            return NotSubmitted(reason, rerouted_to="local")
     verdict = budgets.admit(session, job.client, settings)
     if verdict is None or verdict.blocking is None:
         if job.error_type == "BudgetExceeded":  # it waited; now it goes
             job.error_type = job.error_message = None
         return None
     reason = verdict.blocking.describe()
-    if job.requested_backend == routing.AUTO:
+    if auto:
         routing.reroute(job, "local", reason, settings)
-        return OverBudget(reason, rerouted_to="local")
+        return NotSubmitted(reason, rerouted_to="local")
     if settings.fal_over_budget == "fail":
         _end_job(job, JobState.FAILED, err_type="BudgetExceeded",
                  message=f"not submitted to fal: {reason} (ORCH_FAL_OVER_BUDGET=fail)")
-        return OverBudget(reason)
+        return NotSubmitted(reason)
     job.error_type = "BudgetExceeded"
     job.error_message = (f"waiting: {reason}; checked again every "
                          f"{settings.fal_budget_wait_seconds:g} s")
-    return OverBudget(reason, wait_seconds=settings.fal_budget_wait_seconds)
+    return NotSubmitted(reason, wait_seconds=settings.fal_budget_wait_seconds)
 
 
 def claim_submit(
     session: Session, job_id: uuid.UUID, settings: Settings
-) -> Claim | Busy | Skip | OverBudget:
+) -> Claim | Busy | Skip | NotSubmitted:
     """Open a new remote attempt, or explain why this delivery must not submit."""
     job = take_delivery(session, job_id)
     if isinstance(job, Skip):
@@ -109,9 +120,9 @@ def claim_submit(
     waiting = wait_or_exhausted(job, now)
     if waiting is not None:
         return waiting
-    over = _over_budget(session, job, settings)
-    if over is not None:
-        return over
+    held = _before_paying(session, job, settings)
+    if held is not None:
+        return held
     lost_before = session.scalar(
         select(Attempt.id)
         .where(Attempt.job_id == job.id, Attempt.outcome == AttemptOutcome.LOST)

@@ -330,7 +330,7 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
     for t in threads:
         t.join(60)
     claims = [r for r in results if isinstance(r, Claim)]
-    refused = [r for r in results if isinstance(r, remote.OverBudget)]
+    refused = [r for r in results if isinstance(r, remote.NotSubmitted)]
     assert (len(claims), len(refused)) == (1, 49)
     # What now counts against the budget: three paid jobs and one in flight.
     [spend] = [s for s in budgets.status_in(settings) if s.period == "day"]
@@ -369,3 +369,27 @@ def test_the_api_takes_backend_auto(fal_env: dict[str, str]) -> None:
     assert (job.requested_backend, job.backend, job.client) == ("auto", "local", "svc")
     assert job.routing is not None and "fits the 60 s deadline" in job.routing["reason"]
     assert "FAL_KEY is not set" in job.routing["inputs"]["fal_unavailable"]
+
+
+def test_an_auto_job_leaves_fal_for_local_when_fals_circuit_opens(
+    fal_env: dict[str, str], start_worker, emulator: FalEmulator, tmp_path: Path
+) -> None:
+    from tests.fal_emulator import Fault
+
+    db = fal_env["ORCH_DATABASE_URL"]
+    # 1 s deadline, 2 s per local job: auto picks fal. fal refuses every submit with a 500.
+    env = {**fal_env, "ORCH_AUTO_LOCAL_SECONDS_PER_JOB": "2", "ORCH_AUTO_DEADLINE_SECONDS": "1",
+           "ORCH_AUTO_LOCAL_PARALLELISM": "1", "ORCH_BREAKER_FAILURES": "2"}
+    emulator.faults.add("submit", Fault("http_500"), times=10)
+    [line] = _auto(env, _folder(tmp_path, "flaky-fal", 1, 700))
+    assert job_by_id(db, line["id"]).backend == "fal"
+    worker = start_worker("--queues", "local,fal", "--concurrency", "1", extra_env=env,
+                          ready=False)
+    _wait_text(worker, "fal poller running", "local backend ready")
+    job = wait_for_state(db, line["id"], {JobState.SUCCEEDED, JobState.FAILED}, 60)
+    assert job.state is JobState.SUCCEEDED, job.error_message
+    assert [(a.backend, a.outcome.value) for a in job.attempts] == [
+        ("fal", "retry"), ("fal", "retry"), ("local", "succeeded")]
+    assert job.backend == "local" and job.routing is not None
+    assert "fal's circuit is open: 2 failures in a row" in job.routing["rerouted"]["reason"]
+    assert len(emulator.ledger) == 0

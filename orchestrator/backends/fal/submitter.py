@@ -64,7 +64,7 @@ def submit_delivery(
         if decision.reason != "already submitted; polling resumed":
             limits.release(slot)
         return RunReport("skipped", decision.reason)
-    if isinstance(decision, remote.OverBudget):
+    if isinstance(decision, remote.NotSubmitted):
         limits.release(slot)
         if decision.rerouted_to is not None:
             publish(job_id, decision.rerouted_to, 0)
