@@ -5,12 +5,12 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from orchestrator.api.deps import PrincipalDep, SettingsDep, authenticated, visible_job
+from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_unless_token, visible_job
 from orchestrator.api.inputs import source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.routes.fal_queue import request_cancel
@@ -143,14 +143,11 @@ def cancel_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> R
             responses={200: {"content": {"image/png": {}}}, **errors(*AUTH, 404, 422)})
 def job_result(
     job_id: str,
-    request: Request,
     settings: SettingsDep,
+    principal: Annotated[Principal | None, Depends(caller_unless_token)],
     token: Annotated[str | None, Query(description="the token in image.url")] = None,
 ) -> Response:
     """The result file. ``image.url`` carries a per-job token, so it works without a key."""
-    principal: Principal | None = None
-    if token is None:
-        principal = authenticated(settings, request.headers.get("authorization"))
     with session_scope(settings.database_url) as session:
         if principal is not None:
             job = visible_job(session, job_id, principal)
