@@ -15,9 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,9 @@ from orchestrator.queue.celery_app import publish_many
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.producer")
+
+JOBS = cast(Table, Job.__table__)
+JOB_INPUTS = cast(Table, JobInput.__table__)
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -268,16 +272,17 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> lis
             out.append(Submitted(job.id, request.source, True, job.state, job.backend))
         # Bulk INSERTs without RETURNING: one executemany each (psycopg pipelines it), instead
         # of a unit-of-work flush or one huge multi-VALUES statement that psycopg re-parses.
+        connection = session.connection()
         if new_jobs:
-            session.execute(insert(Job), [_job_row(job) for job in new_jobs])
+            connection.execute(insert(JOBS), [_job_row(job) for job in new_jobs])
         if inputs:
-            session.execute(insert(JobInput), inputs)
+            connection.execute(insert(JOB_INPUTS), inputs)
     return out
 
 
 def _job_row(job: Job) -> dict[str, object]:
     """The column values a new (transient) job was given."""
-    return {column.key: job.__dict__[column.key] for column in Job.__table__.columns
+    return {column.key: job.__dict__[column.key] for column in JOBS.columns
             if column.key in job.__dict__}
 
 
