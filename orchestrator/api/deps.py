@@ -16,9 +16,13 @@ from orchestrator.db.session import session_scope
 from orchestrator.settings import Settings
 
 
-async def get_app_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_app_settings(request: Request) -> Settings:
+    return app_settings(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -40,11 +44,13 @@ def _lookup(settings: Settings, key: str) -> Principal | None:
 
 # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, and a thread
 # hop per dependency per request cost more than the work most of them do.
+# (FastAPI solves each dependency node on every request, so the hot ones take the request
+# itself rather than a settings dependency.)
 async def authenticated(
     request: Request,
-    settings: SettingsDep,
     authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
 ) -> Principal:
+    settings = app_settings(request)
     key = _key_from(authorization)
     if key is None:
         raise HTTPException(401, "missing API key: send `Authorization: Key <key>`")
@@ -68,14 +74,13 @@ PrincipalDep = Annotated[Principal, Depends(authenticated)]
 
 async def caller_unless_token(
     request: Request,
-    settings: SettingsDep,
     token: Annotated[str | None, Query(description="the token in image.url")] = None,
     authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
 ) -> Principal | None:
     """For links handed out with a per-job token: the key is needed only without the token."""
     if token is not None:
         return None
-    return await authenticated(request, settings, authorization)
+    return await authenticated(request, authorization)
 
 
 def require_admin(principal: PrincipalDep) -> Principal:

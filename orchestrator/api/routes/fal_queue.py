@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.api.deps import PrincipalDep, SettingsDep, visible_job
+from orchestrator.api.deps import PrincipalDep, SettingsDep, app_settings, visible_job
 from orchestrator.api.inputs import check_webhook_url, source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.submissions import SubmitBatcher
@@ -75,12 +75,12 @@ async def submit_request(
     body: RembgInput,
     request: Request,
     principal: PrincipalDep,
-    settings: SettingsDep,
     backend: BackendHeader = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     fal_webhook: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JSONResponse:
     """Queue a background removal; reply as fal's queue does."""
+    settings = app_settings(request)
     if len(body.image_url) < INLINE_CHECK_MAX and body.image_url.startswith("data:"):
         source = source_from_image_url(body.image_url, settings, name="image")
     else:  # a URL's host is resolved, a big data URI decoded: not on the event loop
