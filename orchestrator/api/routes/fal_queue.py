@@ -19,11 +19,11 @@ from orchestrator.api.views import (
     status_body,
 )
 from orchestrator.backends.fal.client import cancel_once
-from orchestrator.backends.fal.limits import redis_client
 from orchestrator.db.session import session_scope
 from orchestrator.jobs import service
 from orchestrator.jobs.producer import Submitted, submit
 from orchestrator.jobs.states import AttemptOutcome, JobState
+from orchestrator.queue.broker import queue_depth
 from orchestrator.settings import Settings
 
 router = APIRouter(tags=["fal-compatible queue"])
@@ -91,7 +91,7 @@ def submit_request(
         webhook_url=fal_webhook,
     )
     # The submit reply is the hot path: no extra database round trip. The position is the
-    # backend queue's depth in Redis (the status call counts it exactly in Postgres).
+    # backend queue's depth in the broker (the status call counts it exactly in Postgres).
     reply = SubmitReply(
         status="IN_QUEUE", request_id=str(item.job_id),
         **request_urls(_base(request), item.job_id), queue_position=_queue_depth(settings, item),
@@ -104,7 +104,7 @@ def _queue_depth(settings: Settings, item: Submitted) -> int:
     if item.state is not JobState.QUEUED:
         return 0
     try:
-        return max(0, int(redis_client(settings.broker_url).llen(item.backend)) - 1)
+        return max(0, queue_depth(settings, item.backend) - 1)
     except Exception:
         return 0
 
