@@ -74,3 +74,20 @@ def ping(settings: Settings) -> None:
         redis_client(settings.broker_url).ping()
         return
     queue_depth(settings, "local")
+
+
+def prepare_sqlite_broker(url: str) -> None:
+    """Ready the embedded broker's SQLite file before any process uses it: WAL (readers do not
+    wait for the writer), and messages delivered in earlier runs removed — kombu's SQLAlchemy
+    transport keeps a taken message as a row marked invisible, so the file would only grow."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(sqla_database_url(url), connect_args={"timeout": SQLITE_BROKER_TIMEOUT_SECONDS})
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            if inspect(conn).has_table("kombu_message"):
+                conn.exec_driver_sql("DELETE FROM kombu_message WHERE visible = 0")
+                conn.commit()
+    finally:
+        engine.dispose()
