@@ -24,7 +24,6 @@ import pytest
 from PIL import Image
 
 from orchestrator.jobs.states import JobState
-from tests.conftest import ROOT
 from tests.support.db import job_by_id
 from tests.support.images import subject
 
