@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from orchestrator.queue import sqla_transport
 from orchestrator.queue.broker import transport_options
 from orchestrator.settings import Settings, get_settings
 
@@ -52,6 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+sqla_transport.register()  # before any connection: the embedded broker polls every 0.1 s
 app = Celery("orchestrator", include=["orchestrator.queue.tasks"])
 app.add_defaults(lambda: celery_config(get_settings()))
 
