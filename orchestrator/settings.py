@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     )
     fal_endpoint: str = "fal-ai/imageutils/rembg"
     fal_price_per_second: Decimal = Field(default=Decimal("0.00111"), ge=0)
-    # Limits shared by all workers (kept in Redis): requests in flight at fal, submits per second.
+    # Limits shared by all workers (kept in Redis, so fal needs a Redis broker): requests in
+    # flight at fal, submits per second.
     fal_max_in_flight: int = Field(default=200, ge=1)
     fal_max_submits_per_second: float = Field(default=20.0, gt=0)
     fal_submit_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
     # --- local backend -------------------------------------------------------------------
     local_model: str = "isnet-general-use"
     local_model_path: Path | None = None
-    local_price_per_second: Decimal = Field(default=Decimal("0"), ge=0)
+    local_price_per_second: Decimal = Field(default=Decimal(0), ge=0)
     # ONNX intra-op threads per session; 0 = all cores.
     local_onnx_threads: int = Field(default=0, ge=0, le=256)
     # Inferences one worker runs at once; 0 = cores // ONNX threads (never oversubscribes).
@@ -139,8 +140,9 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _check_broker_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "redis+socket://")):
-            raise ValueError("must be a redis:// URL")
+        # Redis, or kombu's SQLAlchemy transport (the embedded broker of `orchestrator dev`).
+        if not value.startswith(("redis://", "rediss://", "redis+socket://", "sqla+", "sqlalchemy+")):
+            raise ValueError("must be a redis:// URL (or sqla+sqlite:///FILE, the embedded broker)")
         return value
 
     @field_validator("local_model_path", mode="before")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.backends.fal.limits import redis_client
 from orchestrator.jobs.producer import JobRequest, Submitted, submit_requests
 from orchestrator.jobs.states import JobState
+from orchestrator.queue.broker import queue_depth
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.api.submissions")
@@ -80,13 +80,12 @@ class SubmitBatcher:
 
     def _positions(self, submitted: list[Submitted]) -> list[int]:
         """Each new job's place in its queue: the queue's length now, less what this batch
-        published after it (one LLEN per queue per batch, not per request)."""
+        published after it (one depth query per queue per batch, not per request)."""
         queued = [item for item in submitted if item.created and item.state is JobState.QUEUED]
         depth: dict[str, int] = {}
         try:
-            client = redis_client(self.settings.broker_url)
             for backend in {item.backend for item in queued}:
-                depth[backend] = int(client.llen(backend))
+                depth[backend] = queue_depth(self.settings, backend)
         except Exception:
             return [0] * len(submitted)
         # Pushed later means further back: walk the batch from its last message.

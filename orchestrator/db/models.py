@@ -11,7 +11,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Enum,
     ForeignKey,
     Index,
@@ -23,10 +22,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from orchestrator.db.types import UTCDateTime
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
 
 NAMING_CONVENTION = {
@@ -58,10 +59,10 @@ class Base(DeclarativeBase):
 
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), onupdate=func.now(), nullable=False
     )
 
 
@@ -97,18 +98,18 @@ class Job(TimestampMixin, Base):
     attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A paid submission's reply was lost and the job was submitted again: fal may have billed
     # it twice.
     possible_duplicate: Mapped[bool] = mapped_column(
-        Boolean, nullable=False, default=False, server_default="false"
+        Boolean, nullable=False, default=False, server_default=false()
     )
     # Where to POST fal's webhook body when the job ends (fal_webhook on the HTTP API).
     webhook_url: Mapped[str | None] = mapped_column(Text)
@@ -148,7 +149,10 @@ class Attempt(Base):
         Index("ix_attempts_provider_request_id", "provider_request_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # SQLite only auto-increments an INTEGER primary key (the rowid); BIGINT everywhere else.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
     )
@@ -159,9 +163,9 @@ class Attempt(Base):
         _enum(AttemptOutcome, "attempt_outcome"), nullable=False
     )
     started_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
 
@@ -177,9 +181,9 @@ class Attempt(Base):
     provider_request_id: Mapped[str | None] = mapped_column(String(100))
     provider_status: Mapped[str | None] = mapped_column(String(20))
     queue_position: Mapped[int | None] = mapped_column(Integer)
-    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    first_in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     polls: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     poll_errors: Mapped[int] = mapped_column(
         Integer, nullable=False, default=0, server_default="0"
@@ -196,7 +200,7 @@ class Result(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
-    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id"), nullable=False)
+    attempt_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("attempts.id"), nullable=False)
     content_type: Mapped[str] = mapped_column(String(100), nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -207,7 +211,7 @@ class Result(Base):
     data: Mapped[bytes | None] = mapped_column(LargeBinary)
     cropped: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
 
     job: Mapped[Job] = relationship(back_populates="result")
@@ -224,6 +228,6 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,11 +1,13 @@
-"""The Celery application: Redis broker, one queue per backend, settings for reliability.
+"""The Celery application: Redis broker (or the embedded SQLite one of ``orchestrator dev``), one
+queue per backend, settings for reliability.
 
-Messages carry only a job id: Postgres holds the job, Redis only rings the bell.
+Messages carry only a job id: the database holds the job, the broker only rings the bell.
 ``celery -A orchestrator.queue.celery_app inspect ping`` and Flower work with this module.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -13,6 +15,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from orchestrator.queue import sqla_transport
+from orchestrator.queue.broker import transport_options
 from orchestrator.settings import Settings, get_settings
 
 RUN_JOB_TASK = "orchestrator.run_job"
@@ -21,12 +25,7 @@ QUEUE_NAMES = ("local", "fal")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {
-        "visibility_timeout": settings.visibility_timeout_seconds,
-        # Sweep for messages of dead workers every interval (kombu's default is ~100 s).
-        "unacked_restore_interval": settings.unacked_restore_interval_seconds,
-        "unacked_restore_throttle": 1,
-    }
+    transport = transport_options(settings)
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
@@ -55,16 +54,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+sqla_transport.register()  # before any connection: the embedded broker polls every 0.1 s
 app = Celery("orchestrator", include=["orchestrator.queue.tasks"])
 app.add_defaults(lambda: celery_config(get_settings()))
 
 
 @lru_cache(maxsize=4)
-def _publisher(broker_url: str, visibility_timeout: int) -> Celery:
+def _publisher(broker_url: str, transport_json: str) -> Celery:
     publisher = Celery("orchestrator-producer")
     publisher.conf.update(
         broker_url=broker_url,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_transport_options=json.loads(transport_json),
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -74,7 +74,7 @@ def _publisher(broker_url: str, visibility_timeout: int) -> Celery:
 
 def publisher_for(settings: Settings) -> Celery:
     """A Celery app that only publishes, configured from ``settings`` (not the process's)."""
-    return _publisher(settings.broker_url, settings.visibility_timeout_seconds)
+    return _publisher(settings.broker_url, json.dumps(transport_options(settings), sort_keys=True))
 
 
 def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
@@ -73,3 +75,15 @@ def test_check_constraints_admit_every_enum_value(database_url: str) -> None:
         assert name in rows, name
         for member in enum:
             assert f"'{member.value}'" in rows[name], (name, member)
+
+
+def test_migrations_run_on_sqlite_and_match_the_models(tmp_path: Path) -> None:
+    """The embedded mode's database: the same migrations, SQLite's ALTERs done in batch mode."""
+    url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
+    upgrade(url)
+    assert _tables(url) == set(Base.metadata.tables)
+    assert _diff(url) == []
+    downgrade(url, "base")
+    assert _tables(url) == set()
+    upgrade(url)
+    assert _diff(url) == []
