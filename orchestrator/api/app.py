@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.api.ratelimit import RateLimiter
-from orchestrator.api.routes import fal_queue, health, v1
+from orchestrator.api.routes import fal_queue, health, reports, v1
 from orchestrator.api.submissions import SubmitBatcher
 from orchestrator.errors import (
     BackendUnavailable,
@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=max_body)
     app.include_router(fal_queue.router)
     app.include_router(v1.router)
+    app.include_router(reports.router)
     app.include_router(health.router)
     return app
 

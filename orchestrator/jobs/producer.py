@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import Table, insert, select
@@ -114,6 +114,10 @@ class JobRequest:
     client: str = "default"
     idempotency_key: str | None = None
     webhook_url: str | None = None
+    # Set when orchestrator.routing chose ``backend`` for an ``auto`` request: what was asked
+    # for, and the decision with its inputs.
+    requested_backend: str | None = None
+    routing: dict[str, Any] | None = None
 
     @property
     def options(self) -> dict[str, bool]:
@@ -133,9 +137,18 @@ def submit(
     client: str = "default",
     sync_mode: bool = False,
     webhook_url: str | None = None,
+    requested_backend: str | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> list[Submitted]:
-    """Record and enqueue one job per source. Oversized files become failed jobs at once."""
+    """Record and enqueue one job per source. Oversized files become failed jobs at once.
+    ``backend="auto"`` lets orchestrator.routing choose per job (and record why)."""
     backend_name = backend or settings.default_backend
+    if backend_name == "auto":
+        from orchestrator.routing import submit_auto
+
+        return submit_auto(sources, settings=settings, client=client,
+                           idempotency_key=idempotency_key, crop_to_bbox=crop_to_bbox,
+                           sync_mode=sync_mode, webhook_url=webhook_url)
     backend_class(backend_name)  # an unknown backend is refused before anything is recorded
     items = list(sources)
     requests = []
@@ -144,7 +157,7 @@ def submit(
         if key is not None and len(items) > 1:
             key = f"{idempotency_key}:{source.name}"
         requests.append(JobRequest(source, backend_name, crop_to_bbox, sync_mode, client, key,
-                                   webhook_url))
+                                   webhook_url, requested_backend, routing))
     return submit_requests(requests, settings=settings)
 
 
@@ -209,6 +222,8 @@ def _new_job(request: JobRequest, settings: Settings) -> Job:
         webhook_url=request.webhook_url,
         result_token=secrets.token_urlsafe(24),
         dedup_attached=0,
+        requested_backend=request.requested_backend,
+        routing=request.routing,
         # Set on every new job, failed or not, so a batch's rows all have the same columns.
         error_type=type(rejection).__name__ if rejection else None,
         error_message=str(rejection) if rejection else None,

@@ -34,7 +34,7 @@ INLINE_CHECK_MAX = 64 * 1024
 
 BackendHeader = Annotated[
     str | None,
-    Header(alias="X-Orchestrator-Backend", description="local, fal (default from settings)"),
+    Header(alias="X-Orchestrator-Backend", description="local, fal or auto (default from settings)"),
 ]
 
 

@@ -47,7 +47,7 @@ class BatchItem(BaseModel):
 
 class BatchRequest(BaseModel):
     items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
-    backend: str | None = Field(default=None, description="local or fal (default from settings)")
+    backend: str | None = Field(default=None, description="local, fal or auto (default from settings)")
 
 
 def _summaries(items: list[Submitted]) -> list[JobSummary]:
