@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -58,6 +59,20 @@ def _enum(cls: type[Any], name: str) -> Enum:
     )
 
 
+# Expression indexes written in Postgres's SQL (``.ddl_if(dialect="postgresql")``): SQLite,
+# the embedded mode's database, has neither the functions nor the need.
+POSTGRES_ONLY_INDEXES = frozenset({"ix_jobs_report_day", "ix_attempts_report_day"})
+
+
+def autogenerate_filter(dialect_name: str) -> Callable[..., bool]:
+    """Alembic's ``include_object``: leave Postgres-only indexes out elsewhere."""
+
+    def include(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+        return not (type_ == "index" and dialect_name != "postgresql" and name in POSTGRES_ONLY_INDEXES)
+
+    return include
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -80,7 +95,7 @@ class Job(TimestampMixin, Base):
         # Cost reports (orchestrator/reports/costs.py): jobs by UTC day and backend, read in
         # group order from the index alone; and one client's jobs of a period.
         Index("ix_jobs_report_day", text(UTC_DAY.format("created_at")), "backend",
-              postgresql_include=["created_at", "state", "finished_at"]),
+              postgresql_include=["created_at", "state", "finished_at"]).ddl_if(dialect="postgresql"),
         Index("ix_jobs_client_created_at", "client", "created_at",
               postgresql_include=["backend", "state", "finished_at"]),
         Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
@@ -163,7 +178,7 @@ class Attempt(Base):
         # Cost reports: attempts by UTC day and backend with their figures, index-only.
         Index("ix_attempts_report_day", text(UTC_DAY.format("started_at")), "backend",
               postgresql_include=["started_at", "number", "compute_seconds", "cost_usd",
-                                  "fal_equivalent_usd"]),
+                                  "fal_equivalent_usd"]).ddl_if(dialect="postgresql"),
         Index("ix_attempts_outcome_next_poll_at", "outcome", "next_poll_at"),
         Index("ix_attempts_provider_request_id", "provider_request_id"),
     )
