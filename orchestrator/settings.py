@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     fal_max_result_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     # After a submit whose reply was lost, wait this long before submitting again.
     fal_resubmit_after_seconds: float = Field(default=5.0, ge=0)
+    # A fal request not completed this long after its submit is cancelled at fal; the job
+    # gets a new attempt if it has attempts left.
+    fal_request_timeout_seconds: float = Field(default=600.0, gt=0)
 
     # --- local backend -------------------------------------------------------------------
     local_model: str = "isnet-general-use"
@@ -102,6 +105,18 @@ class Settings(BaseSettings):
     unacked_restore_interval_seconds: int = Field(default=10, ge=1)
     # A running job's lease; renewed by a heartbeat every third of it.
     lease_seconds: float = Field(default=30.0, ge=2)
+    # How long a worker keeps retrying a database write (with backoff) while Postgres is away,
+    # holding the result it computed, before giving up on that delivery.
+    db_retry_seconds: float = Field(default=300.0, ge=0)
+
+    # --- reconciler ----------------------------------------------------------------------
+    # A pass every this many seconds (in each worker's main process, one active at a time).
+    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    # A queued job (or a retry that is due) with no message in Redis for this long is
+    # re-published; a job whose lease expired this long ago is re-driven.
+    reconcile_stale_after_seconds: float = Field(default=20.0, ge=0)
+    # Run the reconciler loop inside `orchestrator worker` (off: run `orchestrator reconcile --loop`).
+    reconcile_in_worker: bool = True
 
     # Identical requests (same client, image bytes, backend, model and options) within this
     # many seconds reuse the stored result at zero cost, or attach to the job in flight. 0 = off.

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import api, jobs, keys, submit, worker
+from orchestrator.cli import api, jobs, keys, reconcile, submit, worker
 from orchestrator.cli.common import console_err
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -33,6 +33,7 @@ def migrate() -> None:
 app.command(name="worker")(worker.worker)
 app.command(name="submit")(submit.submit)
 app.command(name="api")(api.api)
+app.command(name="reconcile")(reconcile.reconcile)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 

@@ -168,15 +168,18 @@ class PollItem:
     first_in_progress_at: datetime | None
 
 
-def claim_due_polls(session: Session, *, limit: int, lease_seconds: float) -> list[PollItem]:
-    """Take up to ``limit`` attempts due for a poll; other pollers skip them (SKIP LOCKED)."""
+def claim_due_polls(
+    session: Session, *, limit: int, lease_seconds: float, due_before: datetime | None = None
+) -> list[PollItem]:
+    """Take up to ``limit`` attempts due for a poll (by ``due_before``, default now); other
+    pollers skip them (SKIP LOCKED)."""
     now = utcnow()
     rows = session.scalars(
         select(Attempt)
         .where(
             Attempt.outcome == AttemptOutcome.RUNNING,
             Attempt.submit_state == SubmitState.ACCEPTED,
-            Attempt.next_poll_at <= now,
+            Attempt.next_poll_at <= (due_before or now),
         )
         .order_by(Attempt.next_poll_at)
         .limit(limit)

@@ -76,7 +76,9 @@ def publisher_for(settings: Settings) -> Celery:
     return _publisher(settings.broker_url, settings.visibility_timeout_seconds)
 
 
-def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None) -> None:
+def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None,
+                connection: Any = None) -> None:
+    """Ring the job's bell. ``connection``: a kombu connection to use instead of the pool."""
     publisher_for(settings).send_task(
         RUN_JOB_TASK,
         args=[str(job_id)],
@@ -84,6 +86,7 @@ def publish_run(settings: Settings, job_id: object, queue: str, countdown: float
         routing_key=queue,
         countdown=countdown,
         retry=True,
+        connection=connection,
     )
 
 
