@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 _PRIORITY_STEPS = (0, 3, 6, 9)
 _PRIORITY_SEP = "\x06\x16"
 _UNACKED_KEY = "unacked"
+_UNACKED_INDEX_KEY = "unacked_index"  # delivery tag -> when a worker took the message
 
 Publish = Callable[[uuid.UUID, str], None]
 
@@ -90,15 +92,25 @@ class PassReport:
         return bool(self.republished or self.redriven or self.polled)
 
 
-def job_ids_in_broker(broker_url: str) -> tuple[set[str], int]:
-    """Job ids named in any message in Redis (queued or held by a worker), and the count.
+@dataclass
+class BrokerView:
+    """Job ids in messages in Redis: waiting in a queue list, or held by a worker lately."""
 
-    Lists are read before the ``unacked`` hash: a message moves from a list to the hash when
-    a worker takes it, so reading in that order cannot miss one in flight between the two.
+    queued: set[str]
+    held: set[str]
+    messages: int
+
+
+def job_ids_in_broker(broker_url: str, *, held_within: float) -> BrokerView:
+    """Read every queue list, then the ``unacked`` entries delivered within ``held_within``
+    seconds (the order matters: a message moves from a list to ``unacked`` when a worker
+    takes it, so reading in that order cannot miss one in flight between the two).
+
+    An older ``unacked`` entry is not counted: a live worker runs what it takes within a
+    countdown, and a dead worker's entries come back only after the visibility timeout.
     """
     client = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=5)
-    ids: set[str] = set()
-    seen = 0
+    view = BrokerView(set(), set(), 0)
     try:
         for queue in QUEUE_NAMES:
             for step in _PRIORITY_STEPS:
@@ -107,17 +119,22 @@ def job_ids_in_broker(broker_url: str) -> tuple[set[str], int]:
                 while True:
                     chunk: list[bytes] = client.lrange(key, start, start + 999)  # type: ignore[assignment]
                     for raw in chunk:
-                        ids.update(m.decode() for m in _UUID.findall(raw))
-                    seen += len(chunk)
+                        view.queued.update(m.decode() for m in _UUID.findall(raw))
+                    view.messages += len(chunk)
                     if len(chunk) < 1000:
                         break
                     start += 1000
-        for _, held in client.hscan_iter(_UNACKED_KEY, count=1000):
-            ids.update(m.decode() for m in _UUID.findall(bytes(held)))
-            seen += 1
+        since = time.time() - held_within
+        tags: list[bytes] = client.zrangebyscore(_UNACKED_INDEX_KEY, since, "+inf")  # type: ignore[assignment]
+        for offset in range(0, len(tags), 1000):
+            held: list[bytes | None] = client.hmget(_UNACKED_KEY, tags[offset:offset + 1000])  # type: ignore[assignment]
+            for entry in held:
+                if entry is not None:
+                    view.held.update(m.decode() for m in _UUID.findall(entry))
+                    view.messages += 1
     finally:
         client.close()
-    return ids, seen
+    return view
 
 
 def _signature(job: Job) -> tuple[Any, ...]:
@@ -209,14 +226,18 @@ class Reconciler:
                  now: datetime, report: PassReport) -> None:
         to_publish: list[tuple[Job, list[uuid.UUID]]] = []
         if waiting:
+            # Busy hand-backs wait at most a lease; a held message older than that (and than a
+            # stale period) belongs to a worker that is gone.
+            window = self.settings.lease_seconds + self.settings.reconcile_stale_after_seconds + 5
             try:
-                in_broker, report.messages_seen = job_ids_in_broker(self.settings.broker_url)
+                broker = job_ids_in_broker(self.settings.broker_url, held_within=window)
             except redis.RedisError as exc:
                 report.broker_error = f"cannot read the broker: {exc}"
                 log.warning("reconciler: %s", report.broker_error)
                 return
+            report.messages_seen = broker.messages
             to_publish += [(job, report.republished) for job in waiting
-                           if str(job.id) not in in_broker]
+                           if not self._has_message(job, broker)]
         # An expired lease's message may still sit in the dead worker's unacked entry (Redis
         # hands it back only after the visibility timeout): publish regardless.
         to_publish += [(job, report.redriven) for job in expired]
@@ -233,6 +254,15 @@ class Reconciler:
         except Exception as exc:  # noqa: BLE001 - Redis down: what was published stays marked
             report.broker_error = f"publishing failed: {exc}"
             log.warning("reconciler: %s", report.broker_error)
+
+    @staticmethod
+    def _has_message(job: Job, broker: BrokerView) -> bool:
+        key = str(job.id)
+        if key in broker.queued:
+            return True
+        # A held countdown would have run by now if its worker were alive: only a queued job
+        # (taken by a worker a moment ago) counts as delivered by a held message.
+        return job.state is JobState.QUEUED and key in broker.held
 
     def _send(self, job: Job, connection: Any) -> None:
         if self._publish is not None:
@@ -279,10 +309,10 @@ class ReconcilerLoop(threading.Thread):
         self.reconciler = Reconciler(settings)
         self.interval = interval or settings.reconcile_interval_seconds
         self.on_pass = on_pass
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stopping.wait(self.interval):
             try:
                 report = self.reconciler.run_pass()
             except Exception as exc:  # noqa: BLE001 - the next pass tries again
@@ -293,7 +323,7 @@ class ReconcilerLoop(threading.Thread):
         self.reconciler.close()
 
     def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self.is_alive():
             self.join(timeout)
 
@@ -307,4 +337,4 @@ def reconcile_once(settings: Settings) -> PassReport:
         reconciler.close()
 
 
-__all__ = ["PassReport", "Reconciler", "ReconcilerLoop", "job_ids_in_broker", "reconcile_once"]
+__all__ = ["BrokerView", "PassReport", "Reconciler", "ReconcilerLoop", "job_ids_in_broker", "reconcile_once"]

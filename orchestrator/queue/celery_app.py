@@ -12,7 +12,10 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from orchestrator.queue import kombu_fixes
 from orchestrator.settings import Settings, get_settings
+
+kombu_fixes.apply()
 
 RUN_JOB_TASK = "orchestrator.run_job"
 DELIVER_WEBHOOK_TASK = "orchestrator.deliver_webhook"

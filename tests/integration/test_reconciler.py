@@ -173,12 +173,19 @@ def test_the_broker_scan_finds_queued_and_held_messages(env: dict[str, str]) -> 
     queued, held = uuid.uuid4(), uuid.uuid4()
     publish_run(settings, queued, "local")
     publish_run(settings, held, "fal")
+    stale = uuid.uuid4()
+    publish_run(settings, stale, "fal")
     client = redis.Redis.from_url(env["ORCH_BROKER_URL"])
-    raw = client.rpop("fal")  # as a worker takes it: off the list, into the unacked hash
-    assert raw is not None
-    client.hset("unacked", "tag-1", b'[' + raw + b', "fal", "fal"]')
-    ids, seen = job_ids_in_broker(env["ORCH_BROKER_URL"])
-    assert {str(queued), str(held)} <= ids and seen == 2
+    for tag, taken_at in (("tag-1", time.time()), ("tag-2", time.time() - 600)):
+        raw = client.rpop("fal")  # as a worker takes it: off the list, into the unacked hash
+        assert raw is not None
+        client.hset("unacked", tag, b"[" + raw + b', "fal", "fal"]')
+        client.zadd("unacked_index", {tag: taken_at})
+    view = job_ids_in_broker(env["ORCH_BROKER_URL"], held_within=60)
+    assert str(queued) in view.queued
+    # publish order: held was taken first (tag-1, just now), stale second (tag-2, 10 min ago)
+    assert str(held) in view.held and str(stale) not in view.held | view.queued
+    assert view.messages == 2
 
 
 def test_the_worker_runs_the_reconciler_without_anyone_acting(env: dict[str, str], start_worker) -> None:

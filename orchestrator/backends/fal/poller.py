@@ -67,21 +67,21 @@ class FalPoller(threading.Thread):
         self.limits = FalLimits(settings.broker_url, max_in_flight=settings.fal_max_in_flight,
                                 max_per_second=settings.fal_max_submits_per_second)
         self.pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._active: set[int] = set()
 
     def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout)
 
     def run(self) -> None:
         # A poller that died would strand every request it was meant to poll: start it again.
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 asyncio.run(self._main())
             except Exception:
                 log.exception("the fal poller failed; restarting it in 1 s")
-                self._stop.wait(1.0)
+                self._stopping.wait(1.0)
 
     def poll_now(self, items: list[PollItem]) -> None:
         """Poll these (already claimed) attempts once each, on a loop of their own."""
@@ -95,7 +95,7 @@ class FalPoller(threading.Thread):
     async def _main(self) -> None:
         client = async_client(self.backend.key())
         tasks: set[asyncio.Task[None]] = set()
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             capacity = self.concurrency - len(tasks)
             items: list[PollItem] = []
             if capacity > 0:
