@@ -111,10 +111,10 @@ class Settings(BaseSettings):
 
     # --- reconciler ----------------------------------------------------------------------
     # A pass every this many seconds (in each worker's main process, one active at a time).
-    reconcile_interval_seconds: float = Field(default=10.0, gt=0)
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
     # A queued job (or a retry that is due) with no message in Redis for this long is
     # re-published; a job whose lease expired this long ago is re-driven.
-    reconcile_stale_after_seconds: float = Field(default=20.0, ge=0)
+    reconcile_stale_after_seconds: float = Field(default=10.0, ge=0)
     # Run the reconciler loop inside `orchestrator worker` (off: run `orchestrator reconcile --loop`).
     reconcile_in_worker: bool = True
 

@@ -6,6 +6,8 @@ temporary directory, and only the test's own processes are pointed at it.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -63,16 +65,26 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _as_server_user() -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the ``postgres`` account then."""
+    if os.geteuid() != 0:
+        return []
+    return ["runuser", "-u", "postgres", "--"]
+
+
 class PrivatePostgres:
     """A throw-away cluster (initdb, trust auth) on a free port."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="orch-pg-"))
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
         self.data = self.dir / "data"
         self.log = self.dir / "pg.log"
-        subprocess.run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                        "--auth=trust", "-E", "UTF8", "--no-sync"],
+        subprocess.run([*_as_server_user(), str(PG_BIN / "initdb"), "-D", str(self.data),
+                        "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
                        check=True, capture_output=True)
 
     @property
@@ -80,7 +92,7 @@ class PrivatePostgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/orchestrator"
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+        subprocess.run([*_as_server_user(), str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                         *args], check=True, capture_output=True, timeout=60)
 
     def start(self) -> PrivatePostgres:
