@@ -16,6 +16,7 @@ import os
 import random
 import signal
 import statistics
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -298,3 +299,27 @@ def test_postgres_stopped_for_30_s_during_completions(
             "seconds_from_postgres_return_to_all_final": round(done_at - back, 1)})
     finally:
         pg.close()
+
+
+def test_a_crash_between_fals_accept_and_the_commit_is_counted_as_a_duplicate(
+    chaos_env: dict[str, str], start_worker: Any, emulator: FalEmulator, tmp_path: Any
+) -> None:
+    """The worker dies after fal accepted (and will bill) the submit, before the request id
+    reached Postgres. Without a way to find that request again, the job is submitted once
+    more: the second payment is recorded on the job (a LOST attempt, possible_duplicate),
+    never silent."""
+    marker = tmp_path / "die-after-accept"
+    marker.touch()
+    env = {**chaos_env, "ORCH_TEST_DIE_AFTER_ACCEPT": str(marker)}
+    worker = start_worker("--queues", "fal", "--concurrency", "1", extra_env=env, ready=False,
+                          entry=[sys.executable, "-m", "tests.support.failpoint_worker"])
+    [item] = _submit(env, "fal", range(1))
+    [job], _ = _wait_final(env["ORCH_DATABASE_URL"], 1, timeout=60)
+    assert not marker.exists(), worker.text()  # the failpoint fired
+    assert job.state is JobState.SUCCEEDED, job.error_message
+    lost, won = job.attempts
+    assert lost.outcome is AttemptOutcome.LOST and lost.provider_request_id is None
+    assert won.outcome is AttemptOutcome.SUCCEEDED
+    assert job.possible_duplicate and job.crashes == 1
+    figures = _check_nothing_lost_nothing_paid_twice([job], emulator)
+    assert figures["paid_requests"] == 2 and figures["duplicates"] == 1
