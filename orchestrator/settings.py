@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     # A fal request not completed this long after its submit is cancelled at fal; the job
     # gets a new attempt if it has attempts left.
     fal_request_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Where fal reaches this orchestrator's webhook receiver (`https://HOST/v1/fal/webhook`).
+    # Set, every submit carries it, and a request whose id was lost (a worker killed between
+    # fal's reply and the commit, a reply lost on the wire) is adopted from its webhook.
+    fal_webhook_url: str | None = None
+    # With fal_webhook_url: how long an unknown submit waits for its webhook before the job
+    # is bought again (and flagged possible_duplicate).
+    fal_adopt_wait_seconds: float = Field(default=120.0, ge=0)
+    # fal's webhook signing keys.
+    fal_jwks_url: str = "https://rest.fal.ai/.well-known/jwks.json"
 
     # --- local backend -------------------------------------------------------------------
     local_model: str = "isnet-general-use"

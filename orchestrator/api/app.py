@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.api.routes import fal_queue, health, v1
+from orchestrator.api.routes import fal_queue, fal_webhook, health, v1
 from orchestrator.errors import (
     BackendUnavailable,
     ConfigError,
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=max_body)
     app.include_router(fal_queue.router)
     app.include_router(v1.router)
+    app.include_router(fal_webhook.router)
     app.include_router(health.router)
     return app
 

@@ -16,12 +16,14 @@ import os
 import random
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
+import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -32,7 +34,7 @@ from orchestrator.settings import load_settings
 from tests.fal_emulator import FalEmulator
 from tests.support.db import Job, load_jobs
 from tests.support.images import subject
-from tests.support.servers import PrivatePostgres, PrivateRedis
+from tests.support.servers import PrivatePostgres, PrivateRedis, free_port
 
 FAL_KEY = "emulator-key-id:emulator-key-secret"
 
@@ -138,7 +140,9 @@ def _check_nothing_lost_nothing_paid_twice(
     for job in (j for j in jobs if j.backend == "fal"):
         bought = paid.get(job.input_sha256 or "", [])
         lost_submits = sum(1 for a in job.attempts if a.outcome is AttemptOutcome.LOST)
-        extra_runs = sum(1 for a in job.attempts if a.outcome is AttemptOutcome.RETRY)
+        # RETRY: fal ran it and it failed; SUPERSEDED: a lost submit found again (its cost)
+        extra_runs = sum(1 for a in job.attempts
+                         if a.outcome in (AttemptOutcome.RETRY, AttemptOutcome.SUPERSEDED))
         assert bought, f"{job.source_name} succeeded on fal without a paid request"
         unrecorded = [r for r in bought if r not in attempts_by_request]
         # A request fal accepted whose id never reached Postgres: only after a lost submit.
@@ -313,7 +317,7 @@ def test_a_crash_between_fals_accept_and_the_commit_is_counted_as_a_duplicate(
     env = {**chaos_env, "ORCH_TEST_DIE_AFTER_ACCEPT": str(marker)}
     worker = start_worker("--queues", "fal", "--concurrency", "1", extra_env=env, ready=False,
                           entry=[sys.executable, "-m", "tests.support.failpoint_worker"])
-    [item] = _submit(env, "fal", range(1))
+    _submit(env, "fal", range(1))
     [job], _ = _wait_final(env["ORCH_DATABASE_URL"], 1, timeout=60)
     assert not marker.exists(), worker.text()  # the failpoint fired
     assert job.state is JobState.SUCCEEDED, job.error_message
@@ -323,3 +327,114 @@ def test_a_crash_between_fals_accept_and_the_commit_is_counted_as_a_duplicate(
     assert job.possible_duplicate and job.crashes == 1
     figures = _check_nothing_lost_nothing_paid_twice([job], emulator)
     assert figures["paid_requests"] == 2 and figures["duplicates"] == 1
+
+
+class _Api:
+    """``orchestrator api`` over plain HTTP on loopback: fal's webhooks reach it there."""
+
+    def __init__(self, env: dict[str, str], log: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "api", "--host", "127.0.0.1", "--port",
+             str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError(open(log).read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+        self.log.close()
+
+
+@pytest.fixture
+def webhook_env(chaos_env: dict[str, str], emulator: FalEmulator,
+                tmp_path: Any) -> Iterator[dict[str, str]]:
+    env = {**chaos_env, "ORCH_FAL_JWKS_URL": f"{emulator.base_url}/.well-known/jwks.json"}
+    api = _Api(env, tmp_path / "api.log")
+    yield {**env, "ORCH_FAL_WEBHOOK_URL": f"{api.url}/v1/fal/webhook"}
+    api.stop()
+
+
+def _die_after_accept(start_worker: Any, env: dict[str, str], tmp_path: Any,
+                      processes: int = 1) -> Any:
+    marker = tmp_path / "die-after-accept"
+    marker.touch()
+    env["ORCH_TEST_DIE_AFTER_ACCEPT"] = str(marker)
+    worker = start_worker("--queues", "fal", "--concurrency", str(processes), extra_env=env,
+                          ready=False, entry=[sys.executable, "-m", "tests.support.failpoint_worker"])
+    deadline = time.monotonic() + 60
+    while worker.text().count("fal poller running") < processes and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return worker
+
+
+def test_a_crash_between_fals_accept_and_the_commit_is_adopted_from_fals_webhook(
+    webhook_env: dict[str, str], start_worker: Any, emulator: FalEmulator, tmp_path: Any
+) -> None:
+    """With ORCH_FAL_WEBHOOK_URL, every submit names the attempt in its fal_webhook; the
+    worker dies after fal accepted, the job waits for the webhook instead of buying again,
+    and fal's signed webhook hands the request id back: paid once, the original request."""
+    env = {**webhook_env, "ORCH_FAL_ADOPT_WAIT_SECONDS": "30"}
+    _die_after_accept(start_worker, env, tmp_path)
+    _submit(env, "fal", range(1))
+    [job], _ = _wait_final(env["ORCH_DATABASE_URL"], 1, timeout=60)
+    assert not (tmp_path / "die-after-accept").exists()  # the failpoint fired
+    assert job.state is JobState.SUCCEEDED, job.error_message
+    [attempt] = job.attempts
+    assert attempt.outcome is AttemptOutcome.SUCCEEDED
+    [paid] = emulator.ledger
+    assert attempt.provider_request_id == paid["request_id"]  # adopted, not bought again
+    assert job.crashes == 1 and not job.possible_duplicate
+    assert job.result is not None and job.result.data == emulator.output_bytes(paid["request_id"])
+    _check_nothing_lost_nothing_paid_twice([job], emulator)
+
+
+def test_a_lost_request_found_after_the_job_was_bought_again_is_a_recorded_cost(
+    webhook_env: dict[str, str], start_worker: Any, emulator: FalEmulator, tmp_path: Any
+) -> None:
+    """The webhook comes after the adoption wait: the job was already submitted again. The
+    first request is then attributed to its lost attempt with its cost (a known duplicate)."""
+    emulator.latency = 8.0
+    env = {**webhook_env, "ORCH_FAL_ADOPT_WAIT_SECONDS": "0.5"}
+    _die_after_accept(start_worker, env, tmp_path, processes=2)
+    _submit(env, "fal", range(1))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        [job] = load_jobs(env["ORCH_DATABASE_URL"])
+        if job.state.is_final and all(a.cost_usd is not None for a in job.attempts):
+            break
+        time.sleep(0.2)
+    assert job.state is JobState.SUCCEEDED, job.error_message
+    first, second = job.attempts
+    assert first.outcome is AttemptOutcome.SUPERSEDED and second.outcome is AttemptOutcome.SUCCEEDED
+    assert [e["request_id"] for e in emulator.ledger] == [first.provider_request_id,
+                                                          second.provider_request_id]
+    assert first.cost_usd is not None and first.cost_usd > 0
+    assert job.possible_duplicate
+    figures = _check_nothing_lost_nothing_paid_twice([job], emulator)
+    assert figures["duplicates"] == 0  # every paid request is on record, with its cost
+
+
+def test_the_webhook_receiver_accepts_only_what_fal_signed(
+    webhook_env: dict[str, str], emulator: FalEmulator
+) -> None:
+    url = webhook_env["ORCH_FAL_WEBHOOK_URL"]
+    body = json.dumps({"request_id": "req-1", "status": "OK", "payload": {}}).encode()
+    signed = emulator.signer.headers("req-1", body)
+    assert httpx.post(f"{url}?attempt=999", content=body, headers=signed).status_code == 404
+    tampered = body.replace(b'"OK"', b'"ERROR"')
+    assert httpx.post(f"{url}?attempt=1", content=tampered, headers=signed).status_code == 401
+    stale = emulator.signer.headers("req-1", body, timestamp=int(time.time()) - 301)
+    assert httpx.post(f"{url}?attempt=1", content=body, headers=stale).status_code == 401
+    other = emulator.signer.headers("req-2", body)  # signed for another request than the body's
+    assert httpx.post(f"{url}?attempt=1", content=body, headers=other).status_code == 401
+    unsigned = {"Content-Type": "application/json"}
+    assert httpx.post(f"{url}?attempt=1", content=body, headers=unsigned).status_code == 401

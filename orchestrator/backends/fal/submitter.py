@@ -80,7 +80,8 @@ def submit_delivery(
 
     try:
         accepted = submit_once(key, settings.fal_endpoint, arguments,
-                               timeout=settings.fal_submit_timeout_seconds)
+                               timeout=settings.fal_submit_timeout_seconds,
+                               webhook_url=remote.webhook_url(settings, claim.attempt_id))
     except SubmitRefused as exc:
         limits.release(slot)
         if exc.credentials:
