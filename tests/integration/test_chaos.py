@@ -16,14 +16,13 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -32,9 +31,10 @@ from orchestrator.jobs.producer import Source, Submitted, submit
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.settings import load_settings
 from tests.fal_emulator import FalEmulator
+from tests.support.api_server import PlainApi
 from tests.support.db import Job, load_jobs
 from tests.support.images import subject
-from tests.support.servers import PrivatePostgres, PrivateRedis, free_port
+from tests.support.servers import PrivatePostgres, PrivateRedis
 
 FAL_KEY = "emulator-key-id:emulator-key-secret"
 
@@ -329,36 +329,11 @@ def test_a_crash_between_fals_accept_and_the_commit_is_counted_as_a_duplicate(
     assert figures["paid_requests"] == 2 and figures["duplicates"] == 1
 
 
-class _Api:
-    """``orchestrator api`` over plain HTTP on loopback: fal's webhooks reach it there."""
-
-    def __init__(self, env: dict[str, str], log: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "api", "--host", "127.0.0.1", "--port",
-             str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise AssertionError(open(log).read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
-        self.log.close()
-
-
 @pytest.fixture
 def webhook_env(chaos_env: dict[str, str], emulator: FalEmulator,
                 tmp_path: Any) -> Iterator[dict[str, str]]:
     env = {**chaos_env, "ORCH_FAL_JWKS_URL": f"{emulator.base_url}/.well-known/jwks.json"}
-    api = _Api(env, tmp_path / "api.log")
+    api = PlainApi(env, tmp_path / "api.log")
     yield {**env, "ORCH_FAL_WEBHOOK_URL": f"{api.url}/v1/fal/webhook"}
     api.stop()
 

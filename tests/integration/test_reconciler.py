@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
 import uuid
 from datetime import timedelta
 
+import httpx
 import psycopg
 import redis
 from sqlalchemy import create_engine, text, update
@@ -21,6 +23,7 @@ from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.queue.celery_app import publish_run
 from orchestrator.settings import load_settings
 from tests.conftest import run_cli
+from tests.support.api_server import PlainApi
 from tests.support.db import count, job_by_id, wait_for_state
 from tests.support.images import subject
 from tests.support.servers import free_port
@@ -194,3 +197,29 @@ def test_the_worker_runs_the_reconciler_without_anyone_acting(env: dict[str, str
     worker = start_worker(extra_env=FAST)
     wait_for_state(env["ORCH_DATABASE_URL"], item.job_id, {JobState.SUCCEEDED}, 60)
     assert "reconciler running in the worker's main process" in worker.text()
+
+
+def test_the_api_accepts_a_submit_while_redis_is_down_and_it_runs_later(
+    env: dict[str, str], start_worker, tmp_path
+) -> None:
+    """The API's answer to a submit while Redis is down is explicit: 200 with a request id,
+    because the job IS stored (Postgres is the source of truth) and the reconciler publishes
+    it once Redis answers. It is never accepted and lost."""
+    key = run_cli(env, "keys", "create", "svc").stdout.strip()
+    down = {**env, "ORCH_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    api = PlainApi(down, tmp_path / "api.log")
+    try:
+        image = "data:image/png;base64," + base64.b64encode(_png()).decode()
+        started = time.monotonic()
+        reply = httpx.post(f"{api.url}/fal-ai/imageutils/rembg", json={"image_url": image},
+                           headers={"Authorization": f"Key {key}"}, timeout=30)
+        took = time.monotonic() - started
+    finally:
+        api.stop()
+    assert reply.status_code == 200, reply.text
+    assert took < 10, f"a submit with Redis down took {took:.1f} s"
+    job_id = reply.json()["request_id"]
+    assert job_by_id(env["ORCH_DATABASE_URL"], job_id).state is JobState.QUEUED
+    assert _messages(env["ORCH_BROKER_URL"]) == 0
+    start_worker(extra_env=FAST)  # its reconciler publishes the stored job: nobody acts
+    wait_for_state(env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED}, 60)
