@@ -319,6 +319,8 @@ def complete_remote(
         return False
     job = _lock(session, attempt.job_id)
     session.refresh(attempt)
+    if attempt.outcome not in POLLED_OUTCOMES:  # another poll of it finished first
+        return False
     _record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
     if attempt.outcome is AttemptOutcome.LOST:  # an adopted duplicate: its cost, not its result
         attempt.outcome = AttemptOutcome.SUPERSEDED
@@ -349,6 +351,8 @@ def fail_remote(
         return None
     job = _lock(session, attempt.job_id)
     session.refresh(attempt)
+    if attempt.outcome not in POLLED_OUTCOMES:  # another poll of it finished first
+        return None
     _record_cost(attempt, cost, pricing)
     attempt.provider_status = "COMPLETED"
     attempt.error_type = error_type(exc)

@@ -127,7 +127,10 @@ def _check_nothing_lost_nothing_paid_twice(
     assert not lost, [(j.source_name, j.state.value, j.error_message) for j in lost]
     for job in jobs:
         winners = [a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED]
-        assert len(winners) == 1 and job.result is not None, job.source_name
+        assert len(winners) == 1 and job.result is not None, (
+            job.source_name, job.crashes, job.deliveries, job.redrives,
+            [(a.number, a.outcome.value, a.submit_state, a.provider_request_id, a.error_message)
+             for a in job.attempts], job.result and job.result.attempt_id)
         assert job.result.attempt_id == winners[0].id
     paid = _paid_per_input(emulator)
     attempts_by_request = {}
@@ -193,12 +196,14 @@ def _busy_pid(database_url: str, backend: str, timeout: float) -> int | None:
 
 @pytest.mark.slow
 def test_sigkill_storm_loses_nothing_and_pays_once(
-    chaos_env: dict[str, str], start_worker: Any, emulator: FalEmulator
+    webhook_env: dict[str, str], start_worker: Any, emulator: FalEmulator
 ) -> None:
     """200 jobs (100 fal, 100 local), submitted in waves while worker pool processes and whole
     workers (main process and pool) are SIGKILLed and restarted. Each kill picks a backend and
     a kind at random, then lands while a job of that backend is held (mid-inference,
-    mid-submit), or at a random moment when none is."""
+    mid-submit), or at a random moment when none is. fal's webhooks reach the API, so a
+    request whose id a kill lost is adopted: not one second payment."""
+    chaos_env = {**webhook_env, "ORCH_FAL_ADOPT_WAIT_SECONDS": "8"}
     seed = int(os.environ.get("CHAOS_SEED", str(random.randrange(1 << 30))))
     rng = random.Random(seed)
     database_url = chaos_env["ORCH_DATABASE_URL"]
@@ -225,6 +230,7 @@ def test_sigkill_storm_loses_nothing_and_pays_once(
         time.sleep(1.0)
     jobs, done_at = _wait_final(database_url, 200, timeout=150)
     figures = _check_nothing_lost_nothing_paid_twice(jobs, emulator)
+    assert figures["paid_requests"] == 100 and figures["duplicates"] == 0  # 0 second payments
     delays = _detection_delays(jobs, [t for t, _, _ in kills], wall_offset)
     assert len(kills) >= 5
     assert delays, "no kill landed on a job in flight"
@@ -233,6 +239,7 @@ def test_sigkill_storm_loses_nothing_and_pays_once(
         "seed": seed, "jobs": len(jobs), "kills": len(kills),
         "whole_worker_kills": sum(1 for k in kills if k[2] == "whole worker"),
         "lost": 0, **figures,
+        "fal_jobs_hit_by_a_kill": sum(1 for j in jobs if j.backend == "fal" and j.crashes),
         "attempts_ended_by_a_kill": len(delays),
         "max_seconds_to_notice_a_dead_attempt": round(max(delays), 1),
         "median_seconds_to_notice": round(statistics.median(delays), 1),
@@ -367,7 +374,8 @@ def test_a_crash_between_fals_accept_and_the_commit_is_adopted_from_fals_webhook
     assert attempt.outcome is AttemptOutcome.SUCCEEDED
     [paid] = emulator.ledger
     assert attempt.provider_request_id == paid["request_id"]  # adopted, not bought again
-    assert job.crashes == 1 and not job.possible_duplicate
+    # crashes is 0 when the webhook came before any delivery noticed the dead worker
+    assert job.crashes <= 1 and not job.possible_duplicate
     assert job.result is not None and job.result.data == emulator.output_bytes(paid["request_id"])
     _check_nothing_lost_nothing_paid_twice([job], emulator)
 
@@ -377,7 +385,7 @@ def test_a_lost_request_found_after_the_job_was_bought_again_is_a_recorded_cost(
 ) -> None:
     """The webhook comes after the adoption wait: the job was already submitted again. The
     first request is then attributed to its lost attempt with its cost (a known duplicate)."""
-    emulator.latency = 8.0
+    emulator.latency = 5.0
     env = {**webhook_env, "ORCH_FAL_ADOPT_WAIT_SECONDS": "0.5"}
     _die_after_accept(start_worker, env, tmp_path, processes=2)
     _submit(env, "fal", range(1))
