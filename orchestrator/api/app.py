@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.api.ratelimit import RateLimiter
-from orchestrator.api.routes import fal_queue, health, reports, v1
+from orchestrator.api.routes import fal_queue, fal_webhook, health, reports, v1
 from orchestrator.api.submissions import SubmitBatcher
 from orchestrator.errors import (
     BackendUnavailable,
@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fal_queue.router)
     app.include_router(v1.router)
     app.include_router(reports.router)
+    app.include_router(fal_webhook.router)
     app.include_router(health.router)
     return app
 

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import api, budget, dev, jobs, keys, report, submit, worker
+from orchestrator.cli import api, budget, dev, jobs, keys, reconcile, report, submit, worker
 from orchestrator.cli.common import console_err
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -34,6 +34,7 @@ app.command(name="worker")(worker.worker)
 app.command(name="submit")(submit.submit)
 app.command(name="api")(api.api)
 app.command(name="dev")(dev.dev)
+app.command(name="reconcile")(reconcile.reconcile)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(report.app, name="report")

@@ -127,6 +127,9 @@ class Job(TimestampMixin, Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The reconciler's last re-publish of this job (it had no live delivery), and how many.
+    redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redrives: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -15,9 +15,11 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
-from orchestrator.queue import sqla_transport
+from orchestrator.queue import kombu_fixes, sqla_transport
 from orchestrator.queue.broker import transport_options
 from orchestrator.settings import Settings, get_settings
+
+kombu_fixes.apply()
 
 RUN_JOB_TASK = "orchestrator.run_job"
 DELIVER_WEBHOOK_TASK = "orchestrator.deliver_webhook"
@@ -77,7 +79,9 @@ def publisher_for(settings: Settings) -> Celery:
     return _publisher(settings.broker_url, json.dumps(transport_options(settings), sort_keys=True))
 
 
-def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None) -> None:
+def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None,
+                connection: Any = None) -> None:
+    """Ring the job's bell. ``connection``: a kombu connection to use instead of the pool."""
     publisher_for(settings).send_task(
         RUN_JOB_TASK,
         args=[str(job_id)],
@@ -85,6 +89,7 @@ def publish_run(settings: Settings, job_id: object, queue: str, countdown: float
         routing_key=queue,
         countdown=countdown,
         retry=True,
+        connection=connection,
     )
 
 

@@ -7,7 +7,12 @@ import os
 import uuid
 from typing import Any
 
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import (
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from orchestrator.backends import Backend, InlineBackend, backend_class
 from orchestrator.backends.inference_gate import InferenceGate
@@ -29,6 +34,7 @@ log = logging.getLogger("orchestrator.worker")
 WORKER_QUEUES_ENV = "ORCH_WORKER_QUEUES"
 _backends: dict[str, Backend] = {}
 _poller: Any = None
+_reconciler: Any = None
 
 
 def backend_for(name: str) -> Backend:
@@ -67,6 +73,30 @@ def _start_backends(**_: Any) -> None:
 def _stop_backends(**_: Any) -> None:
     if _poller is not None:
         _poller.stop()
+
+
+# The reconciler runs as a thread in every worker's main process rather than under Celery
+# beat: it needs no extra process to deploy and keep alive (beat is a single point of failure
+# and would still need a lock against a second copy), it lives wherever work is done, and it
+# survives the death of any one worker. A Postgres advisory lock per pass lets one act at a time.
+@worker_ready.connect  # type: ignore[untyped-decorator]
+def _start_reconciler(**_: Any) -> None:
+    global _reconciler
+    settings = get_settings()
+    if not settings.reconcile_in_worker:
+        return
+    from orchestrator.jobs.reconciler import ReconcilerLoop
+
+    _reconciler = ReconcilerLoop(settings)
+    _reconciler.start()
+    log.info("reconciler running in the worker's main process %d, every %g s",
+             os.getpid(), _reconciler.interval)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _stop_reconciler(**_: Any) -> None:
+    if _reconciler is not None:
+        _reconciler.stop()
 
 
 @app.task(name=RUN_JOB_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
