@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import api, jobs, keys, submit, worker
+from orchestrator.cli import api, jobs, keys, submit, worker, workers
 from orchestrator.cli.common import console_err
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -31,6 +31,7 @@ def migrate() -> None:
 
 
 app.command(name="worker")(worker.worker)
+app.command(name="workers")(workers.workers)
 app.command(name="submit")(submit.submit)
 app.command(name="api")(api.api)
 app.add_typer(jobs.app, name="jobs")
