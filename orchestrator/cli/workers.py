@@ -10,11 +10,12 @@ from rich.table import Table
 from orchestrator.cli.common import console, console_err, print_json
 
 
-def _ask(timeout: float) -> dict[str, dict[str, Any]]:
+def _ask(timeout: float, node: str | None) -> dict[str, dict[str, Any]]:
     from orchestrator.queue.celery_app import app
     from orchestrator.queue.health import COMMAND
 
-    replies = app.control.broadcast(COMMAND, reply=True, timeout=timeout) or []
+    replies = app.control.broadcast(COMMAND, reply=True, timeout=timeout,
+                                    destination=[node] if node else None) or []
     nodes: dict[str, dict[str, Any]] = {}
     for reply in replies:
         nodes.update(reply)
@@ -24,12 +25,15 @@ def _ask(timeout: float) -> dict[str, dict[str, Any]]:
 def workers(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per worker.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for replies.", min=0.1)] = 2.0,
+    node: Annotated[
+        str | None, typer.Option(help="Ask only this Celery node (e.g. local@host).")
+    ] = None,
 ) -> None:
     """Show each worker's health: processes warm, ONNX providers in use, memory, limits.
 
     Exits 1 when no worker answers or any worker is not healthy (usable as a health check).
     """
-    nodes = _ask(timeout)
+    nodes = _ask(timeout, node)
     if as_json:
         for name, health in sorted(nodes.items()):
             print_json({"node": name, **health})
