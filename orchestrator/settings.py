@@ -120,6 +120,22 @@ class Settings(BaseSettings):
     breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
     # How long a new worker process may take to load its model before Celery gives up on it.
     worker_start_timeout_seconds: float = Field(default=180.0, gt=0)
+    # A pool process whose resident memory passed this after a job is replaced by a fresh one
+    # (Celery's worker_max_memory_per_child); 0 = no limit.
+    worker_max_memory_mb: int = Field(default=0, ge=0)
+    # A pool process is replaced after this many jobs (worker_max_tasks_per_child); 0 = never.
+    worker_max_tasks_per_child: int = Field(default=0, ge=0)
+    # ONNX Runtime execution providers for local sessions, in order of preference. A worker
+    # refuses to start when a non-CPU provider asked for here is not really in use.
+    local_providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"]
+    )
+
+    # --- logs ----------------------------------------------------------------------------
+    # `json`: one JSON object per line with job id, attempt, backend and request id; `text`
+    # for people. Applies to `orchestrator worker` and `orchestrator api`.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # --- inputs --------------------------------------------------------------------------
     max_input_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
@@ -186,6 +202,24 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
         return value
+
+    @field_validator("local_providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one provider, e.g. CPUExecutionProvider")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def accelerators(self) -> list[str]:
+        """The non-CPU execution providers asked for."""
+        return [p for p in self.local_providers if p != "CPUExecutionProvider"]
 
     @field_validator("broker_url")
     @classmethod

@@ -7,7 +7,18 @@ import sys
 
 import typer
 
-from orchestrator.cli import api, budget, dev, jobs, keys, reconcile, report, submit, worker
+from orchestrator.cli import (
+    api,
+    budget,
+    dev,
+    jobs,
+    keys,
+    reconcile,
+    report,
+    submit,
+    worker,
+    workers,
+)
 from orchestrator.cli.common import console_err
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -31,6 +42,7 @@ def migrate() -> None:
 
 
 app.command(name="worker")(worker.worker)
+app.command(name="workers")(workers.workers)
 app.command(name="submit")(submit.submit)
 app.command(name="api")(api.api)
 app.command(name="dev")(dev.dev)

@@ -281,6 +281,7 @@ class PollItem:
     poll_errors: int
     submitted_at: datetime | None
     first_in_progress_at: datetime | None
+    attempt_number: int = 0
 
 
 def claim_due_polls(
@@ -305,7 +306,7 @@ def claim_due_polls(
         assert a.provider_request_id is not None
         a.next_poll_at = now + timedelta(seconds=lease_seconds)  # if this poller dies, due again
         items.append(PollItem(a.id, a.job_id, a.provider_request_id, a.polls, a.poll_errors,
-                              a.submitted_at, a.first_in_progress_at))
+                              a.submitted_at, a.first_in_progress_at, a.number))
     return items
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
@@ -19,6 +20,7 @@ from orchestrator.errors import PermanentJobError
 from orchestrator.images.fetch import fetch_url
 from orchestrator.jobs import service
 from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.observability.logs import bind, log_context
 from orchestrator.results import result_store
 from orchestrator.settings import Settings
 
@@ -52,8 +54,12 @@ class _Heartbeat(threading.Thread):
         self.claim = claim
         self.settings = settings
         self.stopped = threading.Event()
+        self._log_context = contextvars.copy_context()  # threads do not inherit it
 
     def run(self) -> None:
+        self._log_context.run(self._beat)
+
+    def _beat(self) -> None:
         interval = self.settings.lease_seconds / 3
         while not self.stopped.wait(interval):
             try:
@@ -96,6 +102,17 @@ def run_delivery(
     backend: InlineBackend,
     publish: Publish,
 ) -> RunReport:
+    with log_context(job_id=str(job_id), backend=backend.name):
+        return _run_delivery(job_id, settings=settings, backend=backend, publish=publish)
+
+
+def _run_delivery(
+    job_id: uuid.UUID,
+    *,
+    settings: Settings,
+    backend: InlineBackend,
+    publish: Publish,
+) -> RunReport:
     decision = in_transaction(settings, "claiming a job",
                               lambda session: service.claim(session, job_id, settings))
     if isinstance(decision, Skip):
@@ -110,6 +127,7 @@ def run_delivery(
         return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
 
     claim = decision
+    bind(attempt=claim.attempt_number)
     pricing = Pricing(backend.price_per_second(), settings.fal_price_per_second)
     heartbeat = _Heartbeat(claim, settings)
     heartbeat.start()

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue  # type: ignore[attr-defined]
 
 from orchestrator.queue import kombu_fixes, sqla_transport
@@ -53,12 +54,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "enable_utc": True,
+        # Recycling: a pool process above the memory limit (KiB) after a job, or past its job
+        # count, is replaced by a fresh one.
+        "worker_max_memory_per_child": settings.worker_max_memory_mb * 1024 or None,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
     }
 
 
 sqla_transport.register()  # before any connection: the embedded broker polls every 0.1 s
 app = Celery("orchestrator", include=["orchestrator.queue.tasks"])
 app.add_defaults(lambda: celery_config(get_settings()))
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery's own lines (and ours) in ORCH_LOG_FORMAT, through the orchestrator's handler."""
+    from orchestrator.observability.logs import configure_logging
+
+    configure_logging(get_settings(), level=loglevel or None)
+
+
+# The `orchestrator_health` inspect command, for `celery inspect` and `orchestrator workers`.
+from orchestrator.queue import health as _health  # noqa: E402,F401
 
 
 @lru_cache(maxsize=4)

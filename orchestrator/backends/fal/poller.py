@@ -33,6 +33,7 @@ from orchestrator.jobs import remote, service
 from orchestrator.jobs.remote import PollItem
 from orchestrator.jobs.service import Cost, Pricing, utcnow
 from orchestrator.jobs.states import ComputeBasis
+from orchestrator.observability.logs import log_context
 from orchestrator.results import result_store
 from orchestrator.settings import Settings
 
@@ -130,6 +131,12 @@ class FalPoller(threading.Thread):
         return await asyncio.to_thread(self._in_transaction, fn.__name__, fn, *args, **kwargs)
 
     async def _poll(self, client: Any, item: PollItem) -> None:
+        # Each poll runs as its own asyncio task, so this context is the poll's alone.
+        with log_context(job_id=str(item.job_id), attempt=item.attempt_number or None,
+                         backend=FalBackend.name, request_id=item.request_id):
+            await self._poll_once(client, item)
+
+    async def _poll_once(self, client: Any, item: PollItem) -> None:
         endpoint = self.settings.fal_endpoint
         try:
             try:

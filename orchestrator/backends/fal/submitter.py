@@ -26,6 +26,7 @@ from orchestrator.errors import (
 from orchestrator.jobs import remote, service
 from orchestrator.jobs.runner import RunReport, in_transaction
 from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.observability.logs import bind, log_context
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.fal")
@@ -47,6 +48,13 @@ def _fail(claim: Claim, exc: Exception, settings: Settings) -> None:
 
 
 def submit_delivery(
+    job_id: uuid.UUID, *, settings: Settings, backend: FalBackend, publish: Publish
+) -> RunReport:
+    with log_context(job_id=str(job_id), backend=FalBackend.name):
+        return _submit_delivery(job_id, settings=settings, backend=backend, publish=publish)
+
+
+def _submit_delivery(
     job_id: uuid.UUID, *, settings: Settings, backend: FalBackend, publish: Publish
 ) -> RunReport:
     limits = FalLimits(settings.broker_url, max_in_flight=settings.fal_max_in_flight,
@@ -78,6 +86,7 @@ def submit_delivery(
         return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
 
     claim = decision
+    bind(attempt=claim.attempt_number)
     try:
         key = backend.key()
         arguments = backend.arguments(url=claim.source_url, data=_input_bytes(claim, settings),
@@ -121,6 +130,7 @@ def submit_delivery(
     wanted = in_transaction(settings, "storing fal's request id", lambda session: (
         remote.record_accepted(session, claim, accepted.request_id, accepted.status,
                                accepted.queue_position, settings)))
+    bind(request_id=accepted.request_id)
     log.info("job %s submitted to fal as request %s", job_id, accepted.request_id)
     if not wanted:  # cancelled while the submit was in the air
         cancel_once(key, settings.fal_endpoint, accepted.request_id)
