@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# The main job: remove the background from the sample photos through the whole pipeline
-# (Postgres rows → Redis queue → a local rembg worker → results in Postgres), save the
-# cut-outs in ./output and list the jobs with their cost.
+# The main job on the embedded default: `orchestrator dev` (SQLite database and broker in
+# ./orchestrator-data, the API over TLS, a local rembg worker) takes the sample photos into
+# ./output, then prints what each job cost. Needs only Python: no Postgres, no Redis.
+# With ORCH_DATABASE_URL and ORCH_BROKER_URL set, the same run uses those servers instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-bash scripts/services.sh
 
-DB_NAME="${DEMO_DB:-orchestrator}"
-psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='${DB_NAME}'" | grep -q 1 \
-    || createdb -h 127.0.0.1 -U postgres "${DB_NAME}"
-export ORCH_DATABASE_URL="${ORCH_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/${DB_NAME}}"
-export ORCH_BROKER_URL="${ORCH_BROKER_URL:-redis://127.0.0.1:6379/0}"
 # No internet here: use the bundled IS-Net model instead of rembg's download.
 export ORCH_LOCAL_MODEL_PATH="${ORCH_LOCAL_MODEL_PATH:-../shared/models/isnet-general.onnx}"
 IMAGES="${1:-../shared/images}"
+PORT="${DEMO_PORT:-$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+ORCH=.venv/bin/orchestrator
 
-.venv/bin/orchestrator migrate
-.venv/bin/orchestrator worker --queues local > .demo-worker.log 2>&1 &
-WORKER=$!
-trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT
-.venv/bin/orchestrator submit "$IMAGES" --wait --output output
-.venv/bin/orchestrator jobs list --limit 10
+rm -f .demo-dev.json
+"$ORCH" dev --port "$PORT" --json > .demo-dev.json 2> .demo-dev.log &
+DEV=$!
+trap 'kill -INT $DEV 2>/dev/null && wait $DEV 2>/dev/null || true' EXIT
+until [ -s .demo-dev.json ]; do  # one JSON line once the API answers
+    kill -0 "$DEV" 2>/dev/null || { cat .demo-dev.log >&2; exit 1; }
+    sleep 0.5
+done
+echo "orchestrator dev is up: $(cat .demo-dev.json)" >&2
+
+eval "$("$ORCH" dev --print-env)"   # the CLI below talks to the same database and broker
+status=0
+"$ORCH" submit "$IMAGES" --wait --output output --json > .demo-jobs.jsonl || status=$?
+cat .demo-jobs.jsonl
+.venv/bin/python -c 'import json, sys; [print(json.loads(l)["id"]) for l in sys.stdin if l.strip()]' \
+    < .demo-jobs.jsonl | while read -r id; do "$ORCH" jobs show "$id" --json; done \
+    | .venv/bin/python scripts/job_costs.py
+if "$ORCH" report costs --help > /dev/null 2>&1; then
+    "$ORCH" report costs
+fi
+exit "$status"

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = '0001'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -43,21 +42,21 @@ def upgrade() -> None:
     sa.Column('error_message', sa.Text(), nullable=True),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_jobs')),
     sa.UniqueConstraint('client', 'idempotency_key', name='uq_jobs_client_idempotency_key')
     )
     op.create_index('ix_jobs_created_at', 'jobs', ['created_at'], unique=False)
     op.create_index('ix_jobs_state_backend', 'jobs', ['state', 'backend'], unique=False)
     op.create_table('attempts',
-    sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('job_id', sa.Uuid(), nullable=False),
     sa.Column('number', sa.Integer(), nullable=False),
     sa.Column('backend', sa.String(length=16), nullable=False),
     sa.Column('worker', sa.String(length=200), nullable=False),
     sa.Column('outcome', sa.Enum('running', 'succeeded', 'failed', 'retry', 'crashed', 'superseded', 'cancelled', name='attempt_outcome', native_enum=False, create_constraint=True, length=24), nullable=False),
-    sa.Column('started_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('started_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('error_type', sa.String(length=100), nullable=True),
     sa.Column('error_message', sa.Text(), nullable=True),
@@ -90,7 +89,7 @@ def upgrade() -> None:
     sa.Column('location', sa.Text(), nullable=True),
     sa.Column('data', sa.LargeBinary(), nullable=True),
     sa.Column('cropped', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.ForeignKeyConstraint(['attempt_id'], ['attempts.id'], name=op.f('fk_results_attempt_id_attempts')),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_results_job_id_jobs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('job_id', name=op.f('pk_results'))

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from orchestrator.auth.keys import Principal, authenticate
-from orchestrator.backends.fal.limits import redis_client
+from orchestrator.api.ratelimit import RateLimiter
+from orchestrator.auth.keys import Principal, authenticate, cached_principal
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_app_settings(request: Request) -> Settings:
+    return app_settings(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -33,42 +37,50 @@ def _key_from(authorization: str | None) -> str | None:
     return None
 
 
-def authenticated(
-    settings: SettingsDep,
+def _lookup(settings: Settings, key: str) -> Principal | None:
+    with session_scope(settings.database_url) as session:
+        return authenticate(session, key)
+
+
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, and a thread
+# hop per dependency per request cost more than the work most of them do.
+# (FastAPI solves each dependency node on every request, so the hot ones take the request
+# itself rather than a settings dependency.)
+async def authenticated(
+    request: Request,
     authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
 ) -> Principal:
+    settings = app_settings(request)
     key = _key_from(authorization)
     if key is None:
         raise HTTPException(401, "missing API key: send `Authorization: Key <key>`")
-    with session_scope(settings.database_url) as session:
-        principal = authenticate(session, key)
+    principal = cached_principal(key)
+    if principal is None:
+        principal = await run_in_threadpool(_lookup, settings, key)
     if principal is None:
         raise HTTPException(401, "invalid or revoked API key")
-    _rate_limit(settings, principal)
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if not await limiter.allow(principal.key_id):
+        raise HTTPException(
+            429,
+            f"rate limit of {limiter.per_second:g} requests per second for this key exceeded",
+            headers={"Retry-After": "1"},
+        )
     return principal
 
 
-def _rate_limit(settings: Settings, principal: Principal) -> None:
-    limit = settings.api_requests_per_second
-    window = int(time.time())
-    key = f"orchestrator:api:rate:{principal.key_id}:{window}"
-    client = redis_client(settings.broker_url)
-    try:
-        pipe = client.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 2)
-        count = int(pipe.execute()[0])
-    except Exception:  # the limiter must not turn a Redis blip into an outage
-        return
-    if count > limit:
-        raise HTTPException(
-            429,
-            f"rate limit of {limit:g} requests per second for this key exceeded",
-            headers={"Retry-After": "1"},
-        )
-
-
 PrincipalDep = Annotated[Principal, Depends(authenticated)]
+
+
+async def caller_unless_token(
+    request: Request,
+    token: Annotated[str | None, Query(description="the token in image.url")] = None,
+    authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
+) -> Principal | None:
+    """For links handed out with a per-job token: the key is needed only without the token."""
+    if token is not None:
+        return None
+    return await authenticated(request, authorization)
 
 
 def require_admin(principal: PrincipalDep) -> Principal:

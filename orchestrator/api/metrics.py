@@ -4,6 +4,7 @@ the same numbers, and nothing is lost when a process restarts."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -15,10 +16,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from orchestrator.backends.fal.limits import redis_client
 from orchestrator.db.models import Attempt, Job
 from orchestrator.db.session import session_scope
+from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import JobState
+from orchestrator.queue.broker import queue_depth
 from orchestrator.queue.celery_app import QUEUE_NAMES
 from orchestrator.settings import Settings
 
@@ -54,14 +56,15 @@ class OrchestratorCollector(Collector):
                 .group_by(Attempt.backend, Attempt.compute_basis)
             ):
                 seconds.add_metric([backend, basis.value if basis else "none"], float(secs) if secs else 0.0)
-            duration = func.extract("epoch", Job.finished_at - Job.created_at)
-            cutoff = func.now() - func.make_interval(0, 0, 0, 1)
+            # Durations are computed here, not in SQL, so the query runs on Postgres and SQLite.
+            cutoff = utcnow() - timedelta(days=1)
             by_backend: dict[str, list[float]] = {}
-            for backend, d in session.execute(
-                select(Job.backend, duration).where(Job.state == JobState.SUCCEEDED,
-                                                    Job.finished_at >= cutoff)
+            for backend, created, finished in session.execute(
+                select(Job.backend, Job.created_at, Job.finished_at)
+                .where(Job.state == JobState.SUCCEEDED, Job.finished_at >= cutoff)
             ):
-                by_backend.setdefault(backend, []).append(float(d))
+                if finished is not None:
+                    by_backend.setdefault(backend, []).append((finished - created).total_seconds())
         for backend, values in by_backend.items():
             buckets = [(str(b), sum(1 for v in values if v <= b)) for b in LATENCY_BUCKETS]
             buckets.append(("+Inf", len(values)))
@@ -69,9 +72,8 @@ class OrchestratorCollector(Collector):
         depth = GaugeMetricFamily("orchestrator_queue_depth", "Messages waiting in each queue",
                                   labels=["queue"])
         try:
-            client = redis_client(self.settings.broker_url)
             for queue in QUEUE_NAMES:
-                depth.add_metric([queue], int(client.llen(queue)))
+                depth.add_metric([queue], queue_depth(self.settings, queue))
         except Exception:
             pass
         yield from (jobs, cost, seconds, latency, depth)

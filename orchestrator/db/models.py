@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
-    DateTime,
     Enum,
     ForeignKey,
     Index,
@@ -23,11 +23,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
     func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from orchestrator.db.types import UTCDateTime
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
 
 NAMING_CONVENTION = {
@@ -57,16 +59,30 @@ def _enum(cls: type[Any], name: str) -> Enum:
     )
 
 
+# Expression indexes written in Postgres's SQL (``.ddl_if(dialect="postgresql")``): SQLite,
+# the embedded mode's database, has neither the functions nor the need.
+POSTGRES_ONLY_INDEXES = frozenset({"ix_jobs_report_day", "ix_attempts_report_day"})
+
+
+def autogenerate_filter(dialect_name: str) -> Callable[..., bool]:
+    """Alembic's ``include_object``: leave Postgres-only indexes out elsewhere."""
+
+    def include(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+        return not (type_ == "index" and dialect_name != "postgresql" and name in POSTGRES_ONLY_INDEXES)
+
+    return include
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), onupdate=func.now(), nullable=False
     )
 
 
@@ -79,7 +95,7 @@ class Job(TimestampMixin, Base):
         # Cost reports (orchestrator/reports/costs.py): jobs by UTC day and backend, read in
         # group order from the index alone; and one client's jobs of a period.
         Index("ix_jobs_report_day", text(UTC_DAY.format("created_at")), "backend",
-              postgresql_include=["created_at", "state", "finished_at"]),
+              postgresql_include=["created_at", "state", "finished_at"]).ddl_if(dialect="postgresql"),
         Index("ix_jobs_client_created_at", "client", "created_at",
               postgresql_include=["backend", "state", "finished_at"]),
         Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
@@ -108,18 +124,21 @@ class Job(TimestampMixin, Base):
     attempt_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, nullable=False)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The reconciler's last re-publish of this job (it had no live delivery), and how many.
+    redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redrives: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A paid submission's reply was lost and the job was submitted again: fal may have billed
     # it twice.
     possible_duplicate: Mapped[bool] = mapped_column(
-        Boolean, nullable=False, default=False, server_default="false"
+        Boolean, nullable=False, default=False, server_default=false()
     )
     # Where to POST fal's webhook body when the job ends (fal_webhook on the HTTP API).
     webhook_url: Mapped[str | None] = mapped_column(Text)
@@ -162,12 +181,15 @@ class Attempt(Base):
         # Cost reports: attempts by UTC day and backend with their figures, index-only.
         Index("ix_attempts_report_day", text(UTC_DAY.format("started_at")), "backend",
               postgresql_include=["started_at", "number", "compute_seconds", "cost_usd",
-                                  "fal_equivalent_usd"]),
+                                  "fal_equivalent_usd"]).ddl_if(dialect="postgresql"),
         Index("ix_attempts_outcome_next_poll_at", "outcome", "next_poll_at"),
         Index("ix_attempts_provider_request_id", "provider_request_id"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # SQLite only auto-increments an INTEGER primary key (the rowid); BIGINT everywhere else.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
     )
@@ -178,9 +200,9 @@ class Attempt(Base):
         _enum(AttemptOutcome, "attempt_outcome"), nullable=False
     )
     started_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
 
@@ -196,9 +218,9 @@ class Attempt(Base):
     provider_request_id: Mapped[str | None] = mapped_column(String(100))
     provider_status: Mapped[str | None] = mapped_column(String(20))
     queue_position: Mapped[int | None] = mapped_column(Integer)
-    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    first_in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    next_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_in_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     polls: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     poll_errors: Mapped[int] = mapped_column(
         Integer, nullable=False, default=0, server_default="0"
@@ -215,7 +237,7 @@ class Result(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
-    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id"), nullable=False)
+    attempt_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("attempts.id"), nullable=False)
     content_type: Mapped[str] = mapped_column(String(100), nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -226,7 +248,7 @@ class Result(Base):
     data: Mapped[bytes | None] = mapped_column(LargeBinary)
     cropped: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
 
     job: Mapped[Job] = relationship(back_populates="result")
@@ -243,9 +265,9 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16), nullable=False)
     admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class FalBudget(Base):
@@ -258,7 +280,7 @@ class FalBudget(Base):
     daily_usd: Mapped[Decimal | None] = mapped_column(Money)
     monthly_usd: Mapped[Decimal | None] = mapped_column(Money)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), onupdate=func.now(), nullable=False
     )
 
 
@@ -273,5 +295,5 @@ class FalBudgetAlert(Base):
     spent_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
     limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False
     )

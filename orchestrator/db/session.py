@@ -10,10 +10,14 @@ from functools import lru_cache
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchestrator.db.sqlite import create_sqlite_engine, is_sqlite
+
 
 @lru_cache(maxsize=8)
 def _engine(url: str, pid: int) -> Engine:
     # Keyed by pid: a connection pool must never be shared across a fork (Celery prefork).
+    if is_sqlite(url):
+        return create_sqlite_engine(url)
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 

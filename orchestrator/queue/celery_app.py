@@ -1,18 +1,26 @@
-"""The Celery application: Redis broker, one queue per backend, settings for reliability.
+"""The Celery application: Redis broker (or the embedded SQLite one of ``orchestrator dev``), one
+queue per backend, settings for reliability.
 
-Messages carry only a job id: Postgres holds the job, Redis only rings the bell.
+Messages carry only a job id: the database holds the job, the broker only rings the bell.
 ``celery -A orchestrator.queue.celery_app inspect ping`` and Flower work with this module.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue  # type: ignore[attr-defined]
 
+from orchestrator.queue import kombu_fixes, sqla_transport
+from orchestrator.queue.broker import transport_options
 from orchestrator.settings import Settings, get_settings
+
+kombu_fixes.apply()
 
 RUN_JOB_TASK = "orchestrator.run_job"
 DELIVER_WEBHOOK_TASK = "orchestrator.deliver_webhook"
@@ -20,12 +28,7 @@ QUEUE_NAMES = ("local", "fal")
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport = {
-        "visibility_timeout": settings.visibility_timeout_seconds,
-        # Sweep for messages of dead workers every interval (kombu's default is ~100 s).
-        "unacked_restore_interval": settings.unacked_restore_interval_seconds,
-        "unacked_restore_throttle": 1,
-    }
+    transport = transport_options(settings)
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
@@ -51,19 +54,36 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "enable_utc": True,
+        # Recycling: a pool process above the memory limit (KiB) after a job, or past its job
+        # count, is replaced by a fresh one.
+        "worker_max_memory_per_child": settings.worker_max_memory_mb * 1024 or None,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
     }
 
 
+sqla_transport.register()  # before any connection: the embedded broker polls every 0.1 s
 app = Celery("orchestrator", include=["orchestrator.queue.tasks"])
 app.add_defaults(lambda: celery_config(get_settings()))
 
 
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery's own lines (and ours) in ORCH_LOG_FORMAT, through the orchestrator's handler."""
+    from orchestrator.observability.logs import configure_logging
+
+    configure_logging(get_settings(), level=loglevel or None)
+
+
+# The `orchestrator_health` inspect command, for `celery inspect` and `orchestrator workers`.
+from orchestrator.queue import health as _health  # noqa: E402,F401
+
+
 @lru_cache(maxsize=4)
-def _publisher(broker_url: str, visibility_timeout: int) -> Celery:
+def _publisher(broker_url: str, transport_json: str) -> Celery:
     publisher = Celery("orchestrator-producer")
     publisher.conf.update(
         broker_url=broker_url,
-        broker_transport_options={"visibility_timeout": visibility_timeout},
+        broker_transport_options=json.loads(transport_json),
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -73,10 +93,12 @@ def _publisher(broker_url: str, visibility_timeout: int) -> Celery:
 
 def publisher_for(settings: Settings) -> Celery:
     """A Celery app that only publishes, configured from ``settings`` (not the process's)."""
-    return _publisher(settings.broker_url, settings.visibility_timeout_seconds)
+    return _publisher(settings.broker_url, json.dumps(transport_options(settings), sort_keys=True))
 
 
-def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None) -> None:
+def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None,
+                connection: Any = None) -> None:
+    """Ring the job's bell. ``connection``: a kombu connection to use instead of the pool."""
     publisher_for(settings).send_task(
         RUN_JOB_TASK,
         args=[str(job_id)],
@@ -84,7 +106,19 @@ def publish_run(settings: Settings, job_id: object, queue: str, countdown: float
         routing_key=queue,
         countdown=countdown,
         retry=True,
+        connection=connection,
     )
+
+
+def publish_many(settings: Settings, jobs: Sequence[tuple[object, str]]) -> None:
+    """Publish run messages for (job id, queue) pairs on one pooled broker connection."""
+    if not jobs:
+        return
+    publisher = publisher_for(settings)
+    with publisher.producer_or_acquire() as producer:
+        for job_id, queue in jobs:
+            publisher.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=queue, routing_key=queue,
+                                producer=producer, retry=True)
 
 
 def publish_webhook(settings: Settings, job_id: object, queue: str, attempt: int = 1,

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from orchestrator.api.deps import SettingsDep
 from orchestrator.api.metrics import registry_for
 from orchestrator.backends import BACKENDS
-from orchestrator.backends.fal.limits import redis_client
 from orchestrator.db.session import get_engine
+from orchestrator.queue import broker
 
 router = APIRouter(tags=["operations"])
 
@@ -43,7 +43,7 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     try:
-        redis_client(settings.broker_url).ping()
+        broker.ping(settings)
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unavailable: {type(exc).__name__}"

@@ -16,6 +16,7 @@ from orchestrator.backends.fal.client import key_fingerprint
 from orchestrator.backends.fal.limits import key_refusal
 from orchestrator.errors import BackendUnavailable, InputTooLarge
 from orchestrator.images.decode import image_mime, open_image
+from orchestrator.queue.broker import is_redis
 from orchestrator.settings import Settings
 
 # fal's toolkit accepts data URIs up to 10 MiB (fal-queue-protocol.md §10).
@@ -34,6 +35,9 @@ class FalBackend(Backend):
     def unavailable_reason(cls, settings: Settings) -> str | None:
         if settings.fal_key is None or not settings.fal_key.get_secret_value():
             return "FAL_KEY is not set, so the fal backend is unavailable"
+        if not is_redis(settings.broker_url):
+            return ("the fal backend keeps its limits shared by all workers in Redis: "
+                    "set ORCH_BROKER_URL to a redis:// URL to use it")
         refusal = key_refusal(settings.broker_url, key_fingerprint(settings.fal_key.get_secret_value()))
         if refusal:
             return f"fal refused the current FAL_KEY ({refusal}); set a valid key"
