@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_shutdown
 from celery.worker.control import inspect_command
 
 from orchestrator.settings import get_settings
@@ -109,3 +111,8 @@ def orchestrator_health(state: Any, **_: Any) -> dict[str, Any]:
         "max_tasks_per_child": getattr(controller, "max_tasks_per_child", None) or None,
     }
     return node_health(pids, queues, os.getpid(), limits)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _remove_records(**_: Any) -> None:
+    shutil.rmtree(health_dir(os.getpid()), ignore_errors=True)
