@@ -254,10 +254,12 @@ def test_no_secret_leaks_anywhere(env: dict[str, str], start_worker, tls: dict[s
     worker_log = worker.text()
     api_log = (tmp_path / "api.log").read_text()
     # The logs are JSON lines with context (Celery's shutdown notice aside) and saw the run.
-    api_lines = [json.loads(line) for line in api_log.splitlines() if line.startswith("{")]
+    api_lines = [json.loads(line) for line in api_log.splitlines() if line.strip()]
     assert any(line["request_id"] and line["logger"] == "orchestrator.api.access"
                for line in api_lines)
     worker_lines = [json.loads(line) for line in worker_log.splitlines() if line.startswith("{")]
+    others = [line for line in worker_log.splitlines() if line.strip() and not line.startswith("{")]
+    assert all(re.fullmatch(r"worker: \w+ shutdown \(MainProcess\)", o) for o in others), others
     assert any(line["job_id"] == fal_id and line["request_id"] for line in worker_lines)
 
     hits: list[str] = []

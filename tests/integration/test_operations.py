@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from orchestrator.jobs.states import JobState
 from tests.conftest import ROOT, run_cli
@@ -44,6 +45,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker,
                                                 tmp_path: Path) -> None:
     worker = start_worker()
