@@ -75,7 +75,7 @@ def _start_backends(**_: Any) -> None:
     if "fal" in queues:
         from orchestrator.backends.fal.poller import FalPoller
 
-        _poller = FalPoller(settings, _publish)
+        _poller = FalPoller(settings, _publish, on_beat=health.record_poller_beat)
         _poller.start()
         facts["fal_poller"] = True
         log.info("fal poller running in process %d", os.getpid())

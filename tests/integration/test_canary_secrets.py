@@ -236,6 +236,10 @@ def test_no_secret_leaks_anywhere(env: dict[str, str], start_worker, tls: dict[s
                            "submit": ["submit", str(tmp_path / "missing.png"), "--json"]}.items():
             out = run_cli(run_env, *args)
             outputs[name] = out.stdout + out.stderr
+        [health] = [json.loads(line) for line in outputs["workers"].splitlines()
+                    if line.startswith("{")]
+        [proc] = health["processes"]
+        assert health["ok"] and proc["fal_poller"] and proc["poller_silent_seconds"] < 30, health
         # The secrets were really used: fal saw FAL_KEY, the retries and the lock happened.
         assert any(e["auth"] == f"Key {FAL_KEY}" for e in emulator.ledger)
         assert len(emulator.ledger) >= 2
