@@ -136,6 +136,19 @@ def orchestrator_health(state: Any, **_: Any) -> dict[str, Any]:
     return node_health(pids, queues, os.getpid(), limits)
 
 
+EXIT_REFUSED = 3
+_REFUSED = "refused.txt"
+
+
+def record_refused(reason: str) -> None:
+    """In a pool process that must not run (e.g. a GPU asked for, the CPU in use): tell the
+    worker's main process, which then stops with EXIT_REFUSED instead of respawning it."""
+    _write(health_dir(os.getppid()) / _REFUSED, {"reason": reason})
+
+
 @worker_shutdown.connect  # type: ignore[untyped-decorator]
-def _remove_records(**_: Any) -> None:
-    shutil.rmtree(health_dir(os.getpid()), ignore_errors=True)
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    folder = health_dir(os.getpid())
+    if (folder / _REFUSED).exists() and sender is not None:
+        sender.exitcode = EXIT_REFUSED  # Celery exits with the WorkController's exitcode
+    shutil.rmtree(folder, ignore_errors=True)

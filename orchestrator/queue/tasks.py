@@ -66,6 +66,7 @@ def _start_backends(**_: Any) -> None:
             # Running on the CPU while the operator asked for a GPU is worse than not running:
             # stop the whole worker instead of letting the pool respawn this process forever.
             log.critical("%s", exc)
+            health.record_refused(str(exc))
             os.kill(os.getppid(), signal.SIGTERM)
             raise
         facts.update(model=LocalBackend.model_label(settings), providers=providers,
