@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 from urllib.parse import unquote, urlsplit
 
+from celery._state import get_current_task
+
 from orchestrator.settings import Settings
 
 CONTEXT_FIELDS = ("job_id", "attempt", "backend", "request_id")
@@ -56,10 +58,6 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 def _celery_task() -> dict[str, Any]:
     """The running Celery task's id, and for a job task its job id and queue (backend)."""
-    try:
-        from celery._state import get_current_task
-    except ImportError:  # pragma: no cover - celery is a dependency
-        return {}
     task = get_current_task()
     request = getattr(task, "request", None) if task is not None else None
     if request is None or not getattr(request, "id", None):
@@ -152,7 +150,13 @@ class RedactFilter(logging.Filter):
             return True
         record.msg = self.redact(message)
         record.args = None
+        record.redacted = True  # the formatters need not mask the message again
         return True
+
+
+def _message(record: logging.LogRecord, redact: Redactor) -> str:
+    message = record.getMessage()
+    return message if getattr(record, "redacted", False) else redact(message)
 
 
 class JsonFormatter(logging.Formatter):
@@ -167,7 +171,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": self.redact(record.getMessage()),
+            "message": _message(record, self.redact),
         }
         for name in CONTEXT_FIELDS:
             payload[name] = getattr(record, name, None)

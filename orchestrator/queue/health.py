@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_shutdown
 from celery.worker.control import inspect_command
 
 from orchestrator.settings import get_settings
 
 COMMAND = "orchestrator_health"
+# A fal poller that has not beaten for this long is reported (it beats every 5 s).
+POLLER_SILENT_SECONDS = 30.0
+_lock = threading.Lock()  # the task thread and the poller thread update one record
 
 
 def health_dir(worker_pid: int) -> Path:
@@ -45,16 +51,27 @@ def record_ready(**facts: Any) -> None:
     _write(_path(os.getppid(), os.getpid()), record)
 
 
+def _update(**changes: Any) -> None:
+    path = _path(os.getppid(), os.getpid())
+    with _lock:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if "jobs" in changes:
+            changes["jobs"] = int(record.get("jobs", 0)) + changes["jobs"]
+        record.update(changes)
+        _write(path, record)
+
+
 def record_job_done() -> None:
     """In a pool process: one more task finished."""
-    path = _path(os.getppid(), os.getpid())
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    record["jobs"] = int(record.get("jobs", 0)) + 1
-    record["last_job_at"] = time.time()
-    _write(path, record)
+    _update(jobs=1, last_job_at=time.time())
+
+
+def record_poller_beat() -> None:
+    """In a fal worker's pool process: its poller loop is alive."""
+    _update(poller_beat_at=time.time())
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -82,6 +99,14 @@ def node_health(pool_pids: list[int], queues: list[str], worker_pid: int,
         processes.append(record)
     problems = [f"process {p['pid']} is not ready (loading its model?)"
                 for p in processes if not p["warm"]]
+    now = time.time()
+    for p in processes:
+        if p.get("fal_poller"):
+            silent = now - float(p.get("poller_beat_at") or p["ready_at"])
+            p["poller_silent_seconds"] = round(silent, 1)
+            if silent > POLLER_SILENT_SECONDS:
+                problems.append(f"the fal poller of process {p['pid']} has been silent for "
+                                f"{silent:.0f} s")
     if not processes:
         problems.append("no pool processes")
     return {
@@ -109,3 +134,21 @@ def orchestrator_health(state: Any, **_: Any) -> dict[str, Any]:
         "max_tasks_per_child": getattr(controller, "max_tasks_per_child", None) or None,
     }
     return node_health(pids, queues, os.getpid(), limits)
+
+
+EXIT_REFUSED = 3
+_REFUSED = "refused.txt"
+
+
+def record_refused(reason: str) -> None:
+    """In a pool process that must not run (e.g. a GPU asked for, the CPU in use): tell the
+    worker's main process, which then stops with EXIT_REFUSED instead of respawning it."""
+    _write(health_dir(os.getppid()) / _REFUSED, {"reason": reason})
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    folder = health_dir(os.getpid())
+    if (folder / _REFUSED).exists() and sender is not None:
+        sender.exitcode = EXIT_REFUSED  # Celery exits with the WorkController's exitcode
+    shutil.rmtree(folder, ignore_errors=True)

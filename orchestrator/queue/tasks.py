@@ -73,6 +73,7 @@ def _start_backends(**_: Any) -> None:
             # Running on the CPU while the operator asked for a GPU is worse than not running:
             # stop the whole worker instead of letting the pool respawn this process forever.
             log.critical("%s", exc)
+            health.record_refused(str(exc))
             os.kill(os.getppid(), signal.SIGTERM)
             raise
         facts.update(model=LocalBackend.model_label(settings), providers=providers,
@@ -82,7 +83,7 @@ def _start_backends(**_: Any) -> None:
     if "fal" in queues:
         from orchestrator.backends.fal.poller import FalPoller
 
-        _poller = FalPoller(settings, _publish)
+        _poller = FalPoller(settings, _publish, on_beat=health.record_poller_beat)
         _poller.start()
         facts["fal_poller"] = True
         log.info("fal poller running in process %d", os.getpid())

@@ -236,6 +236,10 @@ def test_no_secret_leaks_anywhere(env: dict[str, str], start_worker, tls: dict[s
                            "submit": ["submit", str(tmp_path / "missing.png"), "--json"]}.items():
             out = run_cli(run_env, *args)
             outputs[name] = out.stdout + out.stderr
+        [health] = [json.loads(line) for line in outputs["workers"].splitlines()
+                    if line.startswith("{")]
+        [proc] = health["processes"]
+        assert health["ok"] and proc["fal_poller"] and proc["poller_silent_seconds"] < 30, health
         # The secrets were really used: fal saw FAL_KEY, the retries and the lock happened.
         assert any(e["auth"] == f"Key {FAL_KEY}" for e in emulator.ledger)
         assert len(emulator.ledger) >= 2
@@ -254,10 +258,12 @@ def test_no_secret_leaks_anywhere(env: dict[str, str], start_worker, tls: dict[s
     worker_log = worker.text()
     api_log = (tmp_path / "api.log").read_text()
     # The logs are JSON lines with context (Celery's shutdown notice aside) and saw the run.
-    api_lines = [json.loads(line) for line in api_log.splitlines() if line.startswith("{")]
+    api_lines = [json.loads(line) for line in api_log.splitlines() if line.strip()]
     assert any(line["request_id"] and line["logger"] == "orchestrator.api.access"
                for line in api_lines)
     worker_lines = [json.loads(line) for line in worker_log.splitlines() if line.startswith("{")]
+    others = [line for line in worker_log.splitlines() if line.strip() and not line.startswith("{")]
+    assert all(re.fullmatch(r"worker: \w+ shutdown \(MainProcess\)", o) for o in others), others
     assert any(line["job_id"] == fal_id and line["request_id"] for line in worker_lines)
 
     hits: list[str] = []

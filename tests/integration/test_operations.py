@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from orchestrator.jobs.states import JobState
 from tests.conftest import ROOT, run_cli
@@ -44,6 +45,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker,
                                                 tmp_path: Path) -> None:
     worker = start_worker()
@@ -136,3 +138,19 @@ def test_gpu_asked_for_on_a_cpu_machine_refuses_to_start(env: dict[str, str]) ->
     assert "ORCH_LOCAL_PROVIDERS asks for CUDAExecutionProvider" in out.stderr
     assert "silent CPU fallback" in out.stderr
     assert " ready." not in out.stdout + out.stderr  # Celery never started
+
+
+def test_each_pool_process_checks_its_providers_too(env: dict[str, str]) -> None:
+    # Celery's own command skips the CLI's check: the pool process finds the CPU fallback in its
+    # own session and stops the whole worker with exit code 3 instead of being respawned.
+    out = subprocess.run(
+        [*CELERY, "worker", "-Q", "local", "-c", "1", "--without-mingle", "--without-gossip",
+         "-l", "INFO"],
+        env={**env, "ORCH_LOCAL_PROVIDERS": "CUDAExecutionProvider,CPUExecutionProvider"},
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 3, out.stdout + out.stderr
+    critical = [json.loads(line) for line in out.stderr.splitlines()
+                if line.startswith("{") and '"CRITICAL"' in line]
+    assert critical and "ORCH_LOCAL_PROVIDERS asks for CUDAExecutionProvider" in str(
+        critical[0]["message"])

@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -50,6 +51,7 @@ VALIDATION_ERROR_TYPES = frozenset({
     "archive_file_count_below_minimum", "value_error.missing", "bad_request",
 })
 MAX_POLL_ERRORS = 8
+BEAT_SECONDS = 5.0
 
 
 class _RetryLater(Exception):
@@ -58,7 +60,8 @@ class _RetryLater(Exception):
 
 class FalPoller(threading.Thread):
     def __init__(self, settings: Settings, publish: Publish, *, tick: float = 0.1,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None,
+                 on_beat: Callable[[], None] | None = None) -> None:
         super().__init__(name="fal-poller", daemon=True)
         self.settings = settings
         self.publish = publish
@@ -70,6 +73,7 @@ class FalPoller(threading.Thread):
         self.pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
         self._stopping = threading.Event()
         self._active: set[int] = set()
+        self.on_beat = on_beat  # called every BEAT_SECONDS while the loop runs (worker health)
 
     def stop(self, timeout: float = 10) -> None:
         self._stopping.set()
@@ -96,7 +100,14 @@ class FalPoller(threading.Thread):
     async def _main(self) -> None:
         client = async_client(self.backend.key())
         tasks: set[asyncio.Task[None]] = set()
+        last_beat = 0.0
         while not self._stopping.is_set():
+            if self.on_beat is not None and time.monotonic() - last_beat >= BEAT_SECONDS:
+                last_beat = time.monotonic()
+                try:
+                    await asyncio.to_thread(self.on_beat)
+                except Exception:
+                    log.warning("recording the poller's heartbeat failed", exc_info=True)
             capacity = self.concurrency - len(tasks)
             items: list[PollItem] = []
             if capacity > 0:
