@@ -231,3 +231,20 @@ def test_dev_uses_the_database_and_broker_it_is_given(
         assert dev.interrupt() == 0
     finally:
         dev.kill()
+
+
+def test_dev_stops_everything_when_a_child_dies(tmp_path: Path, tiny_model: Path) -> None:
+    """A worker that cannot start: dev says which process died and why, and stops the rest."""
+    env = _bare_env(tiny_model, ORCH_LOCAL_MODEL="no-such-model")
+    del env["ORCH_LOCAL_MODEL_PATH"]
+    port = _free_port()
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "dev", "--port", str(port), "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    said = " ".join(out.stderr.split())  # rich wraps long lines
+    assert "the worker process exited with code 1" in said
+    assert "'no-such-model' is not a rembg model" in said  # the end of the worker's log
+    with socket.socket() as s:  # the API was stopped too
+        assert s.connect_ex(("127.0.0.1", port)) != 0
