@@ -4,6 +4,7 @@ OrchestratorError
 ├── ConfigError            a setting is missing or invalid; start-up stops
 ├── JobNotFound            no job with that id
 ├── JobStateError          the action does not fit the job's current state
+├── ReportError            a report was asked for with options that do not fit
 └── JobError               raised while running a job; its type decides retry or not
     ├── PermanentJobError  retrying cannot help: the job fails at once
     │   ├── InputError             the input is not a usable image (message is for people)
@@ -11,6 +12,7 @@ OrchestratorError
     │   │   ├── UnsupportedFormat
     │   │   ├── CorruptImage
     │   │   └── InputUnreachable   a URL that cannot be fetched, for a reason that will not change
+    │   ├── BudgetExceeded         a fal budget is used up and the job may not wait for it
     │   ├── BackendUnavailable     the backend cannot run here (no model, no credentials)
     │   │   └── CredentialsRefused fal answered 401/403 to FAL_KEY
     │   └── BackendRejected        the backend refused the input (fal's 422 and its types)
@@ -42,6 +44,10 @@ class JobNotFound(OrchestratorError):
 
 class JobStateError(OrchestratorError):
     """The action does not fit the job's state."""
+
+
+class ReportError(OrchestratorError):
+    """A report's options do not fit (a bad date, an unknown grouping); a message for people."""
 
 
 class JobError(OrchestratorError):
@@ -76,6 +82,10 @@ class CorruptImage(InputError):
 
 class InputUnreachable(InputError):
     pass
+
+
+class BudgetExceeded(PermanentJobError):
+    """A fal spend limit is reached (ORCH_FAL_OVER_BUDGET=fail)."""
 
 
 class BackendUnavailable(PermanentJobError):

@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     fal_max_result_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
     # After a submit whose reply was lost, wait this long before submitting again.
     fal_resubmit_after_seconds: float = Field(default=5.0, ge=0)
+    # Spend limits on fal for all clients together, per UTC day and month (USD; none = no
+    # limit). `orchestrator budget set` overrides them and sets per-client ones.
+    fal_budget_daily_usd: Decimal | None = Field(default=None, ge=0)
+    fal_budget_monthly_usd: Decimal | None = Field(default=None, ge=0)
+    # An explicit fal job over budget waits (re-checked every fal_budget_wait_seconds) or fails.
+    fal_over_budget: Literal["wait", "fail"] = "wait"
+    fal_budget_wait_seconds: float = Field(default=60.0, gt=0)
+    # What a submission not yet costed counts against a budget: this, or the dearest of the
+    # last 100 costed fal attempts if more.
+    fal_job_cost_estimate_usd: Decimal = Field(default=Decimal("0.005"), gt=0)
+    # Crossing 80 % and 100 % of a budget is logged, and POSTed (JSON) here when set.
+    budget_alert_webhook_url: str | None = None
 
     # --- local backend -------------------------------------------------------------------
     local_model: str = "isnet-general-use"
@@ -79,7 +91,21 @@ class Settings(BaseSettings):
     # Worker processes per `orchestrator worker`; 0 = inference slots. More processes than slots
     # overlap decoding, encoding and storing with inference, at one ONNX session (~2 GiB) each.
     worker_concurrency: int = Field(default=0, ge=0, le=512)
-    default_backend: Literal["local", "fal"] = "local"
+    default_backend: Literal["local", "fal", "auto"] = "local"
+    # --- auto routing (orchestrator/routing) ---------------------------------------------
+    # An auto job should be done within this many seconds: local while its estimated wait
+    # (queue depth × recent seconds per job ÷ parallelism) fits, else fal.
+    auto_deadline_seconds: float = Field(default=60.0, gt=0)
+    # Local jobs run at once across all local workers; 0 = this host's inference slots.
+    auto_local_parallelism: int = Field(default=0, ge=0)
+    # Seconds per local job until there are finished local attempts to measure.
+    auto_local_seconds_per_job: float = Field(default=2.0, gt=0)
+    # fal is avoided while this share of its recent attempts (last 20, 10 minutes) failed.
+    auto_fal_max_error_rate: float = Field(default=0.5, gt=0, le=1)
+    # Circuit breaker: this many backend failures in a row open it; auto work goes to the
+    # other backend until the cooldown has passed and an attempt succeeds again.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
     # How long a new worker process may take to load its model before Celery gives up on it.
     worker_start_timeout_seconds: float = Field(default=180.0, gt=0)
 

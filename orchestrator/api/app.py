@@ -6,6 +6,8 @@ in one place.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +15,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.api.routes import fal_queue, health, v1
+from orchestrator.api.ratelimit import RateLimiter
+from orchestrator.api.routes import fal_queue, health, reports, v1
+from orchestrator.api.submissions import SubmitBatcher
 from orchestrator.errors import (
     BackendUnavailable,
     ConfigError,
@@ -96,13 +100,26 @@ def _error_response(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    limiter = RateLimiter(settings.broker_url, settings.api_requests_per_second)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await limiter.start()
+        try:
+            yield
+        finally:
+            await limiter.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="bg-orchestrator",
         version="0.1.0",
         description="Background removal jobs: fal's queue API for fal-ai/imageutils/rembg, "
         "and /v1 for uploads, batches, listing, retries, health and metrics.",
     )
     app.state.settings = settings
+    app.state.rate_limiter = limiter
+    app.state.submitter = SubmitBatcher(settings)
     app.add_exception_handler(OrchestratorError, _error_response)
     app.add_exception_handler(DataError, _unstorable)
     # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
@@ -110,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=max_body)
     app.include_router(fal_queue.router)
     app.include_router(v1.router)
+    app.include_router(reports.router)
     app.include_router(health.router)
     return app
 

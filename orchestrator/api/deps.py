@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from orchestrator.auth.keys import Principal, authenticate
-from orchestrator.backends.fal.limits import redis_client
+from orchestrator.api.ratelimit import RateLimiter
+from orchestrator.auth.keys import Principal, authenticate, cached_principal
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
-from orchestrator.queue.broker import is_redis
 from orchestrator.settings import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def get_app_settings(request: Request) -> Settings:
+    return app_settings(request)
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -35,71 +37,50 @@ def _key_from(authorization: str | None) -> str | None:
     return None
 
 
-def authenticated(
-    settings: SettingsDep,
+def _lookup(settings: Settings, key: str) -> Principal | None:
+    with session_scope(settings.database_url) as session:
+        return authenticate(session, key)
+
+
+# Dependencies are coroutines: FastAPI runs a plain function in a worker thread, and a thread
+# hop per dependency per request cost more than the work most of them do.
+# (FastAPI solves each dependency node on every request, so the hot ones take the request
+# itself rather than a settings dependency.)
+async def authenticated(
+    request: Request,
     authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
 ) -> Principal:
+    settings = app_settings(request)
     key = _key_from(authorization)
     if key is None:
         raise HTTPException(401, "missing API key: send `Authorization: Key <key>`")
-    with session_scope(settings.database_url) as session:
-        principal = authenticate(session, key)
+    principal = cached_principal(key)
+    if principal is None:
+        principal = await run_in_threadpool(_lookup, settings, key)
     if principal is None:
         raise HTTPException(401, "invalid or revoked API key")
-    _rate_limit(settings, principal)
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if not await limiter.allow(principal.key_id):
+        raise HTTPException(
+            429,
+            f"rate limit of {limiter.per_second:g} requests per second for this key exceeded",
+            headers={"Retry-After": "1"},
+        )
     return principal
 
 
-def _rate_limit(settings: Settings, principal: Principal) -> None:
-    limit = settings.api_requests_per_second
-    window = int(time.time())
-    if is_redis(settings.broker_url):
-        count = _count_in_redis(settings.broker_url, principal.key_id, window)
-        if count is None:  # the limiter must not turn a Redis blip into an outage
-            return
-    else:
-        # No Redis (the embedded mode): the count is per API process.
-        count = _local_windows.hit(principal.key_id, window)
-    if count > limit:
-        raise HTTPException(
-            429,
-            f"rate limit of {limit:g} requests per second for this key exceeded",
-            headers={"Retry-After": "1"},
-        )
-
-
-def _count_in_redis(broker_url: str, key_id: int, window: int) -> int | None:
-    key = f"orchestrator:api:rate:{key_id}:{window}"
-    client = redis_client(broker_url)
-    try:
-        pipe = client.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, 2)
-        return int(pipe.execute()[0])
-    except Exception:
-        return None
-
-
-class _LocalWindows:
-    """Requests per key in the current one-second window, in this process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._window = 0
-        self._counts: dict[int, int] = {}
-
-    def hit(self, key_id: int, window: int) -> int:
-        with self._lock:
-            if window != self._window:
-                self._window, self._counts = window, {}
-            self._counts[key_id] = self._counts.get(key_id, 0) + 1
-            return self._counts[key_id]
-
-
-_local_windows = _LocalWindows()
-
-
 PrincipalDep = Annotated[Principal, Depends(authenticated)]
+
+
+async def caller_unless_token(
+    request: Request,
+    token: Annotated[str | None, Query(description="the token in image.url")] = None,
+    authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
+) -> Principal | None:
+    """For links handed out with a per-job token: the key is needed only without the token."""
+    if token is not None:
+        return None
+    return await authenticated(request, authorization)
 
 
 def require_admin(principal: PrincipalDep) -> Principal:

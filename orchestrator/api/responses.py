@@ -22,6 +22,7 @@ def errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     texts = {
         400: "bad request",
         401: "missing, invalid or revoked API key",
+        403: "this key may not do that",
         404: "no such request (or another tenant's)",
         409: "the job's state does not allow it",
         413: "the body or the image is over the size limit",

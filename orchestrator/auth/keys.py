@@ -67,11 +67,19 @@ _cache: dict[str, tuple[float, Principal]] = {}
 CACHE_SECONDS = 5.0  # a revoked key stops working within this long on every API process
 
 
-def authenticate(session: Session, key: str) -> Principal | None:
-    digest = hash_key(key)
-    hit = _cache.get(digest)
+def cached_principal(key: str) -> Principal | None:
+    """The key's principal if this process looked it up less than CACHE_SECONDS ago."""
+    hit = _cache.get(hash_key(key))
     if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
         return hit[1]
+    return None
+
+
+def authenticate(session: Session, key: str) -> Principal | None:
+    digest = hash_key(key)
+    hit = cached_principal(key)
+    if hit is not None:
+        return hit
     principal = _lookup(session, key)
     if principal is not None:
         if len(_cache) > 10_000:

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from orchestrator.cli import api, dev, jobs, keys, submit, worker
+from orchestrator.cli import api, budget, dev, jobs, keys, report, submit, worker
 from orchestrator.cli.common import console_err
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -36,6 +36,8 @@ app.command(name="api")(api.api)
 app.command(name="dev")(dev.dev)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
+app.add_typer(report.app, name="report")
+app.add_typer(budget.app, name="budget")
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2

@@ -17,6 +17,7 @@ from orchestrator.jobs.producer import Submitted, expand_sources, wait_for
 from orchestrator.jobs.producer import submit as submit_jobs
 from orchestrator.jobs.states import JobState
 from orchestrator.results import read_result
+from orchestrator.routing import AUTO, submit_auto
 from orchestrator.settings import Settings, get_settings
 
 
@@ -24,7 +25,13 @@ def submit(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or http(s) URLs.")],
     backend: Annotated[
         str | None,
-        typer.Option(help=f"Backend: {' | '.join(sorted(BACKENDS))} (default from settings)."),
+        typer.Option(help=f"Backend: {' | '.join(sorted(BACKENDS))} | auto (chosen per job; "
+                     "default from settings)."),
+    ] = None,
+    deadline: Annotated[
+        float | None,
+        typer.Option(help="With --backend auto: seconds the jobs should take at most "
+                     "(default ORCH_AUTO_DEADLINE_SECONDS).", min=0.001),
     ] = None,
     crop_to_bbox: Annotated[bool, typer.Option("--crop-to-bbox", help="Crop to the subject.")] = False,
     idempotency_key: Annotated[
@@ -41,21 +48,28 @@ def submit(
 ) -> None:
     """Enqueue background-removal jobs; with --wait, show progress and save the results."""
     settings = get_settings()
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
+    if backend is not None and backend not in BACKENDS and backend != AUTO:
+        raise ConfigError(f"unknown backend {backend!r}; available: "
+                          f"{', '.join(sorted(BACKENDS))}, {AUTO}")
+    if deadline is not None and (backend or settings.default_backend) != AUTO:
+        raise ConfigError("--deadline is for --backend auto")
     try:
         sources = list(expand_sources(inputs))
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
     if not sources:
         raise ConfigError("no image files found in the given inputs")
-    submitted = submit_jobs(
-        sources,
-        settings=settings,
-        backend=backend,
-        crop_to_bbox=crop_to_bbox,
-        idempotency_key=idempotency_key,
-    )
+    if (backend or settings.default_backend) == AUTO:
+        submitted = submit_auto(sources, settings=settings, crop_to_bbox=crop_to_bbox,
+                                idempotency_key=idempotency_key, deadline_seconds=deadline)
+    else:
+        submitted = submit_jobs(
+            sources,
+            settings=settings,
+            backend=backend,
+            crop_to_bbox=crop_to_bbox,
+            idempotency_key=idempotency_key,
+        )
     if not wait:
         for item in submitted:
             if json_out:

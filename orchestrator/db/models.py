@@ -24,6 +24,7 @@ from sqlalchemy import (
     Uuid,
     false,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -37,6 +38,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# The UTC day of an instant, exactly as orchestrator.reports.costs.utc_bucket writes it (the
+# planner matches an index expression only to the same expression).
+UTC_DAY = "date_trunc('day', timezone('UTC', {}))"
 
 Money = Numeric(18, 9)
 Seconds = Numeric(14, 6)
@@ -72,6 +77,12 @@ class Job(TimestampMixin, Base):
         UniqueConstraint("client", "idempotency_key", name="uq_jobs_client_idempotency_key"),
         Index("ix_jobs_state_backend", "state", "backend"),
         Index("ix_jobs_created_at", "created_at"),
+        # Cost reports (orchestrator/reports/costs.py): jobs by UTC day and backend, read in
+        # group order from the index alone; and one client's jobs of a period.
+        Index("ix_jobs_report_day", text(UTC_DAY.format("created_at")), "backend",
+              postgresql_include=["created_at", "state", "finished_at"]),
+        Index("ix_jobs_client_created_at", "client", "created_at",
+              postgresql_include=["backend", "state", "finished_at"]),
         Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
     )
 
@@ -119,6 +130,10 @@ class Job(TimestampMixin, Base):
     deduplicated_from: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     # … or later identical requests were attached to this job while it ran.
     dedup_attached: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # What the caller asked for when it differs from ``backend``: "auto" (orchestrator/routing),
+    # and why the job runs where it does (the decision and its inputs).
+    requested_backend: Mapped[str | None] = mapped_column(String(16))
+    routing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     attempts: Mapped[list[Attempt]] = relationship(
         back_populates="job", order_by="Attempt.number", cascade="all, delete-orphan"
@@ -145,6 +160,10 @@ class Attempt(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_id_number"),
         Index("ix_attempts_started_at", "started_at"),
+        # Cost reports: attempts by UTC day and backend with their figures, index-only.
+        Index("ix_attempts_report_day", text(UTC_DAY.format("started_at")), "backend",
+              postgresql_include=["started_at", "number", "compute_seconds", "cost_usd",
+                                  "fal_equivalent_usd"]),
         Index("ix_attempts_outcome_next_poll_at", "outcome", "next_poll_at"),
         Index("ix_attempts_provider_request_id", "provider_request_id"),
     )
@@ -231,3 +250,32 @@ class ApiKey(Base):
         UTCDateTime, server_default=func.now(), nullable=False
     )
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FalBudget(Base):
+    """A spend limit on fal, set with ``orchestrator budget set``: for every client together
+    (``scope`` = ``*``, over the ``ORCH_FAL_BUDGET_*`` settings) or for one client."""
+
+    __tablename__ = "fal_budgets"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    daily_usd: Mapped[Decimal | None] = mapped_column(Money)
+    monthly_usd: Mapped[Decimal | None] = mapped_column(Money)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class FalBudgetAlert(Base):
+    """A budget threshold (80 or 100 %) crossed in a period: announced once, then recorded."""
+
+    __tablename__ = "fal_budget_alerts"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)  # 2026-11-28 | 2026-11
+    threshold: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spent_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    limit_usd: Mapped[Decimal] = mapped_column(Money, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, server_default=func.now(), nullable=False
+    )

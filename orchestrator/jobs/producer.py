@@ -6,7 +6,6 @@ failure can delay a job but never lose one.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import secrets
@@ -16,10 +15,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from orchestrator.backends import backend_class
 from orchestrator.db.models import Job, JobInput, Result
@@ -28,10 +29,13 @@ from orchestrator.errors import BackendUnavailable, InputError, OrchestratorErro
 from orchestrator.images.decode import check_size
 from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import JobState
-from orchestrator.queue.celery_app import publish_run
+from orchestrator.queue.celery_app import publish_many
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.producer")
+
+JOBS = cast(Table, Job.__table__)
+JOB_INPUTS = cast(Table, JobInput.__table__)
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -99,6 +103,30 @@ def _fingerprint(source: Source) -> str:
     return "url:" + str(source.url)
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """One job to record: its input and everything that makes it a different job."""
+
+    source: Source
+    backend: str
+    crop_to_bbox: bool = False
+    sync_mode: bool = False
+    client: str = "default"
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+    # Set when orchestrator.routing chose ``backend`` for an ``auto`` request: what was asked
+    # for, and the decision with its inputs.
+    requested_backend: str | None = None
+    routing: dict[str, Any] | None = None
+
+    @property
+    def options(self) -> dict[str, bool]:
+        options = {"crop_to_bbox": bool(self.crop_to_bbox)}
+        if self.sync_mode:
+            options["sync_mode"] = True
+        return options
+
+
 def submit(
     sources: Iterable[Source],
     *,
@@ -109,44 +137,66 @@ def submit(
     client: str = "default",
     sync_mode: bool = False,
     webhook_url: str | None = None,
+    requested_backend: str | None = None,
+    routing: dict[str, Any] | None = None,
 ) -> list[Submitted]:
-    """Record and enqueue one job per source. Oversized files become failed jobs at once."""
+    """Record and enqueue one job per source. Oversized files become failed jobs at once.
+    ``backend="auto"`` lets orchestrator.routing choose per job (and record why)."""
     backend_name = backend or settings.default_backend
-    backend_cls = backend_class(backend_name)
-    model = backend_cls.model_label(settings)
-    options = {"crop_to_bbox": bool(crop_to_bbox)}
-    if sync_mode:
-        options["sync_mode"] = True
+    if backend_name == "auto":
+        from orchestrator.routing import submit_auto
+
+        return submit_auto(sources, settings=settings, client=client,
+                           idempotency_key=idempotency_key, crop_to_bbox=crop_to_bbox,
+                           sync_mode=sync_mode, webhook_url=webhook_url)
+    backend_class(backend_name)  # an unknown backend is refused before anything is recorded
     items = list(sources)
-    # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
-    unavailable = backend_cls.unavailable_reason(settings) if backend_cls.remote else None
-    submitted: list[Submitted] = []
+    requests = []
     for source in items:
         key = idempotency_key
         if key is not None and len(items) > 1:
             key = f"{idempotency_key}:{source.name}"
-        submitted.append(
-            _record(source, settings, backend_name, model, options, key, client, unavailable,
-                    webhook_url)
-        )
-    for item in submitted:
-        if item.created and item.state is JobState.QUEUED:
-            _publish(settings, item.job_id, backend_name)
-    return [dataclasses.replace(item, backend=backend_name) for item in submitted]
+        requests.append(JobRequest(source, backend_name, crop_to_bbox, sync_mode, client, key,
+                                   webhook_url, requested_backend, routing))
+    return submit_requests(requests, settings=settings)
 
 
-def _record(
-    source: Source,
-    settings: Settings,
-    backend: str,
-    model: str,
-    options: dict[str, bool],
-    key: str | None,
-    client: str,
-    unavailable: str | None = None,
-    webhook_url: str | None = None,
-) -> Submitted:
-    fingerprint = _fingerprint(source)
+def submit_requests(requests: list[JobRequest], *, settings: Settings) -> list[Submitted]:
+    """Record many jobs in one transaction, then publish them on one broker connection.
+
+    Requests with an idempotency key are recorded one by one (a key already used is a unique
+    violation, which would roll back everyone else's jobs in a shared transaction). The result
+    is in the order of ``requests``.
+    """
+    jobs: list[tuple[JobRequest, Job]] = []
+    out: dict[int, Submitted] = {}
+    keyed: list[tuple[int, JobRequest, Job]] = []
+    for index, request in enumerate(requests):
+        job = _new_job(request, settings)
+        if request.idempotency_key is None:
+            jobs.append((request, job))
+        else:
+            keyed.append((index, request, job))
+    if jobs:
+        batch = _record_batch(jobs, settings)
+        unkeyed = iter(batch)
+        for index, request in enumerate(requests):
+            if request.idempotency_key is None:
+                out[index] = next(unkeyed)
+    for index, request, job in keyed:
+        out[index] = _record_keyed(request, job, settings)
+    submitted = [out[i] for i in range(len(requests))]
+    publish_runs(settings, [(item.job_id, item.backend) for item in submitted
+                            if item.created and item.state is JobState.QUEUED])
+    return submitted
+
+
+def _new_job(request: JobRequest, settings: Settings) -> Job:
+    """The job row for a request: queued, or failed at once if it can never run."""
+    backend_cls = backend_class(request.backend)
+    source = request.source
+    # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
+    unavailable = backend_cls.unavailable_reason(settings) if backend_cls.remote else None
     rejection: PermanentJobError | None = BackendUnavailable(unavailable) if unavailable else None
     if source.data is not None and rejection is None:
         try:
@@ -156,117 +206,185 @@ def _record(
     job = Job(
         id=uuid.uuid4(),
         state=JobState.QUEUED,
-        backend=backend,
-        model=model,
-        options=options,
-        client=client,
-        idempotency_key=key,
+        backend=request.backend,
+        model=backend_cls.model_label(settings),
+        options=request.options,
+        client=request.client,
+        idempotency_key=request.idempotency_key,
         source_kind=source.kind,
         source_name=source.name[:500],
         source_url=source.url,
-        input_sha256=fingerprint if source.data is not None else None,
+        input_sha256=_fingerprint(source) if source.data is not None else None,
         max_attempts=settings.max_attempts,
         # When the message is published, right after this row commits (not updated afterwards:
-        # a second transaction per submit costs more than the timestamp is worth).
+        # a second write per submit costs more than the timestamp is worth).
         enqueued_at=utcnow(),
-        webhook_url=webhook_url,
+        webhook_url=request.webhook_url,
         result_token=secrets.token_urlsafe(24),
+        dedup_attached=0,
+        requested_backend=request.requested_backend,
+        routing=request.routing,
+        # Set on every new job, failed or not, so a batch's rows all have the same columns.
+        error_type=type(rejection).__name__ if rejection else None,
+        error_message=str(rejection) if rejection else None,
+        finished_at=utcnow() if rejection else None,
     )
-    # Dedup never applies to keyed or webhook requests: each must get its own answer.
-    if rejection is None and key is None and webhook_url is None and source.data is not None:
-        reused = _deduplicate(job, settings)
-        if reused is not None:
-            return Submitted(reused[0], source, reused[1], reused[2])
     if rejection is not None:
         job.state = JobState.FAILED
-        job.error_type = type(rejection).__name__
-        job.error_message = str(rejection)
-        job.finished_at = utcnow()
+    return job
+
+
+def _stored_input(request: JobRequest, job: Job) -> JobInput | None:
+    data = request.source.data
+    if data is None or job.state is JobState.FAILED:
+        return None
+    return JobInput(job_id=job.id, data=data, size_bytes=len(data))
+
+
+def _dedupable(request: JobRequest, job: Job, settings: Settings) -> bool:
+    # Dedup never applies to keyed or webhook requests: each must get its own answer.
+    return (settings.dedup_window_seconds > 0 and job.state is JobState.QUEUED
+            and request.idempotency_key is None and request.webhook_url is None
+            and request.source.data is not None)
+
+
+DedupKey = tuple[str, str | None, str, str, str]
+
+
+def _dedup_key(job: Job) -> DedupKey:
+    options = ",".join(f"{k}={v}" for k, v in sorted(job.options.items()))
+    return (job.client, job.input_sha256, job.backend, job.model, options)
+
+
+def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> list[Submitted]:
+    """One transaction for every job of the batch, deduplicated against recent jobs and
+    against each other."""
+    out: list[Submitted] = []
+    new_jobs: list[Job] = []
+    inputs: list[dict[str, object]] = []
+    with session_scope(settings.database_url) as session:
+        wanted = [job for request, job in jobs if _dedupable(request, job, settings)]
+        originals = _dedup_candidates(session, wanted, settings)
+        for request, job in jobs:
+            key = _dedup_key(job)
+            original = originals.get(key) if _dedupable(request, job, settings) else None
+            if original is not None and original.state is not JobState.SUCCEEDED:
+                original.dedup_attached += 1
+                out.append(Submitted(original.id, request.source, False, original.state,
+                                     original.backend))
+                continue
+            if original is not None and original.result is not None:
+                _copy_result(session, job, original)
+                out.append(Submitted(job.id, request.source, True, job.state, job.backend))
+                continue
+            new_jobs.append(job)
+            stored = _stored_input(request, job)
+            if stored is not None:
+                inputs.append({"job_id": job.id, "data": stored.data,
+                               "size_bytes": stored.size_bytes})
+            if _dedupable(request, job, settings):
+                originals[key] = job  # later identical requests of this batch attach to it
+            out.append(Submitted(job.id, request.source, True, job.state, job.backend))
+        # Bulk INSERTs without RETURNING: one executemany each (psycopg pipelines it), instead
+        # of a unit-of-work flush or one huge multi-VALUES statement that psycopg re-parses.
+        connection = session.connection()
+        if new_jobs:
+            connection.execute(insert(JOBS), [_job_row(job) for job in new_jobs])
+        if inputs:
+            connection.execute(insert(JOB_INPUTS), inputs)
+    return out
+
+
+def _job_row(job: Job) -> dict[str, object]:
+    """The column values a new (transient) job was given."""
+    return {column.key: job.__dict__[column.key] for column in JOBS.columns
+            if column.key in job.__dict__}
+
+
+def _dedup_candidates(session: Session, jobs: list[Job], settings: Settings) -> dict[DedupKey, Job]:
+    """The newest recent original (in flight or succeeded) for each job's dedup key, locked."""
+    if not jobs:
+        return {}
+    since = utcnow() - timedelta(seconds=settings.dedup_window_seconds)
+    rows = session.scalars(
+        select(Job)
+        .where(
+            Job.client.in_(sorted({job.client for job in jobs})),
+            Job.input_sha256.in_(sorted({job.input_sha256 or '' for job in jobs})),
+            Job.created_at >= since,
+            # Copies made by dedup are not originals: following them would lock ever more rows.
+            Job.deduplicated_from.is_(None),
+            Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
+        )
+        .order_by(Job.created_at.desc())
+        .with_for_update()
+    ).all()
+    found: dict[DedupKey, Job] = {}
+    for row in rows:
+        found.setdefault(_dedup_key(row), row)
+    return found
+
+
+def _copy_result(session: Session, job: Job, original: Job) -> None:
+    """A new job, succeeded at zero cost with a copy of the original's stored result."""
+    result = original.result
+    assert result is not None
+    now = utcnow()
+    job.state = JobState.SUCCEEDED
+    job.deduplicated_from = original.id
+    job.started_at = job.finished_at = now
+    session.add(job)
+    session.flush()
+    session.add(Result(
+        job_id=job.id, attempt_id=result.attempt_id, content_type=result.content_type,
+        sha256=result.sha256, size_bytes=result.size_bytes, width=result.width,
+        height=result.height, store=result.store, location=result.location, data=result.data,
+        cropped=result.cropped,
+    ))
+
+
+def _record_keyed(request: JobRequest, job: Job, settings: Settings) -> Submitted:
+    """Record a job under its idempotency key, or return the job the key already names."""
+    source, key = request.source, request.idempotency_key
     try:
         with session_scope(settings.database_url) as session:
             session.add(job)
             session.flush()
-            if source.data is not None and rejection is None:
-                session.add(JobInput(job_id=job.id, data=source.data, size_bytes=len(source.data)))
-        return Submitted(job.id, source, True, job.state)
+            stored = _stored_input(request, job)
+            if stored is not None:
+                session.add(stored)
+        return Submitted(job.id, source, True, job.state, job.backend)
     except IntegrityError:
-        if key is None:
-            raise
+        pass
     with session_scope(settings.database_url) as session:
         existing = session.scalars(
-            select(Job).where(Job.client == client, Job.idempotency_key == key)
+            select(Job).where(Job.client == request.client, Job.idempotency_key == key)
         ).one()
         same_input = (
             existing.source_url == source.url
             if source.kind == "url"
-            else existing.input_sha256 == fingerprint
+            else existing.input_sha256 == _fingerprint(source)
         )
         same = (
             same_input
             and existing.source_kind == source.kind
-            and existing.backend == backend
-            and existing.options == options
+            and existing.backend == request.backend
+            and existing.options == request.options
         )
         if not same:
             raise IdempotencyConflict(
                 f"idempotency key {key!r} was already used for a different request "
                 f"(job {existing.id})"
             )
-        return Submitted(existing.id, source, False, existing.state)
+        return Submitted(existing.id, source, False, existing.state, existing.backend)
 
 
-def _deduplicate(job: Job, settings: Settings) -> tuple[uuid.UUID, bool, JobState] | None:
-    """Reuse an identical recent job: a copy of its stored result at zero cost (a new job,
-    recorded as deduplicated), or the job itself while it is still in flight (counted on it)."""
-    if settings.dedup_window_seconds <= 0:
-        return None
-    since = utcnow() - timedelta(seconds=settings.dedup_window_seconds)
-    with session_scope(settings.database_url) as session:
-        original = session.scalars(
-            select(Job)
-            .where(
-                Job.client == job.client,
-                Job.input_sha256 == job.input_sha256,
-                Job.backend == job.backend,
-                Job.model == job.model,
-                Job.created_at >= since,
-                Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
-            )
-            .order_by(Job.created_at.desc())
-            .limit(5)
-            .with_for_update()
-        ).all()
-        original = [o for o in original if o.options == job.options][:1]
-        if not original:
-            return None
-        source = original[0]
-        if source.state is not JobState.SUCCEEDED:
-            source.dedup_attached += 1
-            return source.id, False, source.state
-        result = source.result
-        if result is None:
-            return None
-        now = utcnow()
-        job.state = JobState.SUCCEEDED
-        job.deduplicated_from = source.id
-        job.started_at = job.finished_at = now
-        session.add(job)
-        session.flush()
-        session.add(Result(
-            job_id=job.id, attempt_id=result.attempt_id, content_type=result.content_type,
-            sha256=result.sha256, size_bytes=result.size_bytes, width=result.width,
-            height=result.height, store=result.store, location=result.location, data=result.data,
-            cropped=result.cropped,
-        ))
-        return job.id, True, JobState.SUCCEEDED
-
-
-def _publish(settings: Settings, job_id: uuid.UUID, backend: str) -> None:
+def publish_runs(settings: Settings, jobs: list[tuple[uuid.UUID, str]]) -> None:
     try:
-        publish_run(settings, job_id, backend)
+        publish_many(settings, jobs)
     except Exception:
-        # The row is committed; the reconciler re-publishes queued jobs that never started.
-        log.exception("job %s recorded but not published; it stays queued", job_id)
+        # The rows are committed; the reconciler re-publishes queued jobs that never started.
+        log.exception("%d job(s) recorded but not published; they stay queued", len(jobs))
 
 
 def wait_for(

@@ -43,7 +43,44 @@ from orchestrator.results.base import StoredBytes
 from orchestrator.settings import Settings
 
 
-def claim_submit(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Busy | Skip:
+@dataclass(frozen=True)
+class OverBudget:
+    """A fal budget is used up: the job was moved to ``rerouted_to`` (an auto job), waits
+    ``wait_seconds`` (explicit fal, ORCH_FAL_OVER_BUDGET=wait), or failed (=fail)."""
+
+    reason: str
+    rerouted_to: str | None = None
+    wait_seconds: float | None = None
+
+
+def _over_budget(session: Session, job: Job, settings: Settings) -> OverBudget | None:
+    """The budget check before a paid submission. It holds the budget lock until this
+    transaction, which inserts the attempt, commits (orchestrator/costs/budgets.py)."""
+    from orchestrator import routing
+    from orchestrator.costs import budgets
+
+    verdict = budgets.admit(session, job.client, settings)
+    if verdict is None or verdict.blocking is None:
+        if job.error_type == "BudgetExceeded":  # it waited; now it goes
+            job.error_type = job.error_message = None
+        return None
+    reason = verdict.blocking.describe()
+    if job.requested_backend == routing.AUTO:
+        routing.reroute(job, "local", reason, settings)
+        return OverBudget(reason, rerouted_to="local")
+    if settings.fal_over_budget == "fail":
+        _end_job(job, JobState.FAILED, err_type="BudgetExceeded",
+                 message=f"not submitted to fal: {reason} (ORCH_FAL_OVER_BUDGET=fail)")
+        return OverBudget(reason)
+    job.error_type = "BudgetExceeded"
+    job.error_message = (f"waiting: {reason}; checked again every "
+                         f"{settings.fal_budget_wait_seconds:g} s")
+    return OverBudget(reason, wait_seconds=settings.fal_budget_wait_seconds)
+
+
+def claim_submit(
+    session: Session, job_id: uuid.UUID, settings: Settings
+) -> Claim | Busy | Skip | OverBudget:
     """Open a new remote attempt, or explain why this delivery must not submit."""
     job = take_delivery(session, job_id)
     if isinstance(job, Skip):
@@ -72,6 +109,9 @@ def claim_submit(session: Session, job_id: uuid.UUID, settings: Settings) -> Cla
     waiting = wait_or_exhausted(job, now)
     if waiting is not None:
         return waiting
+    over = _over_budget(session, job, settings)
+    if over is not None:
+        return over
     lost_before = session.scalar(
         select(Attempt.id)
         .where(Attempt.job_id == job.id, Attempt.outcome == AttemptOutcome.LOST)

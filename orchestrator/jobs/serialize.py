@@ -12,6 +12,7 @@ def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
         "id": str(job.id),
         "state": job.state.value,
         "backend": job.backend,
+        "requested_backend": job.requested_backend or job.backend,
         "model": job.model,
         "options": job.options,
         "client": job.client,
@@ -43,6 +44,7 @@ def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
             "cropped": r.cropped,
         }
     if with_attempts:
+        out["routing"] = job.routing  # auto: the decision and what it was made on
         out["attempt_log"] = [
             {
                 "number": a.number,

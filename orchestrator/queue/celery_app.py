@@ -8,6 +8,7 @@ Messages carry only a job id: the database holds the job, the broker only rings 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -85,6 +86,17 @@ def publish_run(settings: Settings, job_id: object, queue: str, countdown: float
         countdown=countdown,
         retry=True,
     )
+
+
+def publish_many(settings: Settings, jobs: Sequence[tuple[object, str]]) -> None:
+    """Publish run messages for (job id, queue) pairs on one pooled broker connection."""
+    if not jobs:
+        return
+    publisher = publisher_for(settings)
+    with publisher.producer_or_acquire() as producer:
+        for job_id, queue in jobs:
+            publisher.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=queue, routing_key=queue,
+                                producer=producer, retry=True)
 
 
 def publish_webhook(settings: Settings, job_id: object, queue: str, attempt: int = 1,

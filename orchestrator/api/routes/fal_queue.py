@@ -8,29 +8,33 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
-from orchestrator.api.deps import PrincipalDep, SettingsDep, visible_job
+from orchestrator.api.deps import PrincipalDep, SettingsDep, app_settings, visible_job
 from orchestrator.api.inputs import check_webhook_url, source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
+from orchestrator.api.submissions import SubmitBatcher
 from orchestrator.api.views import (
     REQUESTS_PATH,
     request_urls,
     result_body,
     status_body,
 )
+from orchestrator.backends import backend_class
 from orchestrator.backends.fal.client import cancel_once
 from orchestrator.db.session import session_scope
 from orchestrator.jobs import service
-from orchestrator.jobs.producer import Submitted, submit
+from orchestrator.jobs.producer import JobRequest
 from orchestrator.jobs.states import AttemptOutcome, JobState
-from orchestrator.queue.broker import queue_depth
-from orchestrator.settings import Settings
 
 router = APIRouter(tags=["fal-compatible queue"])
 
+# Data URIs up to this many characters are checked on the event loop (microseconds).
+INLINE_CHECK_MAX = 64 * 1024
+
 BackendHeader = Annotated[
     str | None,
-    Header(alias="X-Orchestrator-Backend", description="local, fal (default from settings)"),
+    Header(alias="X-Orchestrator-Backend", description="local, fal or auto (default from settings)"),
 ]
 
 
@@ -67,46 +71,38 @@ def _reply(code: int, body: dict[str, Any], request_id: str) -> JSONResponse:
 
 @router.post("/fal-ai/imageutils/rembg", response_model=SubmitReply,
              responses=errors(*AUTH, 400, 413, 422, 503))
-def submit_request(
+async def submit_request(
     body: RembgInput,
     request: Request,
     principal: PrincipalDep,
-    settings: SettingsDep,
     backend: BackendHeader = None,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     fal_webhook: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JSONResponse:
     """Queue a background removal; reply as fal's queue does."""
-    source = source_from_image_url(body.image_url, settings, name="image")
+    settings = app_settings(request)
+    if len(body.image_url) < INLINE_CHECK_MAX and body.image_url.startswith("data:"):
+        source = source_from_image_url(body.image_url, settings, name="image")
+    else:  # a URL's host is resolved, a big data URI decoded: not on the event loop
+        source = await run_in_threadpool(source_from_image_url, body.image_url, settings,
+                                         name="image")
     if fal_webhook is not None:
-        check_webhook_url(fal_webhook, settings)
-    [item] = submit(
-        [source],
-        settings=settings,
-        backend=backend,
-        crop_to_bbox=body.crop_to_bbox,
-        sync_mode=body.sync_mode,
-        idempotency_key=idempotency_key,
-        client=principal.client,
-        webhook_url=fal_webhook,
-    )
+        await run_in_threadpool(check_webhook_url, fal_webhook, settings)
+    backend_name = backend or settings.default_backend
+    backend_class(backend_name)
+    submitter: SubmitBatcher = request.app.state.submitter
+    accepted = await submitter.submit(JobRequest(
+        source, backend_name, crop_to_bbox=body.crop_to_bbox, sync_mode=body.sync_mode,
+        client=principal.client, idempotency_key=idempotency_key, webhook_url=fal_webhook,
+    ))
+    job_id = accepted.submitted.job_id
     # The submit reply is the hot path: no extra database round trip. The position is the
-    # backend queue's depth in the broker (the status call counts it exactly in Postgres).
+    # backend queue's depth in Redis (the status call counts it exactly in Postgres).
     reply = SubmitReply(
-        status="IN_QUEUE", request_id=str(item.job_id),
-        **request_urls(_base(request), item.job_id), queue_position=_queue_depth(settings, item),
-        gateway_request_id=str(item.job_id),
+        status="IN_QUEUE", request_id=str(job_id), **request_urls(_base(request), job_id),
+        queue_position=accepted.queue_position, gateway_request_id=str(job_id),
     )
     return _reply(200, reply.model_dump(), reply.request_id)
-
-
-def _queue_depth(settings: Settings, item: Submitted) -> int:
-    if item.state is not JobState.QUEUED:
-        return 0
-    try:
-        return max(0, queue_depth(settings, item.backend) - 1)
-    except Exception:
-        return 0
 
 
 @router.get(REQUESTS_PATH + "/{request_id}/status", responses={

@@ -5,21 +5,22 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from orchestrator.api.deps import PrincipalDep, SettingsDep, authenticated, visible_job
+from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_unless_token, visible_job
 from orchestrator.api.inputs import source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.routes.fal_queue import request_cancel
 from orchestrator.auth.keys import Principal
+from orchestrator.backends import backend_class
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.errors import InputError, InputTooLarge
 from orchestrator.jobs import service
-from orchestrator.jobs.producer import Source, Submitted, submit
+from orchestrator.jobs.producer import JobRequest, Source, Submitted, submit, submit_requests
 from orchestrator.jobs.serialize import job_dict
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import publish_run
@@ -46,7 +47,7 @@ class BatchItem(BaseModel):
 
 class BatchRequest(BaseModel):
     items: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
-    backend: str | None = Field(default=None, description="local or fal (default from settings)")
+    backend: str | None = Field(default=None, description="local, fal or auto (default from settings)")
 
 
 def _summaries(items: list[Submitted]) -> list[JobSummary]:
@@ -76,8 +77,12 @@ def upload(
 
 @router.post("/batches", response_model=list[JobSummary], responses=errors(*AUTH, 400, 413, 422))
 def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) -> list[JobSummary]:
-    """Queue many images at once; an item that can never work is reported, not queued."""
-    out: list[JobSummary] = []
+    """Queue many images at once (one transaction); an item that can never work is reported,
+    not queued."""
+    backend = body.backend or settings.default_backend
+    backend_class(backend)
+    out: list[JobSummary | None] = []
+    requests: list[JobRequest] = []
     for index, item in enumerate(body.items):
         try:
             source = source_from_image_url(item.image_url, settings, name=f"item-{index}")
@@ -85,10 +90,11 @@ def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) ->
             out.append(JobSummary(id="", state="rejected", input=item.image_url[:200], created=False,
                                   error=str(exc)))
             continue
-        out.extend(_summaries(submit([source], settings=settings, backend=body.backend,
-                                     crop_to_bbox=item.crop_to_bbox, sync_mode=item.sync_mode,
-                                     client=principal.client)))
-    return out
+        out.append(None)
+        requests.append(JobRequest(source, backend, crop_to_bbox=item.crop_to_bbox,
+                                   sync_mode=item.sync_mode, client=principal.client))
+    accepted = iter(_summaries(submit_requests(requests, settings=settings)))
+    return [summary if summary is not None else next(accepted) for summary in out]
 
 
 @router.get("/jobs", responses=errors(*AUTH, 422))
@@ -143,14 +149,11 @@ def cancel_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> R
             responses={200: {"content": {"image/png": {}}}, **errors(*AUTH, 404, 422)})
 def job_result(
     job_id: str,
-    request: Request,
     settings: SettingsDep,
+    principal: Annotated[Principal | None, Depends(caller_unless_token)],
     token: Annotated[str | None, Query(description="the token in image.url")] = None,
 ) -> Response:
     """The result file. ``image.url`` carries a per-job token, so it works without a key."""
-    principal: Principal | None = None
-    if token is None:
-        principal = authenticated(settings, request.headers.get("authorization"))
     with session_scope(settings.database_url) as session:
         if principal is not None:
             job = visible_job(session, job_id, principal)

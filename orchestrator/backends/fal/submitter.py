@@ -64,6 +64,15 @@ def submit_delivery(
         if decision.reason != "already submitted; polling resumed":
             limits.release(slot)
         return RunReport("skipped", decision.reason)
+    if isinstance(decision, remote.OverBudget):
+        limits.release(slot)
+        if decision.rerouted_to is not None:
+            publish(job_id, decision.rerouted_to, 0)
+            return RunReport("rerouted", f"to {decision.rerouted_to}: {decision.reason}")
+        if decision.wait_seconds is not None:
+            publish(job_id, FalBackend.name, min(decision.wait_seconds, settings.retry_countdown_cap()))
+            return RunReport("waiting", decision.reason)
+        return RunReport("failed", decision.reason)
     if isinstance(decision, Busy):
         delay = min(max(decision.retry_after + 1.0, 1.0), settings.retry_countdown_cap())
         publish(job_id, FalBackend.name, delay)

@@ -1,0 +1,77 @@
+"""Requests per key per second, counted in Redis so every API process shares one limit."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+import redis.asyncio
+from starlette.concurrency import run_in_threadpool
+
+from orchestrator.backends.fal.limits import redis_client
+from orchestrator.queue.broker import is_redis
+
+log = logging.getLogger("orchestrator.api.ratelimit")
+
+# One round trip: count this request in the key's current one-second window.
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 2) end
+return n
+"""
+
+
+class _LocalWindows:
+    """Requests per key in the current one-second window, in this process."""
+
+    def __init__(self) -> None:
+        self._window = 0
+        self._counts: dict[int, int] = {}
+
+    def hit(self, key_id: int, window: int) -> int:
+        # Called on the event loop only: no lock needed.
+        if window != self._window:
+            self._window, self._counts = window, {}
+        self._counts[key_id] = self._counts.get(key_id, 0) + 1
+        return self._counts[key_id]
+
+
+class RateLimiter:
+    """Counts on an asyncio Redis client while the app's lifespan holds one open (the server's
+    case), else on the blocking client in a worker thread (an app driven without a lifespan).
+    Without Redis (the embedded mode) the count is per API process."""
+
+    def __init__(self, redis_url: str, per_second: float) -> None:
+        self.redis_url = redis_url
+        self.per_second = per_second
+        self._async: redis.asyncio.Redis | None = None
+        self._local = None if is_redis(redis_url) else _LocalWindows()
+
+    async def start(self) -> None:
+        if self._local is not None:
+            return
+        self._async = redis.asyncio.Redis.from_url(
+            self.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+
+    async def stop(self) -> None:
+        client, self._async = self._async, None
+        if client is not None:
+            await client.aclose()
+
+    async def allow(self, key_id: int) -> bool:
+        window = int(time.time())
+        if self._local is not None:
+            return self._local.hit(key_id, window) <= self.per_second
+        key = f"orchestrator:api:rate:{key_id}:{window}"
+        try:
+            if self._async is not None:
+                count = await self._async.eval(_COUNT, 1, key)
+            else:
+                count = await run_in_threadpool(redis_client(self.redis_url).eval, _COUNT, 1, key)
+        except (redis.RedisError, OSError) as exc:
+            # The limiter must not turn a Redis blip into an outage.
+            log.warning("rate limit not checked, Redis unavailable: %s", type(exc).__name__)
+            return True
+        return int(count) <= self.per_second

@@ -1,0 +1,281 @@
+"""The cost report, aggregated in SQL: two queries, each with its totals row (GROUPING SETS).
+
+* **Money and seconds are sums of attempt rows** (``attempts.cost_usd``, ``compute_seconds``,
+  ``fal_equivalent_usd`` as each attempt stored them; nothing is re-priced), counted on the UTC
+  day the attempt started, under the backend that ran it. That is what a bill covers.
+* **Job counts and latency** count jobs on the UTC day they were submitted (``jobs.created_at``).
+  Latency is submit to done of the jobs that succeeded (``percentile_cont``).
+
+Grouping by ``model``, ``client`` or ``state`` (or a client filter) joins attempts to their
+jobs; grouping by time and backend reads one table per query. The attempt query always groups by
+backend as well (the fal/local split of a group is then a plain sum per row, not a FILTERed sum
+per backend); the few rows it returns are added up into the asked-for groups and the total here
+(sums add up exactly; percentiles do not, so the job query has its totals row from SQL).
+
+Speed (1,000,000 attempts, see ``benchmarks/report_costs.py``): the UTC day of an attempt or job
+is an indexed expression (``ix_attempts_report_day``, ``ix_jobs_report_day``, covering the
+figures), so a daily report reads one index in group order — no sort, no heap — and the period
+is also given as a range of that expression so that the index narrows it. Latency percentiles
+are one ``percentile_cont(ARRAY[0.5, 0.95])`` per group over ``date_part`` (float8) seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Row,
+    Select,
+    and_,
+    func,
+    literal_column,
+    select,
+    tuple_,
+)
+
+from orchestrator.db.models import Attempt, Job
+from orchestrator.errors import ReportError
+from orchestrator.jobs.states import JobState
+from orchestrator.reports.period import Period
+
+TIME_GROUPINGS = ("day", "week", "month")
+GROUPINGS = (*TIME_GROUPINGS, "backend", "model", "client", "state")
+ZERO = Decimal(0)
+
+attempts = Attempt.__table__
+jobs = Job.__table__
+
+
+@dataclass
+class ReportRow:
+    """One group (or the total, whose ``group`` is empty)."""
+
+    group: dict[str, str] = field(default_factory=dict)
+    jobs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    attempts: int = 0
+    retries: int = 0  # attempts after a job's first
+    compute_seconds: Decimal = ZERO
+    cost_usd: Decimal = ZERO
+    fal_cost_usd: Decimal = ZERO
+    local_cost_usd: Decimal = ZERO
+    local_fal_equivalent_usd: Decimal = ZERO  # what fal would have charged for the local work
+    latency_p50_seconds: float | None = None
+    latency_p95_seconds: float | None = None
+
+    @property
+    def saving_usd(self) -> Decimal:
+        """What running locally saved against fal's price for the same seconds."""
+        return self.local_fal_equivalent_usd - self.local_cost_usd
+
+    @property
+    def all_on_fal_usd(self) -> Decimal:
+        """What the same work would have cost had it all run on fal."""
+        return self.fal_cost_usd + self.local_fal_equivalent_usd
+
+
+@dataclass(frozen=True)
+class CostReport:
+    period: Period
+    group_by: tuple[str, ...]
+    client: str | None
+    rows: list[ReportRow]
+    total: ReportRow
+
+
+def parse_group_by(values: Iterable[str]) -> tuple[str, ...]:
+    """``["day,backend", "client"]`` → ``("day", "backend", "client")``; one time grouping."""
+    out: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            if name not in GROUPINGS:
+                raise ReportError(
+                    f"cannot group by {part.strip()!r}; choose from {', '.join(GROUPINGS)}"
+                )
+            if name not in out:
+                out.append(name)
+    if sum(1 for name in out if name in TIME_GROUPINGS) > 1:
+        raise ReportError("group by at most one of day, week, month")
+    return tuple(out)
+
+
+def utc_bucket(unit: str, moment: Any) -> ColumnElement[datetime]:
+    """``date_trunc(unit, timezone('UTC', moment))``: UTC days (weeks, months) whatever the
+    session's time zone. Literals, not bound parameters, so that the select list, GROUPING SETS
+    and the expression indexes on the day are the same expression."""
+    return func.date_trunc(literal_column(f"'{unit}'"),
+                           func.timezone(literal_column("'UTC'"), moment))
+
+
+def _in_period(moment: Any, period: Period) -> ColumnElement[bool]:
+    # The day range is implied by the instant range; said explicitly, it lets the day indexes
+    # narrow the scan.
+    first_day = period.since.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    last_day = period.until.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    day = utc_bucket("day", moment)
+    return and_(moment >= period.since, moment < period.until,
+                day >= first_day, day <= last_day)
+
+
+def _keys(group_by: Sequence[str], *, on_attempts: bool) -> list[ColumnElement[Any]]:
+    moment = attempts.c.started_at if on_attempts else jobs.c.created_at
+    backend = attempts.c.backend if on_attempts else jobs.c.backend
+    columns: dict[str, ColumnElement[Any]] = {
+        "backend": backend, "model": jobs.c.model, "client": jobs.c.client, "state": jobs.c.state,
+    }
+    return [(utc_bucket(name, moment) if name in TIME_GROUPINGS else columns[name]).label(name)
+            for name in group_by]
+
+
+def _grouped(stmt: Select[Any], keys: Sequence[ColumnElement[Any]]) -> Select[Any]:
+    """GROUP BY GROUPING SETS ((keys), ()): the groups and the total, told apart by
+    ``is_total``."""
+    if not keys:
+        return stmt
+    flag = func.grouping(*(k.element for k in keys))
+    return stmt.add_columns(flag.label("is_total")).group_by(
+        func.grouping_sets(tuple_(*(k.element for k in keys)), tuple_())
+    )
+
+
+def attempt_query(period: Period, group_by: Sequence[str], client: str | None) -> Select[Any]:
+    """Sums of attempt rows per group and backend. No totals row: sums add up, so the total is
+    the sum of these few rows, and a plain GROUP BY lets Postgres aggregate in parallel."""
+    keys = _keys([g for g in group_by if g != "backend"], on_attempts=True)
+    backend = attempts.c.backend.label("backend")
+    needs_jobs = client is not None or any(g in ("model", "client", "state") for g in group_by)
+    source = attempts.join(jobs, attempts.c.job_id == jobs.c.id) if needs_jobs else attempts
+    zero: ColumnElement[Decimal] = literal_column("0")
+    stmt = (
+        select(
+            *keys,
+            backend,
+            func.count().label("attempts"),
+            func.count().filter(attempts.c.number > 1).label("retries"),
+            func.coalesce(func.sum(attempts.c.compute_seconds), zero).label("compute_seconds"),
+            func.coalesce(func.sum(attempts.c.cost_usd), zero).label("cost_usd"),
+            func.coalesce(func.sum(attempts.c.fal_equivalent_usd), zero)
+            .label("fal_equivalent_usd"),
+        )
+        .select_from(source)
+        .where(_in_period(attempts.c.started_at, period))
+        .group_by(*(k.element for k in keys), backend.element)
+    )
+    if client is not None:
+        stmt = stmt.where(jobs.c.client == client)
+    return stmt
+
+
+def job_query(period: Period, group_by: Sequence[str], client: str | None) -> Select[Any]:
+    """Job counts and latency percentiles per group, and in total."""
+    keys = _keys(group_by, on_attempts=False)
+    succeeded = jobs.c.state == JobState.SUCCEEDED
+    seconds = func.date_part(literal_column("'epoch'"), jobs.c.finished_at - jobs.c.created_at)
+    fractions: ColumnElement[Any] = literal_column("ARRAY[0.5, 0.95]")
+    stmt = (
+        select(
+            *keys,
+            func.count().label("jobs"),
+            func.count().filter(succeeded).label("succeeded"),
+            func.count().filter(jobs.c.state == JobState.FAILED).label("failed"),
+            func.count().filter(jobs.c.state == JobState.CANCELLED).label("cancelled"),
+            func.percentile_cont(fractions).within_group(seconds)
+            .filter(and_(succeeded, jobs.c.finished_at.is_not(None))).label("latency"),
+        )
+        .select_from(jobs)
+        .where(_in_period(jobs.c.created_at, period))
+    )
+    if client is not None:
+        stmt = stmt.where(jobs.c.client == client)
+    return _grouped(stmt, keys)
+
+
+def _key_text(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if name == "month" and isinstance(value, datetime):
+        return value.strftime("%Y-%m")
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d")
+    return str(getattr(value, "value", value))
+
+
+def cost_report(
+    engine: Engine, period: Period, group_by: Sequence[str] = (), client: str | None = None
+) -> CostReport:
+    """Run the two aggregate queries — at once, on two connections (each is one CPU-bound scan;
+    together they take the time of the slower) — and line their groups up by key."""
+    group_by = tuple(group_by)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cost-report") as pool:
+        job_records = pool.submit(_fetch, engine, job_query(period, group_by, client))
+        attempt_records = _fetch(engine, attempt_query(period, group_by, client))
+        return _assemble(period, group_by, client, attempt_records, job_records.result())
+
+
+def _fetch(engine: Engine, stmt: Select[Any]) -> Sequence[Row[Any]]:
+    with engine.connect() as conn:
+        return conn.execute(stmt).all()
+
+
+def _assemble(
+    period: Period, group_by: tuple[str, ...], client: str | None,
+    attempt_records: Sequence[Row[Any]], job_records: Sequence[Row[Any]],
+) -> CostReport:
+    rows: dict[tuple[Any, ...], ReportRow] = {}
+    total = ReportRow()
+
+    def group_row(mapping: Any) -> ReportRow:
+        raw = tuple(mapping[name] for name in group_by)
+        if raw not in rows:
+            rows[raw] = ReportRow(group={n: _key_text(n, v) for n, v in zip(group_by, raw)})
+        return rows[raw]
+
+    # Attempt sums come per group and backend: each row is part of its group and of the total.
+    for record in attempt_records:
+        m = record._mapping
+        for row in (total, group_row(m)) if group_by else (total,):
+            _add_attempts(row, m)
+    for record in job_records:
+        m = record._mapping
+        row = group_row(m) if group_by and not m["is_total"] else total
+        row.jobs, row.succeeded = m["jobs"], m["succeeded"]
+        row.failed, row.cancelled = m["failed"], m["cancelled"]
+        if m["latency"] is not None:
+            p50, p95 = m["latency"]
+            row.latency_p50_seconds, row.latency_p95_seconds = round(p50, 3), round(p95, 3)
+    ordered = [rows[k] for k in sorted(rows, key=lambda key: tuple(_sort_key(v) for v in key))]
+    return CostReport(period, group_by, client, ordered, total)
+
+
+def _add_attempts(row: ReportRow, m: Any) -> None:
+    row.attempts += m["attempts"]
+    row.retries += m["retries"]
+    row.compute_seconds += m["compute_seconds"]
+    row.cost_usd += m["cost_usd"]
+    if m["backend"] == "fal":
+        row.fal_cost_usd += m["cost_usd"]
+    elif m["backend"] == "local":
+        row.local_cost_usd += m["cost_usd"]
+        row.local_fal_equivalent_usd += m["fal_equivalent_usd"]
+
+
+def _sort_key(value: Any) -> tuple[int, str]:
+    if value is None:
+        return (1, "")
+    if isinstance(value, datetime):
+        return (0, value.isoformat())
+    return (0, str(getattr(value, "value", value)))
+
+

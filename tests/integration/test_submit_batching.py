@@ -1,0 +1,122 @@
+"""The API's group commit (orchestrator/api/submissions.py) on the real Postgres and Redis:
+concurrent submits share transactions, yet each caller gets its own job (or its own error),
+identical inputs of one batch fold into one job, and every created job is published once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+
+import psycopg
+import redis
+from PIL import Image
+
+from orchestrator.api.submissions import Accepted, SubmitBatcher
+from orchestrator.jobs.producer import JobRequest, Source
+from orchestrator.jobs.states import JobState
+from orchestrator.settings import load_settings
+
+
+def png(tag: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (2, 2), (tag % 256, tag // 256 % 256, 7)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def request(data: bytes, name: str = "img", client: str = "svc") -> JobRequest:
+    return JobRequest(Source(name=name, data=data, origin=name), "local", client=client)
+
+
+async def submit_all(batcher: SubmitBatcher, requests: list[JobRequest]) -> list[Accepted | BaseException]:
+    return await asyncio.gather(*(batcher.submit(r) for r in requests), return_exceptions=True)
+
+
+def rows(database_url: str) -> list[tuple[uuid.UUID, str, int]]:
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        return conn.execute("SELECT id, state, dedup_attached FROM jobs").fetchall()
+
+
+def test_concurrent_submits_each_get_their_own_job_and_one_message(env: dict[str, str]) -> None:
+    settings = load_settings()
+    batcher = SubmitBatcher(settings, max_batch=16)
+    sizes: list[int] = []
+    write = batcher._write
+    batcher._write = lambda batch: (sizes.append(len(batch)), write(batch))[1]  # type: ignore[method-assign]
+    requests = [request(png(i), name=f"img-{i}") for i in range(60)]
+
+    accepted = asyncio.run(submit_all(batcher, requests))
+
+    assert sizes == [16, 16, 16, 12]  # they queued up while the first batch was written
+
+    assert all(isinstance(a, Accepted) for a in accepted)
+    ids = [a.submitted.job_id for a in accepted if isinstance(a, Accepted)]
+    assert len(set(ids)) == 60
+    assert [a.submitted.source.name for a in accepted if isinstance(a, Accepted)] == \
+        [f"img-{i}" for i in range(60)]
+    stored = rows(env["ORCH_DATABASE_URL"])
+    assert {r[0] for r in stored} == set(ids) and {r[1] for r in stored} == {"queued"}
+    assert redis.Redis.from_url(env["ORCH_BROKER_URL"]).llen("local") == 60
+    # Positions count the messages ahead in the queue: all distinct, 0 … 59.
+    positions = sorted(a.queue_position for a in accepted if isinstance(a, Accepted))
+    assert positions == list(range(60))
+
+
+def test_identical_inputs_in_one_batch_fold_into_one_job(env: dict[str, str]) -> None:
+    settings = load_settings()
+    batcher = SubmitBatcher(settings)
+    same = png(1)
+    requests = [request(same) for _ in range(5)] + [request(same, client="other")]
+
+    accepted = [a for a in asyncio.run(submit_all(batcher, requests)) if isinstance(a, Accepted)]
+
+    mine = {a.submitted.job_id for a in accepted[:5]}
+    assert len(mine) == 1  # one job for the tenant; the other four attached to it
+    assert [a.submitted.created for a in accepted[:5]].count(True) == 1
+    assert accepted[5].submitted.job_id not in mine  # dedup never crosses tenants
+    by_id = {r[0]: r for r in rows(env["ORCH_DATABASE_URL"])}
+    assert len(by_id) == 2 and by_id[mine.pop()][2] == 4
+    assert redis.Redis.from_url(env["ORCH_BROKER_URL"]).llen("local") == 2
+
+
+def test_a_bad_request_fails_alone(env: dict[str, str]) -> None:
+    """A value Postgres cannot store fails the shared transaction: the batch is written again
+    one request at a time, so only its caller gets the error and nothing is stored twice."""
+    settings = load_settings()
+    batcher = SubmitBatcher(settings)
+    requests = [request(png(i), name=f"ok-{i}") for i in range(8)]
+    requests.insert(3, request(png(99), name="bad\x00name"))
+
+    accepted = asyncio.run(submit_all(batcher, requests))
+
+    errors = [a for a in accepted if isinstance(a, BaseException)]
+    assert len(errors) == 1 and accepted[3] is errors[0]
+    ok = [a for a in accepted if isinstance(a, Accepted)]
+    assert len(ok) == 8 and all(a.submitted.state is JobState.QUEUED for a in ok)
+    assert len(rows(env["ORCH_DATABASE_URL"])) == 8
+    assert redis.Redis.from_url(env["ORCH_BROKER_URL"]).llen("local") == 8
+
+
+def test_keyed_requests_keep_their_own_transaction(env: dict[str, str]) -> None:
+    settings = load_settings()
+    batcher = SubmitBatcher(settings)
+    keyed = [JobRequest(Source("k", data=png(5)), "local", client="svc", idempotency_key="order-1")
+             for _ in range(3)]
+    others = [request(png(10 + i)) for i in range(4)]
+
+    accepted = asyncio.run(submit_all(batcher, keyed + others))
+
+    assert all(isinstance(a, Accepted) for a in accepted)
+    keyed_ids = {a.submitted.job_id for a in accepted[:3] if isinstance(a, Accepted)}
+    assert len(keyed_ids) == 1
+    assert len(rows(env["ORCH_DATABASE_URL"])) == 5
+
+
+def test_dedup_window_zero_disables_folding(env: dict[str, str]) -> None:
+    settings = load_settings(dedup_window_seconds=0)
+    batcher = SubmitBatcher(settings)
+    same = png(3)
+
+    accepted = asyncio.run(submit_all(batcher, [request(same) for _ in range(4)]))
+
+    assert len({a.submitted.job_id for a in accepted if isinstance(a, Accepted)}) == 4
