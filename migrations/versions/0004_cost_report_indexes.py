@@ -20,6 +20,10 @@ UTC_DAY = "date_trunc('day', timezone('UTC', {}))"
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        # The expression indexes are Postgres's (date_trunc, INCLUDE); SQLite gets the plain one.
+        op.create_index('ix_jobs_client_created_at', 'jobs', ['client', 'created_at'], unique=False)
+        return
     op.create_index('ix_attempts_report_day', 'attempts',
                     [sa.text(UTC_DAY.format('started_at')), 'backend'], unique=False,
                     postgresql_include=['started_at', 'number', 'compute_seconds', 'cost_usd',
@@ -33,5 +37,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index('ix_jobs_client_created_at', table_name='jobs')
+    if op.get_bind().dialect.name != "postgresql":
+        return
     op.drop_index('ix_jobs_report_day', table_name='jobs')
     op.drop_index('ix_attempts_report_day', table_name='attempts')

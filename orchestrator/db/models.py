@@ -40,7 +40,8 @@ NAMING_CONVENTION = {
 }
 
 # The UTC day of an instant, exactly as orchestrator.reports.costs.utc_bucket writes it (the
-# planner matches an index expression only to the same expression).
+# planner matches an index expression only to the same expression). Postgres only: SQLite (the
+# embedded mode) has no date_trunc, and its reports scan a small table anyway.
 UTC_DAY = "date_trunc('day', timezone('UTC', {}))"
 
 Money = Numeric(18, 9)
@@ -80,7 +81,7 @@ class Job(TimestampMixin, Base):
         # Cost reports (orchestrator/reports/costs.py): jobs by UTC day and backend, read in
         # group order from the index alone; and one client's jobs of a period.
         Index("ix_jobs_report_day", text(UTC_DAY.format("created_at")), "backend",
-              postgresql_include=["created_at", "state", "finished_at"]),
+              postgresql_include=["created_at", "state", "finished_at"]).ddl_if(dialect="postgresql"),
         Index("ix_jobs_client_created_at", "client", "created_at",
               postgresql_include=["backend", "state", "finished_at"]),
         Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
@@ -163,7 +164,7 @@ class Attempt(Base):
         # Cost reports: attempts by UTC day and backend with their figures, index-only.
         Index("ix_attempts_report_day", text(UTC_DAY.format("started_at")), "backend",
               postgresql_include=["started_at", "number", "compute_seconds", "cost_usd",
-                                  "fal_equivalent_usd"]),
+                                  "fal_equivalent_usd"]).ddl_if(dialect="postgresql"),
         Index("ix_attempts_outcome_next_poll_at", "outcome", "next_poll_at"),
         Index("ix_attempts_provider_request_id", "provider_request_id"),
     )
