@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -156,6 +157,23 @@ def _reference(data: bytes, model: Path) -> np.ndarray:
     return np.asarray(remove_background(image, create_session(settings), crop_to_bbox=False))
 
 
+def _check_cost_report(dev: Dev, job_ids: list[str]) -> None:
+    """The cost report runs on SQLite too, and its sums are the attempt rows' sums."""
+    with dev.client() as http:
+        attempts = [a for job_id in job_ids for a in http.get(f"/v1/jobs/{job_id}").json()["attempt_log"]]
+        reply = http.get("/v1/reports/costs", params={"group_by": "day,backend"})
+    assert reply.status_code == 200, reply.text
+    report = reply.json()
+    total = report["total"]
+    assert total["jobs"] == total["succeeded"] == len(job_ids)
+    assert total["attempts"] == len(attempts)
+    assert Decimal(total["compute_seconds"]) == sum(Decimal(a["compute_seconds"]) for a in attempts)
+    assert Decimal(total["local_fal_equivalent_usd"]) == sum(Decimal(a["fal_equivalent_usd"]) for a in attempts)
+    assert total["latency_p50_seconds"] is not None
+    [row] = report["rows"]
+    assert row["backend"] == "local" and row["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+
+
 def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
     tmp_path: Path, tiny_model: Path
 ) -> None:
@@ -208,6 +226,7 @@ def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
             reply = http.post("/v1/uploads", files=[("files", ("again.png", _png((50, 70)), "image/png"))])
             new_id = reply.json()[0]["id"]
         assert again.wait_job(new_id)["state"] == "succeeded"
+        _check_cost_report(again, [upload_id, new_id, *(set(jobs) - {upload_id})])
         assert again.interrupt() == 0
     finally:
         again.kill()
