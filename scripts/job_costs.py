@@ -1,7 +1,5 @@
-"""Print a per-job cost summary from `orchestrator jobs show ID --json` lines on stdin.
-
-(Stand-in until `orchestrator report costs` is in: the demo script uses that when it exists.)
-"""
+"""Print a per-job cost summary from `orchestrator jobs show ID --json` lines on stdin (the
+demo's jobs one by one; `orchestrator report costs` then sums every job of the period)."""
 
 from __future__ import annotations
 
