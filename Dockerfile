@@ -5,7 +5,8 @@ COPY pyproject.toml README.md ./
 COPY orchestrator ./orchestrator
 COPY migrations ./migrations
 COPY config ./config
-RUN pip install --no-cache-dir -e '.[local]'
+# local: rembg + onnxruntime for worker-local; ops: Flower
+RUN pip install --no-cache-dir -e '.[local,ops]'
 RUN useradd --create-home orchestrator
 USER orchestrator
 ENTRYPOINT ["orchestrator"]

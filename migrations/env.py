@@ -3,7 +3,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from orchestrator.db.models import Base
+from orchestrator.db.models import Base, autogenerate_filter
 
 config = context.config
 target_metadata = Base.metadata
@@ -32,6 +32,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=autogenerate_filter(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -77,6 +77,18 @@ class Settings(BaseSettings):
     fal_job_cost_estimate_usd: Decimal = Field(default=Decimal("0.005"), gt=0)
     # Crossing 80 % and 100 % of a budget is logged, and POSTed (JSON) here when set.
     budget_alert_webhook_url: str | None = None
+    # A fal request not completed this long after its submit is cancelled at fal; the job
+    # gets a new attempt if it has attempts left.
+    fal_request_timeout_seconds: float = Field(default=600.0, gt=0)
+    # Where fal reaches this orchestrator's webhook receiver (`https://HOST/v1/fal/webhook`).
+    # Set, every submit carries it, and a request whose id was lost (a worker killed between
+    # fal's reply and the commit, a reply lost on the wire) is adopted from its webhook.
+    fal_webhook_url: str | None = None
+    # With fal_webhook_url: how long an unknown submit waits for its webhook before the job
+    # is bought again (and flagged possible_duplicate).
+    fal_adopt_wait_seconds: float = Field(default=120.0, ge=0)
+    # fal's webhook signing keys.
+    fal_jwks_url: str = "https://rest.fal.ai/.well-known/jwks.json"
 
     # --- local backend -------------------------------------------------------------------
     local_model: str = "isnet-general-use"
@@ -108,6 +120,22 @@ class Settings(BaseSettings):
     breaker_cooldown_seconds: float = Field(default=60.0, gt=0)
     # How long a new worker process may take to load its model before Celery gives up on it.
     worker_start_timeout_seconds: float = Field(default=180.0, gt=0)
+    # A pool process whose resident memory passed this after a job is replaced by a fresh one
+    # (Celery's worker_max_memory_per_child); 0 = no limit.
+    worker_max_memory_mb: int = Field(default=0, ge=0)
+    # A pool process is replaced after this many jobs (worker_max_tasks_per_child); 0 = never.
+    worker_max_tasks_per_child: int = Field(default=0, ge=0)
+    # ONNX Runtime execution providers for local sessions, in order of preference. A worker
+    # refuses to start when a non-CPU provider asked for here is not really in use.
+    local_providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"]
+    )
+
+    # --- logs ----------------------------------------------------------------------------
+    # `json`: one JSON object per line with job id, attempt, backend and request id; `text`
+    # for people. Applies to `orchestrator worker` and `orchestrator api`.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # --- inputs --------------------------------------------------------------------------
     max_input_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
@@ -129,6 +157,18 @@ class Settings(BaseSettings):
     unacked_restore_interval_seconds: int = Field(default=10, ge=1)
     # A running job's lease; renewed by a heartbeat every third of it.
     lease_seconds: float = Field(default=30.0, ge=2)
+    # How long a worker keeps retrying a database write (with backoff) while Postgres is away,
+    # holding the result it computed, before giving up on that delivery.
+    db_retry_seconds: float = Field(default=300.0, ge=0)
+
+    # --- reconciler ----------------------------------------------------------------------
+    # A pass every this many seconds (in each worker's main process, one active at a time).
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
+    # A queued job (or a retry that is due) with no message in Redis for this long is
+    # re-published; a job whose lease expired this long ago is re-driven.
+    reconcile_stale_after_seconds: float = Field(default=10.0, ge=0)
+    # Run the reconciler loop inside `orchestrator worker` (off: run `orchestrator reconcile --loop`).
+    reconcile_in_worker: bool = True
 
     # Identical requests (same client, image bytes, backend, model and options) within this
     # many seconds reuse the stored result at zero cost, or attach to the job in flight. 0 = off.
@@ -162,6 +202,24 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
         return value
+
+    @field_validator("local_providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one provider, e.g. CPUExecutionProvider")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def accelerators(self) -> list[str]:
+        """The non-CPU execution providers asked for."""
+        return [p for p in self.local_providers if p != "CPUExecutionProvider"]
 
     @field_validator("broker_url")
     @classmethod

@@ -20,10 +20,13 @@ UTC_DAY = "date_trunc('day', timezone('UTC', {}))"
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        # The expression indexes are Postgres's (date_trunc, INCLUDE); SQLite gets the plain one.
-        op.create_index('ix_jobs_client_created_at', 'jobs', ['client', 'created_at'], unique=False)
-        return
+    if op.get_bind().dialect.name == "postgresql":  # expression indexes in Postgres's SQL
+        _create_day_indexes()
+    op.create_index('ix_jobs_client_created_at', 'jobs', ['client', 'created_at'], unique=False,
+                    postgresql_include=['backend', 'state', 'finished_at'])
+
+
+def _create_day_indexes() -> None:
     op.create_index('ix_attempts_report_day', 'attempts',
                     [sa.text(UTC_DAY.format('started_at')), 'backend'], unique=False,
                     postgresql_include=['started_at', 'number', 'compute_seconds', 'cost_usd',
@@ -31,13 +34,10 @@ def upgrade() -> None:
     op.create_index('ix_jobs_report_day', 'jobs',
                     [sa.text(UTC_DAY.format('created_at')), 'backend'], unique=False,
                     postgresql_include=['created_at', 'state', 'finished_at'])
-    op.create_index('ix_jobs_client_created_at', 'jobs', ['client', 'created_at'], unique=False,
-                    postgresql_include=['backend', 'state', 'finished_at'])
 
 
 def downgrade() -> None:
     op.drop_index('ix_jobs_client_created_at', table_name='jobs')
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    op.drop_index('ix_jobs_report_day', table_name='jobs')
-    op.drop_index('ix_attempts_report_day', table_name='attempts')
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index('ix_jobs_report_day', table_name='jobs')
+        op.drop_index('ix_attempts_report_day', table_name='attempts')

@@ -16,7 +16,8 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.api.ratelimit import RateLimiter
-from orchestrator.api.routes import fal_queue, health, reports, v1
+from orchestrator.api.request_log import RequestLog
+from orchestrator.api.routes import fal_queue, fal_webhook, health, reports, v1
 from orchestrator.api.submissions import SubmitBatcher
 from orchestrator.errors import (
     BackendUnavailable,
@@ -125,13 +126,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
     max_body = settings.max_input_bytes * 4 // 3 + 64 * 1024
     app.add_middleware(BodyLimit, max_bytes=max_body)
+    app.add_middleware(RequestLog)  # outermost: every reply carries X-Request-Id
     app.include_router(fal_queue.router)
     app.include_router(v1.router)
     app.include_router(reports.router)
+    app.include_router(fal_webhook.router)
     app.include_router(health.router)
     return app
 
 
 def app_factory() -> Any:
-    """For `uvicorn --factory orchestrator.api.app:app_factory`."""
-    return create_app()
+    """For `uvicorn --factory orchestrator.api.app:app_factory` (in each server process)."""
+    from orchestrator.observability.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings)
+    return create_app(settings)

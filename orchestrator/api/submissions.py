@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.jobs.producer import JobRequest, Submitted, submit_requests
+from orchestrator.jobs.producer import JobRequest, Source, Submitted, submit, submit_requests
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.broker import queue_depth
+from orchestrator.routing import AUTO
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.api.submissions")
@@ -46,6 +48,15 @@ class SubmitBatcher:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         return await future
+
+    async def submit_routed(self, source: Source, settings: Settings, **options: Any) -> Accepted:
+        """An ``auto`` request: orchestrator.routing decides and records, one request at a time."""
+
+        def routed() -> Accepted:
+            [item] = submit([source], settings=settings, backend=AUTO, **options)
+            return Accepted(item, self._positions([item])[0])
+
+        return await run_in_threadpool(routed)
 
     async def _drain(self) -> None:
         while self._pending:

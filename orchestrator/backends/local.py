@@ -71,10 +71,13 @@ def create_session(settings: Settings) -> Any:
                 return str(kwargs["model_path"])
 
         return _ConfiguredPathSession(
-            "dis_custom", opts, model_path=str(settings.local_model_path)
+            "dis_custom", opts, model_path=str(settings.local_model_path),
+            providers=list(settings.local_providers),
         )
     try:
-        return rembg.new_session(settings.local_model, sess_opts=opts)
+        return rembg.new_session(
+            settings.local_model, sess_opts=opts, providers=list(settings.local_providers)
+        )
     except Exception as exc:
         raise BackendUnavailable(
             f"the rembg model {settings.local_model!r} could not be loaded ({exc}); on a machine "
@@ -138,13 +141,18 @@ class LocalBackend(InlineBackend):
     def price_per_second(self) -> Decimal:
         return self.settings.local_price_per_second
 
-    def warm(self) -> None:
-        """Create the session and run it once: ONNX Runtime sizes its memory arena on the first
-        run, which would otherwise slow the process's first real job by seconds."""
+    def warm(self) -> list[str]:
+        """Create the session, check it really runs on the providers asked for, and run it
+        once: ONNX Runtime sizes its memory arena on the first run, which would otherwise slow
+        the process's first real job by seconds. Returns the session's active providers."""
         from PIL import Image
 
+        from orchestrator.backends.providers import check_providers
+
         session = get_session(self.settings)
+        active = check_providers(session, self.settings)
         session.predict(Image.new("RGB", (32, 32)))
+        return active
 
     def run(self, job_input: BackendInput) -> BackendOutput:
         image = open_image(

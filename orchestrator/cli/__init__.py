@@ -7,7 +7,18 @@ import sys
 
 import typer
 
-from orchestrator.cli import api, budget, dev, jobs, keys, report, submit, worker
+from orchestrator.cli import (
+    api,
+    budget,
+    dev,
+    jobs,
+    keys,
+    reconcile,
+    report,
+    submit,
+    worker,
+    workers,
+)
 from orchestrator.cli.common import console_err
 from orchestrator.errors import ConfigError, OrchestratorError
 
@@ -31,9 +42,11 @@ def migrate() -> None:
 
 
 app.command(name="worker")(worker.worker)
+app.command(name="workers")(workers.workers)
 app.command(name="submit")(submit.submit)
 app.command(name="api")(api.api)
 app.command(name="dev")(dev.dev)
+app.command(name="reconcile")(reconcile.reconcile)
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(report.app, name="report")

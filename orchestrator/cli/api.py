@@ -21,7 +21,10 @@ def api(
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
-    get_settings()  # bad settings stop start-up here, with the setting's name
+    from orchestrator.observability.logs import configure_logging
+
+    settings = get_settings()  # bad settings stop start-up here, with the setting's name
+    configure_logging(settings)
     uvicorn.run(
         "orchestrator.api.app:app_factory",
         factory=True,
@@ -30,6 +33,9 @@ def api(
         workers=workers,
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-        log_level="warning",
+        # uvicorn's loggers propagate to the orchestrator's handler (JSON or text); the access
+        # line comes from the app's middleware, with the request id.
+        log_config=None,
+        log_level=settings.log_level.lower(),
         access_log=False,
     )

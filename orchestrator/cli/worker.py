@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated
 
 import typer
 
 from orchestrator.backends import BACKENDS, backend_class
+from orchestrator.backends.local import LocalBackend
 from orchestrator.cli.common import console_err
 from orchestrator.errors import BackendUnavailable, ConfigError
 from orchestrator.settings import get_settings
+
+log = logging.getLogger("orchestrator.worker")
 
 
 def worker(
@@ -24,11 +28,35 @@ def worker(
             min=1,
         ),
     ] = None,
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    max_memory_mb: Annotated[
+        int | None,
+        typer.Option(
+            "--max-memory-mb",
+            help="Replace a pool process whose resident memory is above this after a job "
+            "(default: ORCH_WORKER_MAX_MEMORY_MB; 0 = no limit).",
+            min=0,
+        ),
+    ] = None,
+    max_tasks_per_child: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tasks-per-child",
+            help="Replace a pool process after this many jobs (default: "
+            "ORCH_WORKER_MAX_TASKS_PER_CHILD; 0 = never).",
+            min=0,
+        ),
+    ] = None,
+    loglevel: Annotated[
+        str | None, typer.Option(help="Log level (default: ORCH_LOG_LEVEL).")
+    ] = None,
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
 ) -> None:
     """Run a Celery worker for the given backends' queues."""
+    from orchestrator.backends.providers import preflight
+    from orchestrator.observability.logs import configure_logging
+
     settings = get_settings()
+    configure_logging(settings, level=loglevel)
     names = [q.strip() for q in queues.split(",") if q.strip()]
     if not names:
         raise ConfigError("--queues needs at least one backend")
@@ -36,24 +64,39 @@ def worker(
         reason = backend_class(name).unavailable_reason(settings)
         if reason:
             raise BackendUnavailable(f"the {name} backend cannot start: {reason}")
+    if LocalBackend.name in names:
+        preflight(settings)  # a GPU asked for must really be used: no silent CPU fallback
     procs = concurrency or settings.concurrency()
     os.environ["ORCH_WORKER_QUEUES"] = ",".join(names)
-    console_err.print(
+    message = (
         f"worker for {', '.join(names)}: {procs} process(es), at most "
         f"{settings.inference_slots()} inference(s) at once × {settings.onnx_threads()} ONNX "
         f"thread(s); backends known: {', '.join(sorted(BACKENDS))}"
     )
+    if settings.log_format == "json":
+        log.info("%s", message)
+    else:
+        console_err.print(message)
     from orchestrator.queue.celery_app import app
 
+    memory_mb = settings.worker_max_memory_mb if max_memory_mb is None else max_memory_mb
+    tasks_per_child = (settings.worker_max_tasks_per_child if max_tasks_per_child is None
+                       else max_tasks_per_child)
     argv = [
         "worker",
         f"--queues={','.join(names)}",
         f"--concurrency={procs}",
-        f"--loglevel={loglevel}",
+        f"--loglevel={(loglevel or settings.log_level).upper()}",
         "--pool=prefork",
         "--without-mingle",
         "--without-gossip",
     ]
+    if memory_mb:
+        argv.append(f"--max-memory-per-child={memory_mb * 1024}")  # Celery counts KiB
+    if tasks_per_child:
+        argv.append(f"--max-tasks-per-child={tasks_per_child}")
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # Celery's banner is not a log line
     app.worker_main(argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -59,6 +60,20 @@ def _enum(cls: type[Any], name: str) -> Enum:
     )
 
 
+# Expression indexes written in Postgres's SQL (``.ddl_if(dialect="postgresql")``): SQLite,
+# the embedded mode's database, has neither the functions nor the need.
+POSTGRES_ONLY_INDEXES = frozenset({"ix_jobs_report_day", "ix_attempts_report_day"})
+
+
+def autogenerate_filter(dialect_name: str) -> Callable[..., bool]:
+    """Alembic's ``include_object``: leave Postgres-only indexes out elsewhere."""
+
+    def include(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+        return not (type_ == "index" and dialect_name != "postgresql" and name in POSTGRES_ONLY_INDEXES)
+
+    return include
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -113,6 +128,9 @@ class Job(TimestampMixin, Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The reconciler's last re-publish of this job (it had no live delivery), and how many.
+    redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    redrives: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)

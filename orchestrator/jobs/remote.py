@@ -42,6 +42,10 @@ from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, Sub
 from orchestrator.results.base import StoredBytes
 from orchestrator.settings import Settings
 
+# Attempts the poller asks fal about: the job's current one, and a lost submit whose request
+# was found again after the job had been bought once more (polled only for its cost).
+POLLED_OUTCOMES = (AttemptOutcome.RUNNING, AttemptOutcome.LOST)
+
 
 @dataclass(frozen=True)
 class OverBudget:
@@ -105,6 +109,15 @@ def claim_submit(
         )
         if count_crash(job, settings, doing="submitting"):
             return Skip("poison job failed")
+        if settings.fal_webhook_url:
+            # fal's webhook for that request names its id: give it time to arrive and be
+            # adopted (adopt_request) before buying the job again.
+            wait = settings.fal_adopt_wait_seconds
+            _set_state(job, JobState.RETRYING)
+            job.lease_owner = None
+            job.lease_expires_at = None
+            job.next_attempt_at = now + timedelta(seconds=wait)
+            return Busy(wait)
 
     waiting = wait_or_exhausted(job, now)
     if waiting is not None:
@@ -192,9 +205,71 @@ def record_unknown(session: Session, claim: Claim, exc: Exception, settings: Set
     job.error_message = str(exc)
     job.lease_owner = None
     job.lease_expires_at = None
-    delay = settings.fal_resubmit_after_seconds
+    delay = resubmit_delay(settings)
     job.next_attempt_at = now + timedelta(seconds=delay)
     return delay
+
+
+def resubmit_delay(settings: Settings) -> float:
+    """How long a submit whose outcome is unknown waits before the job is bought again: with
+    a webhook, long enough for fal's webhook to arrive and the request to be adopted."""
+    if settings.fal_webhook_url:
+        return max(settings.fal_adopt_wait_seconds, settings.fal_resubmit_after_seconds)
+    return settings.fal_resubmit_after_seconds
+
+
+def webhook_url(settings: Settings, attempt_id: int) -> str | None:
+    """The ``fal_webhook`` of an attempt's submit: fal POSTs there when the request ends."""
+    if not settings.fal_webhook_url:
+        return None
+    sep = "&" if "?" in settings.fal_webhook_url else "?"
+    return f"{settings.fal_webhook_url}{sep}attempt={attempt_id}"
+
+
+def adopt_request(session: Session, attempt_id: int, request_id: str) -> str:
+    """fal's (verified) webhook says ``request_id`` belongs to this attempt.
+
+    - its id is on record: poll it now (the webhook rings the bell early) -> "known";
+    - the id never reached Postgres (the worker died, or the reply was lost) and the attempt
+      is still the job's latest: adopt it, the job polls that request instead of paying
+      again -> "adopted";
+    - the job was submitted again meanwhile: a real second payment, recorded on the lost
+      attempt (it is polled for its cost) and flagged on the job -> "duplicate".
+    """
+    attempt = session.get(Attempt, attempt_id)
+    if attempt is None:
+        return "unknown attempt"
+    job = _lock(session, attempt.job_id)
+    session.refresh(attempt)
+    assert job is not None
+    now = utcnow()
+    if attempt.provider_request_id == request_id:
+        if attempt.outcome in POLLED_OUTCOMES:
+            attempt.next_poll_at = now
+        return "known"
+    if attempt.provider_request_id is not None or attempt.submit_state is SubmitState.REJECTED:
+        return "ignored"
+    taken = session.scalar(select(Attempt.id).where(Attempt.provider_request_id == request_id))
+    if taken is not None:
+        return "ignored"
+    attempt.provider_request_id = request_id
+    attempt.submit_state = SubmitState.ACCEPTED
+    attempt.submitted_at = attempt.submitted_at or attempt.started_at
+    attempt.next_poll_at = now
+    latest = job.attempt_count == attempt.number
+    if latest and job.state in (JobState.RUNNING, JobState.RETRYING):
+        attempt.outcome = AttemptOutcome.RUNNING
+        attempt.finished_at = None
+        attempt.error_type = attempt.error_message = None
+        if job.state is JobState.RETRYING:
+            _set_state(job, JobState.RUNNING)
+        job.next_attempt_at = None
+        job.lease_owner = None  # the submit is resolved; polling needs no lease
+        job.lease_expires_at = None
+        return "adopted"
+    attempt.outcome = AttemptOutcome.LOST
+    job.possible_duplicate = True
+    return "duplicate"
 
 
 @dataclass(frozen=True)
@@ -206,17 +281,21 @@ class PollItem:
     poll_errors: int
     submitted_at: datetime | None
     first_in_progress_at: datetime | None
+    attempt_number: int = 0
 
 
-def claim_due_polls(session: Session, *, limit: int, lease_seconds: float) -> list[PollItem]:
-    """Take up to ``limit`` attempts due for a poll; other pollers skip them (SKIP LOCKED)."""
+def claim_due_polls(
+    session: Session, *, limit: int, lease_seconds: float, due_before: datetime | None = None
+) -> list[PollItem]:
+    """Take up to ``limit`` attempts due for a poll (by ``due_before``, default now); other
+    pollers skip them (SKIP LOCKED)."""
     now = utcnow()
     rows = session.scalars(
         select(Attempt)
         .where(
-            Attempt.outcome == AttemptOutcome.RUNNING,
+            Attempt.outcome.in_(POLLED_OUTCOMES),
             Attempt.submit_state == SubmitState.ACCEPTED,
-            Attempt.next_poll_at <= now,
+            Attempt.next_poll_at <= (due_before or now),
         )
         .order_by(Attempt.next_poll_at)
         .limit(limit)
@@ -227,7 +306,7 @@ def claim_due_polls(session: Session, *, limit: int, lease_seconds: float) -> li
         assert a.provider_request_id is not None
         a.next_poll_at = now + timedelta(seconds=lease_seconds)  # if this poller dies, due again
         items.append(PollItem(a.id, a.job_id, a.provider_request_id, a.polls, a.poll_errors,
-                              a.submitted_at, a.first_in_progress_at))
+                              a.submitted_at, a.first_in_progress_at, a.number))
     return items
 
 
@@ -243,7 +322,7 @@ def record_status(
     session: Session, attempt_id: int, status: str, position: int | None, settings: Settings,
 ) -> None:
     attempt = session.get(Attempt, attempt_id)
-    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+    if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
         return
     now = utcnow()
     attempt.polls += 1
@@ -257,7 +336,7 @@ def record_status(
 def record_poll_error(session: Session, attempt_id: int, message: str, settings: Settings) -> None:
     """A status/result/download call failed in a way that asking again can fix: back off."""
     attempt = session.get(Attempt, attempt_id)
-    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+    if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
         return
     attempt.poll_errors += 1
     attempt.error_message = message
@@ -277,11 +356,17 @@ def complete_remote(
 ) -> bool:
     """fal finished it: store the result once and end the job succeeded."""
     attempt = session.get(Attempt, attempt_id, populate_existing=True)
-    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+    if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
         return False
     job = _lock(session, attempt.job_id)
     session.refresh(attempt)
+    if attempt.outcome not in POLLED_OUTCOMES:  # another poll of it finished first
+        return False
     _record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
+    if attempt.outcome is AttemptOutcome.LOST:  # an adopted duplicate: its cost, not its result
+        attempt.outcome = AttemptOutcome.SUPERSEDED
+        attempt.provider_status = "COMPLETED"
+        return False
     if not _current(job, attempt):
         attempt.outcome = (AttemptOutcome.CANCELLED if job is not None and job.state is JobState.CANCELLED
                            else AttemptOutcome.SUPERSEDED)
@@ -303,14 +388,19 @@ def fail_remote(
 ) -> tuple[uuid.UUID, float] | None:
     """fal ran it and it failed (a cost too). Returns (job id, delay) when a retry was scheduled."""
     attempt = session.get(Attempt, attempt_id, populate_existing=True)
-    if attempt is None or attempt.outcome is not AttemptOutcome.RUNNING:
+    if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
         return None
     job = _lock(session, attempt.job_id)
     session.refresh(attempt)
+    if attempt.outcome not in POLLED_OUTCOMES:  # another poll of it finished first
+        return None
     _record_cost(attempt, cost, pricing)
     attempt.provider_status = "COMPLETED"
     attempt.error_type = error_type(exc)
     attempt.error_message = str(exc)
+    if attempt.outcome is AttemptOutcome.LOST:  # an adopted duplicate: its cost, nothing else
+        attempt.outcome = AttemptOutcome.SUPERSEDED
+        return None
     if not _current(job, attempt):
         attempt.outcome = (AttemptOutcome.CANCELLED if job is not None and job.state is JobState.CANCELLED
                            else AttemptOutcome.SUPERSEDED)
@@ -330,7 +420,19 @@ def fail_remote(
 
 
 __all__ = [
-    "PollItem", "claim_due_polls", "claim_submit", "complete_remote", "fail_remote",
-    "poll_interval", "record_accepted", "record_poll_error", "record_refused", "record_status",
+    "POLLED_OUTCOMES",
+    "PollItem",
+    "adopt_request",
+    "claim_due_polls",
+    "claim_submit",
+    "complete_remote",
+    "fail_remote",
+    "poll_interval",
+    "record_accepted",
+    "record_poll_error",
+    "record_refused",
+    "record_status",
     "record_unknown",
+    "resubmit_delay",
+    "webhook_url",
 ]

@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy.orm import Session
 
 from orchestrator.backends.base import BackendInput, InlineBackend
+from orchestrator.db.retry import retry_db
 from orchestrator.db.session import session_scope
 from orchestrator.errors import PermanentJobError
 from orchestrator.images.fetch import fetch_url
 from orchestrator.jobs import service
 from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.observability.logs import bind, log_context
 from orchestrator.results import result_store
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.runner")
 
 Publish = Callable[[uuid.UUID, str, float], None]  # job id, backend (queue), countdown
+T = TypeVar("T")
+
+
+def in_transaction(settings: Settings, what: str, fn: Callable[[Session], T]) -> T:
+    """``fn`` in one transaction, retried with backoff while the database is unreachable."""
+
+    def once() -> T:
+        with session_scope(settings.database_url) as session:
+            return fn(session)
+
+    return retry_db(once, budget_seconds=settings.db_retry_seconds, what=what)
 
 
 @dataclass(frozen=True)
@@ -37,8 +54,12 @@ class _Heartbeat(threading.Thread):
         self.claim = claim
         self.settings = settings
         self.stopped = threading.Event()
+        self._log_context = contextvars.copy_context()  # threads do not inherit it
 
     def run(self) -> None:
+        self._log_context.run(self._beat)
+
+    def _beat(self) -> None:
         interval = self.settings.lease_seconds / 3
         while not self.stopped.wait(interval):
             try:
@@ -63,12 +84,15 @@ def _load_input(claim: Claim, settings: Settings) -> bytes:
             max_redirects=settings.fetch_max_redirects,
             allow_hosts=frozenset(settings.fetch_allow_hosts),
         )
-        with session_scope(settings.database_url) as session:
-            job = service.get_job(session, claim.job_id)
-            job.input_sha256 = hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()
+
+        def record_digest(session: Session) -> None:
+            service.get_job(session, claim.job_id).input_sha256 = digest
+
+        in_transaction(settings, "recording the input digest", record_digest)
         return data
-    with session_scope(settings.database_url) as session:
-        return service.stored_input(session, claim.job_id)
+    return in_transaction(settings, "reading the input",
+                          lambda session: service.stored_input(session, claim.job_id))
 
 
 def run_delivery(
@@ -78,20 +102,32 @@ def run_delivery(
     backend: InlineBackend,
     publish: Publish,
 ) -> RunReport:
-    with session_scope(settings.database_url) as session:
-        decision = service.claim(session, job_id, settings)
+    with log_context(job_id=str(job_id), backend=backend.name):
+        return _run_delivery(job_id, settings=settings, backend=backend, publish=publish)
+
+
+def _run_delivery(
+    job_id: uuid.UUID,
+    *,
+    settings: Settings,
+    backend: InlineBackend,
+    publish: Publish,
+) -> RunReport:
+    decision = in_transaction(settings, "claiming a job",
+                              lambda session: service.claim(session, job_id, settings))
     if isinstance(decision, Skip):
         log.info("job %s skipped: %s", job_id, decision.reason)
         return RunReport("skipped", decision.reason)
     if isinstance(decision, Busy):
         # Hand the message back for later instead of dropping it: the holder may yet die.
         delay = min(max(decision.retry_after + 1.0, 1.0), settings.retry_countdown_cap())
-        with session_scope(settings.database_url) as session:
-            backend_name = service.get_job(session, job_id).backend
+        backend_name = in_transaction(settings, "reading a job",
+                                      lambda session: service.get_job(session, job_id).backend)
         publish(job_id, backend_name, delay)
         return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
 
     claim = decision
+    bind(attempt=claim.attempt_number)
     pricing = Pricing(backend.price_per_second(), settings.fal_price_per_second)
     heartbeat = _Heartbeat(claim, settings)
     heartbeat.start()
@@ -100,14 +136,16 @@ def run_delivery(
             data = _load_input(claim, settings)
             output = backend.run(BackendInput(data=data, options=claim.options))
         except PermanentJobError as exc:
-            with session_scope(settings.database_url) as session:
-                service.fail(session, claim, exc, Cost(), pricing)
+            permanent = exc
+            in_transaction(settings, "failing a job", lambda session: (
+                service.fail(session, claim, permanent, Cost(), pricing)))
             log.info("job %s failed permanently: %s", job_id, exc)
             return RunReport("failed", str(exc))
         except Exception as exc:
             log.warning("job %s attempt %d failed: %r", job_id, claim.attempt_number, exc)
-            with session_scope(settings.database_url) as session:
-                retry_in = service.schedule_retry(session, claim, exc, Cost(), pricing, settings)
+            transient = exc
+            retry_in = in_transaction(settings, "scheduling a retry", lambda session: (
+                service.schedule_retry(session, claim, transient, Cost(), pricing, settings)))
             if retry_in is None:
                 return RunReport("failed", str(exc))
             publish(job_id, claim.backend, retry_in)
@@ -116,9 +154,14 @@ def run_delivery(
         store = result_store(settings)
         stored = store.put(claim.job_id, claim.attempt_id, output.data)
         sha256 = hashlib.sha256(output.data).hexdigest()
+
+        def store_result(session: Session) -> bool:
+            # A retry after a commit whose reply was lost finds its own result already there.
+            return (service.complete(session, claim, output, stored, sha256, pricing)
+                    or service.result_attempt_id(session, claim.job_id) == claim.attempt_id)
+
         try:
-            with session_scope(settings.database_url) as session:
-                done = service.complete(session, claim, output, stored, sha256, pricing)
+            done = in_transaction(settings, "storing a result", store_result)
         except BaseException:
             store.discard(stored)
             raise

@@ -374,6 +374,11 @@ def schedule_retry(
     return delay
 
 
+def result_attempt_id(session: Session, job_id: uuid.UUID) -> int | None:
+    """The attempt whose output is the job's stored result, if there is one."""
+    return session.scalar(select(Result.attempt_id).where(Result.job_id == job_id))
+
+
 def stored_input(session: Session, job_id: uuid.UUID) -> bytes:
     """The bytes of a file or upload job, as the producer stored them."""
     row = session.get(JobInput, job_id)

@@ -13,11 +13,14 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Queue  # type: ignore[attr-defined]
 
-from orchestrator.queue import sqla_transport
+from orchestrator.queue import kombu_fixes, sqla_transport
 from orchestrator.queue.broker import transport_options
 from orchestrator.settings import Settings, get_settings
+
+kombu_fixes.apply()
 
 RUN_JOB_TASK = "orchestrator.run_job"
 DELIVER_WEBHOOK_TASK = "orchestrator.deliver_webhook"
@@ -51,12 +54,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "enable_utc": True,
+        # Recycling: a pool process above the memory limit (KiB) after a job, or past its job
+        # count, is replaced by a fresh one.
+        "worker_max_memory_per_child": settings.worker_max_memory_mb * 1024 or None,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
     }
 
 
 sqla_transport.register()  # before any connection: the embedded broker polls every 0.1 s
 app = Celery("orchestrator", include=["orchestrator.queue.tasks"])
 app.add_defaults(lambda: celery_config(get_settings()))
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery's own lines (and ours) in ORCH_LOG_FORMAT, through the orchestrator's handler."""
+    from orchestrator.observability.logs import configure_logging
+
+    configure_logging(get_settings(), level=loglevel or None)
+
+
+# The `orchestrator_health` inspect command, for `celery inspect` and `orchestrator workers`.
+from orchestrator.queue import health as _health  # noqa: E402,F401
 
 
 @lru_cache(maxsize=4)
@@ -77,7 +96,9 @@ def publisher_for(settings: Settings) -> Celery:
     return _publisher(settings.broker_url, json.dumps(transport_options(settings), sort_keys=True))
 
 
-def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None) -> None:
+def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None,
+                connection: Any = None) -> None:
+    """Ring the job's bell. ``connection``: a kombu connection to use instead of the pool."""
     publisher_for(settings).send_task(
         RUN_JOB_TASK,
         args=[str(job_id)],
@@ -85,6 +106,7 @@ def publish_run(settings: Settings, job_id: object, queue: str, countdown: float
         routing_key=queue,
         countdown=countdown,
         retry=True,
+        connection=connection,
     )
 
 

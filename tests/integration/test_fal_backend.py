@@ -391,3 +391,26 @@ def test_in_flight_limit_is_shared_by_all_worker_processes(
         inside += delta
         peak = max(peak, inside)
     assert peak <= 2
+
+
+def test_a_request_stuck_in_progress_is_cancelled_at_its_deadline(
+    fal_env: dict[str, str], start_worker, emulator: FalEmulator, tmp_path: Path
+) -> None:
+    emulator.outcomes.append("stuck")  # holds its runner, IN_PROGRESS, until cancelled
+    worker = _fal_worker(start_worker, fal_env, ORCH_FAL_REQUEST_TIMEOUT_SECONDS="2")
+    _wait_fal_ready(worker)
+    src = tmp_path / "a.png"
+    src.write_bytes(_png())
+    started = time.monotonic()
+    [job_id] = _submit(fal_env, str(src))
+    job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)
+    assert job.state is JobState.SUCCEEDED, job.error_message
+    stuck, won = job.attempts
+    assert stuck.outcome is AttemptOutcome.RETRY and stuck.error_type == "RemoteRunFailed"
+    assert "did not complete within 2 s" in (stuck.error_message or "")
+    assert stuck.provider_request_id is not None and won.provider_request_id is not None
+    assert emulator.requests[stuck.provider_request_id].cancelled  # the PUT reached fal
+    assert emulator.requests[stuck.provider_request_id].status == "COMPLETED"
+    assert stuck.cost_usd is not None  # it may have been billed: its seconds are recorded
+    assert len(emulator.ledger) == 2
+    assert time.monotonic() - started < 30

@@ -8,7 +8,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from orchestrator.db.migrate import downgrade, upgrade
-from orchestrator.db.models import Base
+from orchestrator.db.models import Base, autogenerate_filter
 from tests.conftest import create_database, drop_database
 
 
@@ -16,10 +16,12 @@ def _diff(url: str) -> list[object]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn, warnings.catch_warnings():
-            # The report indexes are Postgres-only expressions (ddl_if): SQLite cannot reflect
-            # them, and Alembic says so instead of comparing them.
-            warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression")
-            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            # SQLite cannot reflect expression indexes; ours are Postgres-only and filtered out.
+            warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified "
+                                    "expression-based index", UserWarning)
+            ctx = MigrationContext.configure(conn, opts={
+                "compare_type": True,
+                "include_object": autogenerate_filter(conn.dialect.name)})
             return list(compare_metadata(ctx, Base.metadata))
     finally:
         engine.dispose()

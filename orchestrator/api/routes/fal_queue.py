@@ -26,6 +26,7 @@ from orchestrator.db.session import session_scope
 from orchestrator.jobs import service
 from orchestrator.jobs.producer import JobRequest
 from orchestrator.jobs.states import AttemptOutcome, JobState
+from orchestrator.routing import AUTO
 
 router = APIRouter(tags=["fal-compatible queue"])
 
@@ -89,12 +90,17 @@ async def submit_request(
     if fal_webhook is not None:
         await run_in_threadpool(check_webhook_url, fal_webhook, settings)
     backend_name = backend or settings.default_backend
-    backend_class(backend_name)
     submitter: SubmitBatcher = request.app.state.submitter
-    accepted = await submitter.submit(JobRequest(
-        source, backend_name, crop_to_bbox=body.crop_to_bbox, sync_mode=body.sync_mode,
-        client=principal.client, idempotency_key=idempotency_key, webhook_url=fal_webhook,
-    ))
+    if backend_name == AUTO:  # the routing policy reads the system's state first
+        accepted = await submitter.submit_routed(
+            source, settings, client=principal.client, crop_to_bbox=body.crop_to_bbox,
+            sync_mode=body.sync_mode, idempotency_key=idempotency_key, webhook_url=fal_webhook)
+    else:
+        backend_class(backend_name)
+        accepted = await submitter.submit(JobRequest(
+            source, backend_name, crop_to_bbox=body.crop_to_bbox, sync_mode=body.sync_mode,
+            client=principal.client, idempotency_key=idempotency_key, webhook_url=fal_webhook,
+        ))
     job_id = accepted.submitted.job_id
     # The submit reply is the hot path: no extra database round trip. The position is the
     # backend queue's depth in Redis (the status call counts it exactly in Postgres).

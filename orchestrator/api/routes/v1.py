@@ -25,6 +25,7 @@ from orchestrator.jobs.serialize import job_dict
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import publish_run
 from orchestrator.results import read_result
+from orchestrator.routing import AUTO
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -80,7 +81,8 @@ def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) ->
     """Queue many images at once (one transaction); an item that can never work is reported,
     not queued."""
     backend = body.backend or settings.default_backend
-    backend_class(backend)
+    if backend != AUTO:
+        backend_class(backend)
     out: list[JobSummary | None] = []
     requests: list[JobRequest] = []
     for index, item in enumerate(body.items):
@@ -93,7 +95,13 @@ def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) ->
         out.append(None)
         requests.append(JobRequest(source, backend, crop_to_bbox=item.crop_to_bbox,
                                    sync_mode=item.sync_mode, client=principal.client))
-    accepted = iter(_summaries(submit_requests(requests, settings=settings)))
+    if backend == AUTO:  # the routing policy decides each job, and records why
+        submitted = [item for r in requests for item in submit(
+            [r.source], settings=settings, backend=AUTO, crop_to_bbox=r.crop_to_bbox,
+            sync_mode=r.sync_mode, client=r.client)]
+    else:
+        submitted = submit_requests(requests, settings=settings)
+    accepted = iter(_summaries(submitted))
     return [summary if summary is not None else next(accepted) for summary in out]
 
 

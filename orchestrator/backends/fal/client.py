@@ -80,12 +80,14 @@ def _is_ingress(response: httpx.Response) -> bool:
     return "x-fal-request-id" not in response.headers
 
 
-def submit_once(key: str, endpoint: str, arguments: dict[str, Any], *, timeout: float) -> Accepted:
+def submit_once(key: str, endpoint: str, arguments: dict[str, Any], *, timeout: float,
+                webhook_url: str | None = None) -> Accepted:
     """POST the submission once. Raises SubmitRefused or SubmitOutcomeUnknown."""
     http: httpx.Client = _sync_client(key, timeout)._client
     url = fal_queue.QUEUE_URL_FORMAT + endpoint
+    params = {"fal_webhook": webhook_url} if webhook_url else None
     try:
-        response = http.post(url, json=arguments, timeout=timeout)
+        response = http.post(url, json=arguments, params=params, timeout=timeout)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as exc:
         raise SubmitRefused(f"could not connect to fal: {exc!r}", retryable=True) from None
     except (httpx.TimeoutException, httpx.TransportError) as exc:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import lru_cache
 
@@ -28,6 +29,8 @@ if n == 1 then redis.call('EXPIRE', key, 2) end
 if n > limit then return 0 end
 return 1
 """
+
+log = logging.getLogger("orchestrator.fal.limits")
 
 IN_FLIGHT_KEY = "orchestrator:fal:in_flight"
 RATE_KEY = "orchestrator:fal:submits:{}"
@@ -57,7 +60,10 @@ class FalLimits:
         return True
 
     def release(self, attempt_key: str) -> None:
-        self.redis.zrem(IN_FLIGHT_KEY, attempt_key)
+        try:
+            self.redis.zrem(IN_FLIGHT_KEY, attempt_key)
+        except redis.RedisError as exc:  # the job's outcome is stored; the slot ages out
+            log.warning("could not release fal slot %s (Redis: %s)", attempt_key, exc)
 
     def in_flight(self) -> int:
         return int(self.redis.zcard(IN_FLIGHT_KEY))

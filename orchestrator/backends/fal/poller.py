@@ -26,12 +26,14 @@ from orchestrator.backends.base import BackendOutput
 from orchestrator.backends.fal import FalBackend
 from orchestrator.backends.fal.client import async_client, download, key_fingerprint
 from orchestrator.backends.fal.limits import FalLimits, mark_key_refused
+from orchestrator.db.retry import retry_db
 from orchestrator.db.session import session_scope
 from orchestrator.errors import BackendRejected, CredentialsRefused, RemoteRunFailed
-from orchestrator.jobs import remote
+from orchestrator.jobs import remote, service
 from orchestrator.jobs.remote import PollItem
 from orchestrator.jobs.service import Cost, Pricing, utcnow
 from orchestrator.jobs.states import ComputeBasis
+from orchestrator.observability.logs import log_context
 from orchestrator.results import result_store
 from orchestrator.settings import Settings
 
@@ -66,23 +68,35 @@ class FalPoller(threading.Thread):
         self.limits = FalLimits(settings.broker_url, max_in_flight=settings.fal_max_in_flight,
                                 max_per_second=settings.fal_max_submits_per_second)
         self.pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._active: set[int] = set()
 
     def stop(self, timeout: float = 10) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout)
 
     def run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except Exception:
-            log.exception("the fal poller stopped")
+        # A poller that died would strand every request it was meant to poll: start it again.
+        while not self._stopping.is_set():
+            try:
+                asyncio.run(self._main())
+            except Exception:
+                log.exception("the fal poller failed; restarting it in 1 s")
+                self._stopping.wait(1.0)
+
+    def poll_now(self, items: list[PollItem]) -> None:
+        """Poll these (already claimed) attempts once each, on a loop of their own."""
+
+        async def run_all() -> None:
+            client = async_client(self.backend.key())
+            await asyncio.gather(*(self._poll(client, item) for item in items))
+
+        asyncio.run(run_all())
 
     async def _main(self) -> None:
         client = async_client(self.backend.key())
         tasks: set[asyncio.Task[None]] = set()
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             capacity = self.concurrency - len(tasks)
             items: list[PollItem] = []
             if capacity > 0:
@@ -106,14 +120,23 @@ class FalPoller(threading.Thread):
             return remote.claim_due_polls(session, limit=limit,
                                           lease_seconds=self.settings.lease_seconds)
 
-    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        def call() -> Any:
+    def _in_transaction(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        def once() -> Any:
             with session_scope(self.settings.database_url) as session:
                 return fn(session, *args, **kwargs)
 
-        return await asyncio.to_thread(call)
+        return retry_db(once, budget_seconds=self.settings.db_retry_seconds, what=what)
+
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self._in_transaction, fn.__name__, fn, *args, **kwargs)
 
     async def _poll(self, client: Any, item: PollItem) -> None:
+        # Each poll runs as its own asyncio task, so this context is the poll's alone.
+        with log_context(job_id=str(item.job_id), attempt=item.attempt_number or None,
+                         backend=FalBackend.name, request_id=item.request_id):
+            await self._poll_once(client, item)
+
+    async def _poll_once(self, client: Any, item: PollItem) -> None:
         endpoint = self.settings.fal_endpoint
         try:
             try:
@@ -121,14 +144,16 @@ class FalPoller(threading.Thread):
             except FalClientHTTPError as exc:
                 await self._on_http_error(item, exc, "status")
                 return
-            if isinstance(status, Queued):
+            if isinstance(status, Completed):
+                await self._finish(client, item, status)
+            elif self._past_deadline(item):
+                await self._cancel_at_deadline(client, item)
+            elif isinstance(status, Queued):
                 await self._db(remote.record_status, item.attempt_id, "IN_QUEUE", status.position,
                                self.settings)
             elif isinstance(status, InProgress):
                 await self._db(remote.record_status, item.attempt_id, "IN_PROGRESS", None,
                                self.settings)
-            elif isinstance(status, Completed):
-                await self._finish(client, item, status)
         except _RetryLater as exc:
             await self._retry_later(item, str(exc))
         except (httpx.HTTPError, OSError, ValueError) as exc:
@@ -136,6 +161,34 @@ class FalPoller(threading.Thread):
         except Exception:
             log.exception("polling fal request %s failed", item.request_id)
             await self._retry_later(item, "unexpected error while polling")
+
+    def _past_deadline(self, item: PollItem) -> bool:
+        if item.submitted_at is None:
+            return False
+        age = (utcnow() - item.submitted_at).total_seconds()
+        return age > self.settings.fal_request_timeout_seconds
+
+    async def _cancel_at_deadline(self, client: Any, item: PollItem) -> None:
+        """Not completed within ``fal_request_timeout_seconds``: cancel it at fal and count the
+        attempt failed (a new attempt follows if the job has any left)."""
+        limit = self.settings.fal_request_timeout_seconds
+        try:
+            await client.cancel(self.settings.fal_endpoint, item.request_id)
+        except FalClientHTTPError as exc:
+            if exc.status_code == 400 and "ALREADY_COMPLETED" in exc.response.text:
+                raise _RetryLater("completed while being cancelled at its deadline") from None
+            if exc.status_code != 404:
+                raise _RetryLater(f"cancelling at the deadline failed with HTTP {exc.status_code}") from None
+        log.warning("fal request %s of job %s not completed within %g s: cancelled",
+                    item.request_id, item.job_id, limit)
+        start = item.first_in_progress_at or item.submitted_at
+        ran = (utcnow() - start).total_seconds() if start else 0.0
+        # fal bills inference time, and a cancelled run may have used some: count what we saw.
+        cost = Cost(Decimal(f"{max(ran, 0.0):.6f}") if item.first_in_progress_at else Decimal(0),
+                    ComputeBasis.MEASURED)
+        await self._end_failed(item, RemoteRunFailed(
+            f"fal request {item.request_id} did not complete within {limit:g} s "
+            "(ORCH_FAL_REQUEST_TIMEOUT_SECONDS); it was cancelled at fal"), cost, retryable=True)
 
     async def _retry_later(self, item: PollItem, message: str) -> None:
         if item.poll_errors + 1 >= MAX_POLL_ERRORS:
@@ -206,10 +259,17 @@ class FalPoller(threading.Thread):
                                compute_seconds=cost.compute_seconds, compute_basis=cost.basis)
         store = result_store(self.settings)
         stored = store.put(item.job_id, item.attempt_id, data)
+        digest = hashlib.sha256(data).hexdigest()
+
+        def store_result(session: Any) -> bool:
+            # A retry after a commit whose reply was lost finds its own result already there.
+            return (remote.complete_remote(session, item.attempt_id, output, stored, digest,
+                                           self.pricing)
+                    or service.result_attempt_id(session, item.job_id) == item.attempt_id)
+
         try:
-            with session_scope(self.settings.database_url) as session:
-                done = remote.complete_remote(session, item.attempt_id, output, stored,
-                                              hashlib.sha256(data).hexdigest(), self.pricing)
+            # The bytes stay in memory until Postgres has them, however long it is away.
+            done = self._in_transaction("storing a fal result", store_result)
         except BaseException:
             store.discard(stored)
             raise

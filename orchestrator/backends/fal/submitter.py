@@ -16,7 +16,6 @@ from orchestrator.backends.fal.client import (
     submit_once,
 )
 from orchestrator.backends.fal.limits import FalLimits, mark_key_refused
-from orchestrator.db.session import session_scope
 from orchestrator.errors import (
     BackendBusy,
     BackendRejected,
@@ -25,8 +24,9 @@ from orchestrator.errors import (
     SubmitReplyLost,
 )
 from orchestrator.jobs import remote, service
-from orchestrator.jobs.runner import RunReport
+from orchestrator.jobs.runner import RunReport, in_transaction
 from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.observability.logs import bind, log_context
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.fal")
@@ -37,17 +37,24 @@ Publish = Callable[[uuid.UUID, str, float], None]
 def _input_bytes(claim: Claim, settings: Settings) -> bytes | None:
     if claim.source_kind == "url":
         return None
-    with session_scope(settings.database_url) as session:
-        return service.stored_input(session, claim.job_id)
+    return in_transaction(settings, "reading the input",
+                          lambda session: service.stored_input(session, claim.job_id))
 
 
 def _fail(claim: Claim, exc: Exception, settings: Settings) -> None:
     pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
-    with session_scope(settings.database_url) as session:
-        service.fail(session, claim, exc, Cost(), pricing)
+    in_transaction(settings, "failing a job",
+                   lambda session: service.fail(session, claim, exc, Cost(), pricing))
 
 
 def submit_delivery(
+    job_id: uuid.UUID, *, settings: Settings, backend: FalBackend, publish: Publish
+) -> RunReport:
+    with log_context(job_id=str(job_id), backend=FalBackend.name):
+        return _submit_delivery(job_id, settings=settings, backend=backend, publish=publish)
+
+
+def _submit_delivery(
     job_id: uuid.UUID, *, settings: Settings, backend: FalBackend, publish: Publish
 ) -> RunReport:
     limits = FalLimits(settings.broker_url, max_in_flight=settings.fal_max_in_flight,
@@ -58,8 +65,8 @@ def submit_delivery(
         publish(job_id, FalBackend.name, random.uniform(0.5, 1.5))
         return RunReport("busy", "fal limit reached; re-published")
 
-    with session_scope(settings.database_url) as session:
-        decision = remote.claim_submit(session, job_id, settings)
+    decision = in_transaction(settings, "claiming a fal job",
+                              lambda session: remote.claim_submit(session, job_id, settings))
     if isinstance(decision, Skip):
         if decision.reason != "already submitted; polling resumed":
             limits.release(slot)
@@ -79,6 +86,7 @@ def submit_delivery(
         return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
 
     claim = decision
+    bind(attempt=claim.attempt_number)
     try:
         key = backend.key()
         arguments = backend.arguments(url=claim.source_url, data=_input_bytes(claim, settings),
@@ -90,7 +98,8 @@ def submit_delivery(
 
     try:
         accepted = submit_once(key, settings.fal_endpoint, arguments,
-                               timeout=settings.fal_submit_timeout_seconds)
+                               timeout=settings.fal_submit_timeout_seconds,
+                               webhook_url=remote.webhook_url(settings, claim.attempt_id))
     except SubmitRefused as exc:
         limits.release(slot)
         if exc.credentials:
@@ -100,24 +109,28 @@ def submit_delivery(
         if not exc.retryable:
             _fail(claim, BackendRejected(str(exc)), settings)
             return RunReport("failed", str(exc))
-        with session_scope(settings.database_url) as session:
-            retry_in = remote.record_refused(session, claim, BackendBusy(str(exc)),
-                                             retryable=True, settings=settings)
+        busy = BackendBusy(str(exc))
+        retry_in = in_transaction(settings, "recording a refused submit", lambda session: (
+            remote.record_refused(session, claim, busy, retryable=True, settings=settings)))
         if retry_in is not None:
             publish(job_id, FalBackend.name, retry_in)
         return RunReport("retry", str(exc))
     except SubmitOutcomeUnknown as exc:
         limits.release(slot)
         log.warning("job %s: submit outcome unknown: %s", job_id, exc)
-        with session_scope(settings.database_url) as session:
-            resubmit_in = remote.record_unknown(session, claim, SubmitReplyLost(str(exc)), settings)
+        lost = SubmitReplyLost(str(exc))
+        resubmit_in = in_transaction(settings, "recording a lost submit reply", lambda session: (
+            remote.record_unknown(session, claim, lost, settings)))
         if resubmit_in is not None:
             publish(job_id, FalBackend.name, resubmit_in)
         return RunReport("retry", str(exc))
 
-    with session_scope(settings.database_url) as session:
-        wanted = remote.record_accepted(session, claim, accepted.request_id, accepted.status,
-                                        accepted.queue_position, settings)
+    # fal has accepted (and will bill) it: the request id must reach Postgres, however long
+    # the database is away (record_accepted is idempotent, so a retry after a lost commit is safe).
+    wanted = in_transaction(settings, "storing fal's request id", lambda session: (
+        remote.record_accepted(session, claim, accepted.request_id, accepted.status,
+                               accepted.queue_position, settings)))
+    bind(request_id=accepted.request_id)
     log.info("job %s submitted to fal as request %s", job_id, accepted.request_id)
     if not wanted:  # cancelled while the submit was in the air
         cancel_once(key, settings.fal_endpoint, accepted.request_id)

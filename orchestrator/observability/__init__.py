@@ -1,0 +1,1 @@
+"""Operations: structured logs with job context and secret masking, worker health."""

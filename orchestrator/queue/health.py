@@ -1,0 +1,111 @@
+"""Worker health, answered by Celery's own remote control.
+
+Each pool process writes a small record when its backends are ready (model loaded, warmed, the
+ONNX providers it really uses, the fal poller running) and counts the jobs it ran; the worker's
+main process answers the ``orchestrator_health`` inspect command from those records and the
+pool's live process list, adding each process's resident memory. So
+``celery -A orchestrator.queue.celery_app inspect orchestrator_health`` (and
+``orchestrator workers``) shows, per node, whether every process is warm and on its providers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.worker.control import inspect_command
+
+from orchestrator.settings import get_settings
+
+COMMAND = "orchestrator_health"
+
+
+def health_dir(worker_pid: int) -> Path:
+    return Path(tempfile.gettempdir()) / f"orchestrator-health-{worker_pid}"
+
+
+def _path(worker_pid: int, pid: int) -> Path:
+    return health_dir(worker_pid) / f"{pid}.json"
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+
+
+def record_ready(**facts: Any) -> None:
+    """In a pool process: its backends are ready (called once, at process start)."""
+    record = {"pid": os.getpid(), "ready_at": time.time(), "jobs": 0, **facts}
+    _write(_path(os.getppid(), os.getpid()), record)
+
+
+def record_job_done() -> None:
+    """In a pool process: one more task finished."""
+    path = _path(os.getppid(), os.getpid())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    record["jobs"] = int(record.get("jobs", 0)) + 1
+    record["last_job_at"] = time.time()
+    _write(path, record)
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def node_health(pool_pids: list[int], queues: list[str], worker_pid: int,
+                limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The health of one worker node from its pool's processes and their records."""
+    settings = get_settings()
+    processes = []
+    for pid in pool_pids:
+        try:
+            record = json.loads(_path(worker_pid, pid).read_text())
+        except (OSError, ValueError):
+            record = {"pid": pid}
+        record["warm"] = "ready_at" in record
+        record["rss_mb"] = _rss_mb(pid)
+        processes.append(record)
+    problems = [f"process {p['pid']} is not ready (loading its model?)"
+                for p in processes if not p["warm"]]
+    if not processes:
+        problems.append("no pool processes")
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "pid": worker_pid,
+        "queues": queues,
+        "rss_mb": _rss_mb(worker_pid),
+        "requested_providers": settings.local_providers,
+        **(limits or {}),
+        "processes": processes,
+    }
+
+
+@inspect_command(name=COMMAND, help="orchestrator: model warm, providers, memory per process")  # type: ignore[untyped-decorator]
+def orchestrator_health(state: Any, **_: Any) -> dict[str, Any]:
+    consumer = state.consumer
+    info = consumer.pool.info if consumer.pool is not None else {}
+    pids = [int(p) for p in info.get("processes", [])]
+    queues = sorted(q.name for q in consumer.task_consumer.queues) if consumer.task_consumer else []
+    controller = consumer.controller
+    max_kib = getattr(controller, "max_memory_per_child", None)
+    limits = {
+        "max_memory_mb": round(max_kib / 1024) if max_kib else None,
+        "max_tasks_per_child": getattr(controller, "max_tasks_per_child", None) or None,
+    }
+    return node_health(pids, queues, os.getpid(), limits)

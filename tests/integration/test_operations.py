@@ -1,0 +1,138 @@
+"""Operations against real workers: JSON logs with job context, Celery's own tools (inspect,
+Flower), the orchestrator_health command, memory recycling, and refusing a silent CPU fallback."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from orchestrator.jobs.states import JobState
+from tests.conftest import ROOT, run_cli
+from tests.support.db import load_jobs, wait_all_final, wait_for_state
+from tests.support.images import subject
+
+CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.queue.celery_app"]
+
+
+def _images(tmp_path: Path, n: int) -> list[str]:
+    paths = []
+    for i in range(n):
+        path = tmp_path / f"img-{i}.png"
+        buf = io.BytesIO()
+        subject((60 + i, 40 + i)).save(buf, "PNG")
+        path.write_bytes(buf.getvalue())
+        paths.append(str(path))
+    return paths
+
+
+def _submit(env: dict[str, str], *paths: str) -> list[str]:
+    out = run_cli(env, "submit", *paths, "--json")
+    assert out.returncode == 0, out.stderr
+    return [json.loads(line)["id"] for line in out.stdout.splitlines() if line.strip()]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker,
+                                                tmp_path: Path) -> None:
+    worker = start_worker()
+    [job_id] = _submit(env, *_images(tmp_path, 1))
+    wait_for_state(env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED}, 60)
+
+    # Celery's own tools answer for the app.
+    ping = subprocess.run([*CELERY, "inspect", "ping", "--timeout", "5"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
+    inspected = subprocess.run([*CELERY, "inspect", "orchestrator_health", "--json",
+                                "--timeout", "5"], env=env, cwd=ROOT, capture_output=True,
+                               text=True, timeout=60, check=False)
+    assert inspected.returncode == 0, inspected.stderr
+    [(node, health)] = json.loads(inspected.stdout).items()
+    assert health["ok"] and health["queues"] == ["local"]
+
+    # orchestrator workers: each pool process warm, on the CPU provider, its jobs counted.
+    out = run_cli(env, "workers", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    [report] = [json.loads(line) for line in out.stdout.splitlines()]
+    assert report["node"] == node and report["ok"] is True
+    [proc] = report["processes"]
+    assert proc["pid"] in worker.children()
+    assert proc["warm"] and proc["providers"] == ["CPUExecutionProvider"]
+    assert proc["model"].startswith("dis_custom:") and proc["jobs"] == 1
+    assert proc["rss_mb"] > 10
+
+    # Flower, on the same app and broker, sees the worker.
+    port = _free_port()
+    flower = subprocess.Popen([*CELERY, "flower", f"--port={port}", "--address=127.0.0.1"],
+                              env={**env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 40
+        workers: dict[str, object] = {}
+        while time.monotonic() < deadline and node not in workers:
+            try:
+                reply = httpx.get(f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=10)
+                if reply.status_code == 200:
+                    workers = reply.json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert node in workers, workers
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)
+
+    # Every line the worker wrote so far is one JSON object; the job's lines carry its context.
+    lines = [json.loads(line) for line in worker.text().splitlines() if line.strip()]
+    mine = [line for line in lines if line["job_id"] == job_id]
+    loggers = {line["logger"] for line in mine}
+    assert {"celery.worker.strategy", "orchestrator.runner", "celery.app.trace"} <= loggers
+    done = next(line for line in mine if line["logger"] == "orchestrator.runner")
+    assert done["attempt"] == 1 and done["backend"] == "local" and done["task_id"]
+    assert "succeeded" in str(done["message"])
+
+
+def test_a_process_above_the_memory_limit_is_replaced(env: dict[str, str], start_worker,
+                                                      tmp_path: Path) -> None:
+    # Every pool process is above 1 MiB, so each one is replaced after its job.
+    worker = start_worker("--queues", "local", "--concurrency", "1", "--max-memory-mb", "1")
+    first = worker.children()
+    ids = _submit(env, *_images(tmp_path, 3))
+    jobs = wait_all_final(env["ORCH_DATABASE_URL"], 90)
+    assert {str(j.id) for j in jobs} == set(ids)
+    assert all(j.state is JobState.SUCCEEDED for j in jobs), [j.error_message for j in jobs]
+    pids = {j.attempts[0].worker.rsplit(":", 1)[1] for j in load_jobs(env["ORCH_DATABASE_URL"])}
+    assert len(pids) == 3  # three jobs, three processes: jobs kept flowing across the recycling
+    # The last job's process is replaced too, and its successor is warm.
+    deadline = time.monotonic() + 30
+    report: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        out = run_cli(env, "workers", "--json")
+        report = json.loads(out.stdout.splitlines()[0]) if out.stdout.strip() else {}
+        current = [str(p["pid"]) for p in report.get("processes", [])]  # type: ignore[attr-defined]
+        if out.returncode == 0 and current and not set(current) & pids:
+            break
+        time.sleep(0.5)
+    assert report.get("ok") is True and report["max_memory_mb"] == 1, report
+    [proc] = report["processes"]  # type: ignore[misc]
+    assert proc["warm"] and str(proc["pid"]) not in pids and proc["pid"] not in first
+
+
+def test_gpu_asked_for_on_a_cpu_machine_refuses_to_start(env: dict[str, str]) -> None:
+    out = run_cli({**env, "ORCH_LOCAL_PROVIDERS": "CUDAExecutionProvider,CPUExecutionProvider"},
+                  "worker", "--queues", "local", "--concurrency", "1", timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "ORCH_LOCAL_PROVIDERS asks for CUDAExecutionProvider" in out.stderr
+    assert "silent CPU fallback" in out.stderr
+    assert " ready." not in out.stdout + out.stderr  # Celery never started
