@@ -1,7 +1,5 @@
-"""Print a per-job cost summary from `orchestrator jobs show ID --json` lines on stdin.
-
-(Stand-in until `orchestrator report costs` is in: the demo script uses that when it exists.)
-"""
+"""Print a per-job cost summary from `orchestrator jobs show ID --json` lines on stdin (the
+demo's jobs one by one; `orchestrator report costs` then sums every job of the period)."""
 
 from __future__ import annotations
 
@@ -22,8 +20,9 @@ def main() -> None:
         fal = sum(Decimal(a["fal_equivalent_usd"] or 0) for a in attempts)
         for i, value in enumerate((seconds, cost, fal)):
             totals[i] += value
+        note = f"  reused the result of {job['deduplicated_from'][:8]}" if job.get("deduplicated_from") else ""
         print(f"{str(job['input'])[:24]:<24} {job['state']:<10} {job['backend']:<8} "
-              f"{seconds:>10.3f} {cost:>12.6f} {fal:>15.6f}")
+              f"{seconds:>10.3f} {cost:>12.6f} {fal:>15.6f}{note}")
     print(f"{'total (' + str(len(rows)) + ' jobs)':<44} {totals[0]:>10.3f} {totals[1]:>12.6f} "
           f"{totals[2]:>15.6f}")
 

@@ -22,7 +22,7 @@ def upgrade() -> None:
     sa.Column('scope', sa.String(length=100), nullable=False),
     sa.Column('daily_usd', sa.Numeric(precision=18, scale=9), nullable=True),
     sa.Column('monthly_usd', sa.Numeric(precision=18, scale=9), nullable=True),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.PrimaryKeyConstraint('scope', name=op.f('pk_fal_budgets'))
     )
     op.create_table('fal_budget_alerts',
@@ -31,7 +31,7 @@ def upgrade() -> None:
     sa.Column('threshold', sa.Integer(), nullable=False),
     sa.Column('spent_usd', sa.Numeric(precision=18, scale=9), nullable=False),
     sa.Column('limit_usd', sa.Numeric(precision=18, scale=9), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
     sa.PrimaryKeyConstraint('scope', 'period', 'threshold', name=op.f('pk_fal_budget_alerts'))
     )
     op.add_column('jobs', sa.Column('requested_backend', sa.String(length=16), nullable=True))

@@ -130,10 +130,11 @@ class LocalBackend(InlineBackend):
             return str(exc)
         if settings.local_model_path is not None:
             return None
-        if settings.local_model not in rembg.sessions_names:
+        names = rembg.sessions.sessions_names  # rembg has no top-level `sessions_names`
+        if settings.local_model not in names:
             return (
                 f"ORCH_LOCAL_MODEL={settings.local_model!r} is not a rembg model; choose one of "
-                f"{', '.join(sorted(rembg.sessions_names))}"
+                f"{', '.join(sorted(names))}"
             )
         return None
 

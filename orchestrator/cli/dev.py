@@ -3,8 +3,9 @@
 Without ``ORCH_DATABASE_URL`` / ``ORCH_BROKER_URL`` it uses SQLite files in the data folder
 (the database, and kombu's SQLAlchemy transport as the broker), so nothing needs installing;
 with them set it uses those servers. Either way it runs the production commands —
-``orchestrator api`` over TLS and ``orchestrator worker --queues local`` (and the reconciler,
-when this version has one) — as child processes, and stops them all on Ctrl-C.
+``orchestrator api`` over TLS and ``orchestrator worker --queues local``, whose main process
+runs the reconciler (or ``orchestrator reconcile --loop`` as a third child when
+``ORCH_RECONCILE_IN_WORKER`` is off) — as child processes, and stops them all on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -93,7 +94,11 @@ def dev(
     entry = [sys.executable, "-m", "orchestrator"]
     supervisor = Supervisor()
     stop = _stop_on_signals()
-    reconciler = _has_reconcile_loop()
+    # The worker's main process runs the reconciler unless that is switched off; then it runs
+    # as its own process (when this version of the CLI has the command).
+    reconciler_child = not settings.reconcile_in_worker and _has_reconcile_loop()
+    reconciler = ("in the worker" if settings.reconcile_in_worker
+                  else "own process" if reconciler_child else None)
     died: Child | None = None
     try:
         supervisor.start(Child("api", [*entry, "api", "--host", host, "--port", str(port),
@@ -103,7 +108,7 @@ def dev(
         if workers is not None:
             worker_args += ["--concurrency", str(workers)]
         supervisor.start(Child("worker", [*entry, *worker_args], data.logs / "worker.log"), child_env)
-        if reconciler:
+        if reconciler_child:
             supervisor.start(Child("reconciler", [*entry, "reconcile", "--loop"],
                                    data.logs / "reconciler.log"), child_env)
 
@@ -225,7 +230,7 @@ def _banner(details: dict[str, object], data: DataDir) -> None:
   database    {details['database_url']}
   broker      {details['broker_url']}
   worker      local backend (rembg); fal backend {'available with FAL_KEY' if details['fal_backend'] else 'off: it needs a Redis broker (ORCH_BROKER_URL=redis://…)'}
-  reconciler  {'running' if details['reconciler'] else 'not in this version'}
+  reconciler  {details['reconciler'] or 'not in this version'}
   logs        {details['logs']}/
 
 Try, in another shell:

@@ -27,12 +27,12 @@ from typing import Any
 
 import httpx
 from sqlalchemy import and_, event, func, literal_column, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import Attempt, FalBudget, FalBudgetAlert, Job
+from orchestrator.db.portable import utc_bucket, utc_day_value
 from orchestrator.errors import OrchestratorError
-from orchestrator.reports.costs import utc_bucket
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.budgets")
@@ -137,7 +137,7 @@ def measure(session: Session, scope: str, period: str, limit: Decimal, estimate:
         func.count().filter(Attempt.cost_usd.is_(None)),
     ).where(
         Attempt.backend == "fal", Attempt.started_at >= start, Attempt.started_at < end,
-        day >= start.replace(tzinfo=None), day < end.replace(tzinfo=None),
+        day >= utc_day_value(start.replace(tzinfo=None)), day < utc_day_value(end.replace(tzinfo=None)),
     )
     if scope != ALL_CLIENTS:
         stmt = stmt.join(Job, and_(Job.id == Attempt.job_id, Job.client == scope))
@@ -175,6 +175,8 @@ def admit(session: Session, client: str, settings: Settings, *, now: datetime | 
 def _record_alerts(session: Session, crossed: list[tuple[Spend, int, Decimal]],
                    settings: Settings) -> None:
     new: list[dict[str, Any]] = []
+    # INSERT … ON CONFLICT DO NOTHING RETURNING: Postgres, and SQLite in the embedded mode.
+    insert = sqlite.insert if session.get_bind().dialect.name == "sqlite" else postgresql.insert
     for spend, threshold, after in crossed:
         inserted = session.execute(
             insert(FalBudgetAlert)

@@ -41,7 +41,8 @@ NAMING_CONVENTION = {
 }
 
 # The UTC day of an instant, exactly as orchestrator.reports.costs.utc_bucket writes it (the
-# planner matches an index expression only to the same expression).
+# planner matches an index expression only to the same expression). Postgres only: SQLite (the
+# embedded mode) has no date_trunc, and its reports scan a small table anyway.
 UTC_DAY = "date_trunc('day', timezone('UTC', {}))"
 
 Money = Numeric(18, 9)

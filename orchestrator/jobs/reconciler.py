@@ -39,6 +39,7 @@ from typing import Any
 
 import redis
 from sqlalchemy import Engine, create_engine, exists, func, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -47,6 +48,7 @@ from orchestrator.jobs import remote
 from orchestrator.jobs.remote import PollItem
 from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import AttemptOutcome, JobState, SubmitState
+from orchestrator.queue.broker import is_redis, sqla_messages
 from orchestrator.queue.celery_app import QUEUE_NAMES, publish_run, publisher_for
 from orchestrator.settings import Settings
 
@@ -109,6 +111,8 @@ def job_ids_in_broker(broker_url: str, *, held_within: float) -> BrokerView:
     An older ``unacked`` entry is not counted: a live worker runs what it takes within a
     countdown, and a dead worker's entries come back only after the visibility timeout.
     """
+    if not is_redis(broker_url):
+        return _job_ids_in_sqla_broker(broker_url, held_within=held_within)
     client = redis.Redis.from_url(broker_url, socket_timeout=10, socket_connect_timeout=5)
     view = BrokerView(set(), set(), 0)
     try:
@@ -134,6 +138,23 @@ def job_ids_in_broker(broker_url: str, *, held_within: float) -> BrokerView:
                     view.messages += 1
     finally:
         client.close()
+    return view
+
+
+def _job_ids_in_sqla_broker(broker_url: str, *, held_within: float) -> BrokerView:
+    """The embedded broker (kombu's SQLAlchemy transport): waiting messages are its visible
+    rows; a message a worker took stays as an invisible row (after its ack too), so only those
+    sent within ``held_within`` seconds count as held."""
+    view = BrokerView(set(), set(), 0)
+    for payload, visible, age in sqla_messages(broker_url, QUEUE_NAMES):
+        ids = {m.decode() for m in _UUID.findall(payload.encode())}
+        if visible:
+            view.queued |= ids
+        elif age <= held_within:
+            view.held |= ids
+        else:
+            continue
+        view.messages += 1
     return view
 
 
@@ -231,7 +252,7 @@ class Reconciler:
             window = self.settings.lease_seconds + self.settings.reconcile_stale_after_seconds + 5
             try:
                 broker = job_ids_in_broker(self.settings.broker_url, held_within=window)
-            except redis.RedisError as exc:
+            except (redis.RedisError, SQLAlchemyError) as exc:
                 report.broker_error = f"cannot read the broker: {exc}"
                 log.warning("reconciler: %s", report.broker_error)
                 return

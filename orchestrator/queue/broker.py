@@ -8,8 +8,11 @@ which kind it is, how deep a queue is, whether it answers — for both kinds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.engine import make_url
 
 from orchestrator.settings import Settings
@@ -91,3 +94,31 @@ def prepare_sqlite_broker(url: str) -> None:
                 conn.commit()
     finally:
         engine.dispose()
+
+
+def sqla_messages(url: str, queues: Iterable[str]) -> list[tuple[str, bool, float]]:
+    """Every message of ``queues`` in the embedded broker: payload, still waiting (visible),
+    seconds since it was sent. kombu creates its tables on first use: none yet, no messages."""
+    from sqlalchemy import create_engine, inspect, text
+
+    engine = create_engine(sqla_database_url(url), connect_args={"timeout": SQLITE_BROKER_TIMEOUT_SECONDS})
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("kombu_message"):
+                return []
+            names = list(queues)
+            rows = conn.execute(
+                text("SELECT m.payload, m.visible, m.timestamp FROM kombu_message m "
+                     "JOIN kombu_queue q ON q.id = m.queue_id WHERE q.name IN :names")
+                .bindparams(bindparam("names", expanding=True)),
+                {"names": names},
+            ).all()
+    finally:
+        engine.dispose()
+    # kombu stamps messages with the host's local time (datetime.now), naive.
+    now = datetime.now()
+    out = []
+    for payload, visible, sent in rows:
+        sent_at = sent if isinstance(sent, datetime) else datetime.fromisoformat(str(sent)) if sent else now
+        out.append((str(payload), bool(visible), (now - sent_at).total_seconds()))
+    return out

@@ -23,7 +23,7 @@ few milliseconds apart (totals of money always come from one of them, the attemp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    Row,
+    Executable,
     Select,
     and_,
     func,
@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 
 from orchestrator.db.models import Attempt, Job
+from orchestrator.db.portable import seconds_between, utc_bucket, utc_day_value
 from orchestrator.errors import ReportError
 from orchestrator.jobs.states import JobState
 from orchestrator.reports.period import Period
@@ -50,6 +51,8 @@ from orchestrator.reports.period import Period
 TIME_GROUPINGS = ("day", "week", "month")
 GROUPINGS = (*TIME_GROUPINGS, "backend", "model", "client", "state")
 ZERO = Decimal(0)
+
+Record = Mapping[Any, Any]  # one result row by column name
 
 attempts = Attempt.__table__
 jobs = Job.__table__
@@ -113,12 +116,11 @@ def parse_group_by(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def utc_bucket(unit: str, moment: Any) -> ColumnElement[datetime]:
-    """``date_trunc(unit, timezone('UTC', moment))``: UTC days (weeks, months) whatever the
-    session's time zone. Literals, not bound parameters, so that the select list, GROUPING SETS
-    and the expression indexes on the day are the same expression."""
-    return func.date_trunc(literal_column(f"'{unit}'"),
-                           func.timezone(literal_column("'UTC'"), moment))
+# ``date_trunc(unit, timezone('UTC', moment))`` on Postgres: UTC days (weeks, months) whatever
+# the session's time zone, with literals, not bound parameters, so that the select list,
+# GROUPING SETS and the expression indexes on the day are the same expression. On SQLite (the
+# embedded mode) the same construct renders SQLite's date functions.
+__all__ = ["utc_bucket"]
 
 
 def _in_period(moment: Any, period: Period) -> ColumnElement[bool]:
@@ -128,7 +130,7 @@ def _in_period(moment: Any, period: Period) -> ColumnElement[bool]:
     last_day = period.until.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
     day = utc_bucket("day", moment)
     return and_(moment >= period.since, moment < period.until,
-                day >= first_day, day <= last_day)
+                day >= utc_day_value(first_day), day <= utc_day_value(last_day))
 
 
 def _keys(group_by: Sequence[str], *, on_attempts: bool) -> list[ColumnElement[Any]]:
@@ -184,7 +186,7 @@ def job_query(period: Period, group_by: Sequence[str], client: str | None) -> Se
     """Job counts and latency percentiles per group, and in total."""
     keys = _keys(group_by, on_attempts=False)
     succeeded = jobs.c.state == JobState.SUCCEEDED
-    seconds = func.date_part(literal_column("'epoch'"), jobs.c.finished_at - jobs.c.created_at)
+    seconds = seconds_between(jobs.c.created_at, jobs.c.finished_at)
     fractions: ColumnElement[Any] = literal_column("ARRAY[0.5, 0.95]")
     stmt = (
         select(
@@ -220,20 +222,73 @@ def cost_report(
     """Run the two aggregate queries — at once, on two connections (each is one CPU-bound scan;
     together they take the time of the slower) — and line their groups up by key."""
     group_by = tuple(group_by)
+    if engine.dialect.name == "sqlite":
+        # The embedded mode: no GROUPING SETS or percentile_cont, and a small table.
+        return _assemble(period, group_by, client, _fetch(engine, attempt_query(period, group_by, client)),
+                         sqlite_job_records(engine, period, group_by, client))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cost-report") as pool:
         job_records = pool.submit(_fetch, engine, job_query(period, group_by, client))
         attempt_records = _fetch(engine, attempt_query(period, group_by, client))
         return _assemble(period, group_by, client, attempt_records, job_records.result())
 
 
-def _fetch(engine: Engine, stmt: Select[Any]) -> Sequence[Row[Any]]:
+def _fetch(engine: Engine, stmt: Executable) -> list[Record]:
     with engine.connect() as conn:
-        return conn.execute(stmt).all()
+        return list(conn.execute(stmt).mappings())
+
+
+def sqlite_job_records(engine: Engine, period: Period, group_by: Sequence[str],
+                       client: str | None) -> list[Record]:
+    """What ``job_query`` returns, for SQLite: counts per group and in total (two queries in
+    place of GROUPING SETS), latency percentiles computed here as ``percentile_cont`` does."""
+    keys = _keys(group_by, on_attempts=False)
+    succeeded = jobs.c.state == JobState.SUCCEEDED
+    counts = select(
+        func.count().label("jobs"),
+        func.count().filter(succeeded).label("succeeded"),
+        func.count().filter(jobs.c.state == JobState.FAILED).label("failed"),
+        func.count().filter(jobs.c.state == JobState.CANCELLED).label("cancelled"),
+    ).select_from(jobs).where(_in_period(jobs.c.created_at, period))
+    latencies = (
+        select(*keys, seconds_between(jobs.c.created_at, jobs.c.finished_at).label("seconds"))
+        .where(_in_period(jobs.c.created_at, period), succeeded, jobs.c.finished_at.is_not(None))
+    )
+    if client is not None:
+        counts = counts.where(jobs.c.client == client)
+        latencies = latencies.where(jobs.c.client == client)
+    grouped = _fetch(engine, counts.add_columns(*keys).group_by(*(k.element for k in keys))) \
+        if keys else []
+    total = _fetch(engine, counts)[0]
+    seconds: dict[tuple[Any, ...], list[float]] = {}
+    for row in _fetch(engine, latencies):
+        seconds.setdefault(tuple(row[name] for name in group_by), []).append(float(row["seconds"]))
+    everything = [s for values in seconds.values() for s in values]
+    out: list[Record] = []
+    for row in grouped:
+        group = tuple(row[name] for name in group_by)
+        out.append({**row, "is_total": False, "latency": _percentiles(seconds.get(group, []))})
+    out.append({**total, "is_total": True, "latency": _percentiles(everything)})
+    return out
+
+
+def _percentiles(values: list[float]) -> tuple[float, float] | None:
+    """``percentile_cont(ARRAY[0.5, 0.95])``: linear interpolation between the closest ranks."""
+    if not values:
+        return None
+    ordered = sorted(values)
+
+    def cont(fraction: float) -> float:
+        position = fraction * (len(ordered) - 1)
+        low = int(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+    return cont(0.5), cont(0.95)
 
 
 def _assemble(
     period: Period, group_by: tuple[str, ...], client: str | None,
-    attempt_records: Sequence[Row[Any]], job_records: Sequence[Row[Any]],
+    attempt_records: Sequence[Record], job_records: Sequence[Record],
 ) -> CostReport:
     rows: dict[tuple[Any, ...], ReportRow] = {}
     total = ReportRow()
@@ -245,12 +300,10 @@ def _assemble(
         return rows[raw]
 
     # Attempt sums come per group and backend: each row is part of its group and of the total.
-    for record in attempt_records:
-        m = record._mapping
+    for m in attempt_records:
         for row in (total, group_row(m)) if group_by else (total,):
             _add_attempts(row, m)
-    for record in job_records:
-        m = record._mapping
+    for m in job_records:
         row = group_row(m) if group_by and not m["is_total"] else total
         row.jobs, row.succeeded = m["jobs"], m["succeeded"]
         row.failed, row.cancelled = m["failed"], m["cancelled"]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator.costs import budgets
 from orchestrator.db.models import Attempt, Job
+from orchestrator.db.portable import seconds_between
 from orchestrator.errors import BackendRejected, BudgetExceeded, FetchFailed, InputError
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.settings import Settings
@@ -101,7 +102,7 @@ def gather(session: Session, settings: Settings, client: str, *,
             Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING]))
     ) or 0
     recent_local = (
-        select(func.extract("epoch", Attempt.finished_at - Attempt.started_at).label("s"))
+        select(seconds_between(Attempt.started_at, Attempt.finished_at).label("s"))
         .where(Attempt.backend == "local", Attempt.outcome == AttemptOutcome.SUCCEEDED)
         .order_by(Attempt.finished_at.desc())
         .limit(RECENT)

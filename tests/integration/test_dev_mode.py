@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -156,10 +157,45 @@ def _reference(data: bytes, model: Path) -> np.ndarray:
     return np.asarray(remove_background(image, create_session(settings), crop_to_bbox=False))
 
 
+def _submit_with_lost_message(tmp_path: Path, env: dict[str, str], data: Path) -> str:
+    """`orchestrator submit` into the dev database, its message into another broker file: a
+    bell that never rings, as when a publish fails after the row committed."""
+    image = tmp_path / "lost.png"
+    image.write_bytes(_png((72, 40)))
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "submit", str(image), "--json"],
+        env={**env, "ORCH_DATABASE_URL": f"sqlite:///{data / 'orchestrator.db'}",
+             "ORCH_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'elsewhere.db'}"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    job_id: str = json.loads(out.stdout)["id"]
+    return job_id
+
+
+def _check_cost_report(dev: Dev, job_ids: list[str]) -> None:
+    """The cost report runs on SQLite too, and its sums are the attempt rows' sums."""
+    with dev.client() as http:
+        attempts = [a for job_id in job_ids for a in http.get(f"/v1/jobs/{job_id}").json()["attempt_log"]]
+        reply = http.get("/v1/reports/costs", params={"group_by": "day,backend"})
+    assert reply.status_code == 200, reply.text
+    report = reply.json()
+    total = report["total"]
+    assert total["jobs"] == total["succeeded"] == len(job_ids)
+    assert total["attempts"] == len(attempts)
+    assert Decimal(total["compute_seconds"]) == sum(Decimal(a["compute_seconds"]) for a in attempts)
+    assert Decimal(total["local_fal_equivalent_usd"]) == sum(Decimal(a["fal_equivalent_usd"]) for a in attempts)
+    assert total["latency_p50_seconds"] is not None
+    [row] = report["rows"]
+    assert row["backend"] == "local" and row["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+
+
 def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    env = _bare_env(tiny_model)
+    # A quick reconciler, so that a lost message is noticed within seconds.
+    env = _bare_env(tiny_model, ORCH_RECONCILE_INTERVAL_SECONDS="1",
+                    ORCH_RECONCILE_STALE_AFTER_SECONDS="2")
     log = tmp_path / "dev.log"
     data = tmp_path / "orchestrator-data"
     upload, via_fal = _png((90, 60)), _png((64, 80))
@@ -169,6 +205,7 @@ def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
         assert dev.details["database_url"] == f"sqlite:///{data / 'orchestrator.db'}"
         assert dev.details["broker_url"] == f"sqla+sqlite:///{data / 'broker.db'}"
         assert dev.details["fal_backend"] is False  # no Redis: said, not silently broken
+        assert dev.details["reconciler"] == "in the worker"
         assert (data / "api-key").stat().st_mode & 0o777 == 0o600
         with dev.client() as http:
             ready = http.get("/readyz").json()
@@ -208,6 +245,9 @@ def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
             reply = http.post("/v1/uploads", files=[("files", ("again.png", _png((50, 70)), "image/png"))])
             new_id = reply.json()[0]["id"]
         assert again.wait_job(new_id)["state"] == "succeeded"
+        lost_id = _submit_with_lost_message(tmp_path, env, data)
+        assert again.wait_job(lost_id, timeout=60)["state"] == "succeeded"  # the reconciler
+        _check_cost_report(again, [upload_id, new_id, lost_id, *(set(jobs) - {upload_id})])
         assert again.interrupt() == 0
     finally:
         again.kill()
@@ -231,3 +271,20 @@ def test_dev_uses_the_database_and_broker_it_is_given(
         assert dev.interrupt() == 0
     finally:
         dev.kill()
+
+
+def test_dev_stops_everything_when_a_child_dies(tmp_path: Path, tiny_model: Path) -> None:
+    """A worker that cannot start: dev says which process died and why, and stops the rest."""
+    env = _bare_env(tiny_model, ORCH_LOCAL_MODEL="no-such-model")
+    del env["ORCH_LOCAL_MODEL_PATH"]
+    port = _free_port()
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "dev", "--port", str(port), "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert out.returncode == 1, out.stderr
+    said = " ".join(out.stderr.split())  # rich wraps long lines
+    assert "the worker process exited with code 1" in said
+    assert "'no-such-model' is not a rembg model" in said  # the end of the worker's log
+    with socket.socket() as s:  # the API was stopped too
+        assert s.connect_ex(("127.0.0.1", port)) != 0
