@@ -46,7 +46,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A pool process loads and warms its ONNX session before it reports up; Celery's default
         # of 4 s would kill and respawn it in a loop on a big model or a slow disk.
         "worker_proc_alive_timeout": settings.worker_start_timeout_seconds,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Off: cancelling kills the pool process mid-task when Redis blips, which mid-submit
+        # to fal can buy a job twice and counts a crash against a healthy job. A second
+        # delivery of a task still running is harmless here: claim() sees the live lease.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUE_NAMES],  # type: ignore[no-untyped-call]
         "task_default_queue": "local",
         "task_create_missing_queues": False,
