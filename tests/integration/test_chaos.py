@@ -30,6 +30,7 @@ from orchestrator.db.migrate import upgrade
 from orchestrator.jobs.producer import Source, Submitted, submit
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.settings import load_settings
+from tests.conftest import run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.api_server import PlainApi
 from tests.support.db import Job, load_jobs
@@ -421,3 +422,36 @@ def test_the_webhook_receiver_accepts_only_what_fal_signed(
     assert httpx.post(f"{url}?attempt=1", content=body, headers=other).status_code == 401
     unsigned = {"Content-Type": "application/json"}
     assert httpx.post(f"{url}?attempt=1", content=body, headers=unsigned).status_code == 401
+
+
+def test_a_broken_poll_chain_is_polled_by_the_reconciler(
+    chaos_env: dict[str, str], start_worker: Any, emulator: FalEmulator
+) -> None:
+    """fal accepted the request and its id is stored, then the only fal worker dies: nobody
+    polls. The reconciler (`orchestrator reconcile`, in a process with FAL_KEY) polls it by
+    request id and the job completes on that request, paid once."""
+    emulator.latency = 1.5
+    worker = _start_fal(start_worker, chaos_env)
+    _submit(chaos_env, "fal", range(1))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        [job] = load_jobs(chaos_env["ORCH_DATABASE_URL"])
+        if job.attempts and job.attempts[0].provider_request_id:
+            break
+        time.sleep(0.02)
+    worker.kill()
+    assert job.state is JobState.RUNNING, job.state
+    polled = 0
+    while time.monotonic() < deadline:
+        out = run_cli({**chaos_env, "ORCH_RECONCILE_STALE_AFTER_SECONDS": "0"}, "reconcile", "--json")
+        assert out.returncode == 0, out.stderr
+        polled += json.loads(out.stdout)["polled"]
+        [job] = load_jobs(chaos_env["ORCH_DATABASE_URL"])
+        if job.state.is_final:
+            break
+        time.sleep(0.5)
+    assert job.state is JobState.SUCCEEDED, job.error_message
+    assert polled >= 1
+    [paid] = emulator.ledger
+    assert [a.provider_request_id for a in job.attempts] == [paid["request_id"]]
+    assert job.result is not None and job.result.data == emulator.output_bytes(paid["request_id"])
