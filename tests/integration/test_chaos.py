@@ -35,7 +35,7 @@ from tests.fal_emulator import FalEmulator
 from tests.support.api_server import PlainApi
 from tests.support.db import Job, load_jobs
 from tests.support.images import subject
-from tests.support.servers import PrivatePostgres, PrivateRedis
+from tests.support.servers import PrivatePostgres, PrivateRedis, free_port
 
 FAL_KEY = "emulator-key-id:emulator-key-secret"
 
@@ -382,20 +382,32 @@ def test_a_crash_between_fals_accept_and_the_commit_is_adopted_from_fals_webhook
 
 
 def test_a_lost_request_found_after_the_job_was_bought_again_is_a_recorded_cost(
-    webhook_env: dict[str, str], start_worker: Any, emulator: FalEmulator, tmp_path: Any
+    chaos_env: dict[str, str], start_worker: Any, emulator: FalEmulator, tmp_path: Any
 ) -> None:
-    """The webhook comes after the adoption wait: the job was already submitted again. The
-    first request is then attributed to its lost attempt with its cost (a known duplicate)."""
-    emulator.latency = 5.0
-    env = {**webhook_env, "ORCH_FAL_ADOPT_WAIT_SECONDS": "0.5"}
-    _die_after_accept(start_worker, env, tmp_path, processes=2)
+    """The webhook comes only after the adoption wait (the receiver is down until then): the
+    job was already submitted again. The first request is then attributed to its lost
+    attempt with its cost (a known duplicate); fal retries the webhook until it lands."""
+    port = free_port()
+    env = {**chaos_env, "ORCH_FAL_JWKS_URL": f"{emulator.base_url}/.well-known/jwks.json",
+           "ORCH_FAL_WEBHOOK_URL": f"http://127.0.0.1:{port}/v1/fal/webhook",
+           "ORCH_FAL_ADOPT_WAIT_SECONDS": "0.5"}
+    _die_after_accept(start_worker, env, tmp_path)
     _submit(env, "fal", range(1))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # bought again while nobody receives the webhook
         [job] = load_jobs(env["ORCH_DATABASE_URL"])
-        if job.state.is_final and all(a.cost_usd is not None for a in job.attempts):
+        if len(job.attempts) == 2 and job.attempts[1].provider_request_id:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
+    api = PlainApi(env, tmp_path / "api.log", port=port)
+    try:
+        while time.monotonic() < deadline:
+            [job] = load_jobs(env["ORCH_DATABASE_URL"])
+            if job.state.is_final and all(a.cost_usd is not None for a in job.attempts):
+                break
+            time.sleep(0.2)
+    finally:
+        api.stop()
     assert job.state is JobState.SUCCEEDED, job.error_message
     first, second = job.attempts
     assert first.outcome is AttemptOutcome.SUPERSEDED and second.outcome is AttemptOutcome.SUCCEEDED
