@@ -46,6 +46,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # A pool process loads and warms its ONNX session before it reports up; Celery's default
         # of 4 s would kill and respawn it in a loop on a big model or a slow disk.
         "worker_proc_alive_timeout": settings.worker_start_timeout_seconds,
+        # On, although it kills a task in flight when Redis blips (mid-submit to fal that is a
+        # possible second payment: adopted from fal's webhook, else flagged on the job): with
+        # it off, kombu 5.7 acks the finished task through the dead channel and the worker
+        # exits ("'NoneType' object has no attribute 'client'", seen in test_chaos.py).
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUE_NAMES],  # type: ignore[no-untyped-call]
         "task_default_queue": "local",

@@ -30,11 +30,12 @@ from orchestrator.db.migrate import upgrade
 from orchestrator.jobs.producer import Source, Submitted, submit
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.settings import load_settings
+from tests.conftest import run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.api_server import PlainApi
 from tests.support.db import Job, load_jobs
 from tests.support.images import subject
-from tests.support.servers import PrivatePostgres, PrivateRedis
+from tests.support.servers import PrivatePostgres, PrivateRedis, free_port
 
 FAL_KEY = "emulator-key-id:emulator-key-secret"
 
@@ -250,11 +251,14 @@ def test_sigkill_storm_loses_nothing_and_pays_once(
 
 @pytest.mark.slow
 def test_redis_killed_and_restarted_empty_mid_run(
-    chaos_env: dict[str, str], start_worker: Any, emulator: FalEmulator
+    webhook_env: dict[str, str], start_worker: Any, emulator: FalEmulator
 ) -> None:
+    """Redis dies with everything it holds and comes back empty. Workers cancel the tasks they
+    were running when the connection went (Celery's connection-loss cancel), so a fal submit
+    can be cut between fal's accept and the commit: fal's webhook hands that request back."""
     broker = PrivateRedis().start()
     try:
-        env = {**chaos_env, "ORCH_BROKER_URL": broker.url}
+        env = {**webhook_env, "ORCH_BROKER_URL": broker.url, "ORCH_FAL_ADOPT_WAIT_SECONDS": "8"}
         _start_local(start_worker, env)
         _start_fal(start_worker, env)
         emulator.latency = 3.0  # fal requests are in flight when Redis dies
@@ -268,6 +272,7 @@ def test_redis_killed_and_restarted_empty_mid_run(
         _submit(env, "local", range(40, 50))  # and new work is accepted again
         jobs, done_at = _wait_final(env["ORCH_DATABASE_URL"], 90, timeout=90)
         figures = _check_nothing_lost_nothing_paid_twice(jobs, emulator)
+        assert figures["paid_requests"] == 40 and figures["duplicates"] == 0
         recovery = done_at - back
         assert recovery <= 60, recovery
         _report("redis_flushed", {"jobs": len(jobs), "lost": 0, **figures,
@@ -381,20 +386,32 @@ def test_a_crash_between_fals_accept_and_the_commit_is_adopted_from_fals_webhook
 
 
 def test_a_lost_request_found_after_the_job_was_bought_again_is_a_recorded_cost(
-    webhook_env: dict[str, str], start_worker: Any, emulator: FalEmulator, tmp_path: Any
+    chaos_env: dict[str, str], start_worker: Any, emulator: FalEmulator, tmp_path: Any
 ) -> None:
-    """The webhook comes after the adoption wait: the job was already submitted again. The
-    first request is then attributed to its lost attempt with its cost (a known duplicate)."""
-    emulator.latency = 5.0
-    env = {**webhook_env, "ORCH_FAL_ADOPT_WAIT_SECONDS": "0.5"}
-    _die_after_accept(start_worker, env, tmp_path, processes=2)
+    """The webhook comes only after the adoption wait (the receiver is down until then): the
+    job was already submitted again. The first request is then attributed to its lost
+    attempt with its cost (a known duplicate); fal retries the webhook until it lands."""
+    port = free_port()
+    env = {**chaos_env, "ORCH_FAL_JWKS_URL": f"{emulator.base_url}/.well-known/jwks.json",
+           "ORCH_FAL_WEBHOOK_URL": f"http://127.0.0.1:{port}/v1/fal/webhook",
+           "ORCH_FAL_ADOPT_WAIT_SECONDS": "0.5"}
+    _die_after_accept(start_worker, env, tmp_path)
     _submit(env, "fal", range(1))
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # bought again while nobody receives the webhook
         [job] = load_jobs(env["ORCH_DATABASE_URL"])
-        if job.state.is_final and all(a.cost_usd is not None for a in job.attempts):
+        if len(job.attempts) == 2 and job.attempts[1].provider_request_id:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
+    api = PlainApi(env, tmp_path / "api.log", port=port)
+    try:
+        while time.monotonic() < deadline:
+            [job] = load_jobs(env["ORCH_DATABASE_URL"])
+            if job.state.is_final and all(a.cost_usd is not None for a in job.attempts):
+                break
+            time.sleep(0.2)
+    finally:
+        api.stop()
     assert job.state is JobState.SUCCEEDED, job.error_message
     first, second = job.attempts
     assert first.outcome is AttemptOutcome.SUPERSEDED and second.outcome is AttemptOutcome.SUCCEEDED
@@ -421,3 +438,36 @@ def test_the_webhook_receiver_accepts_only_what_fal_signed(
     assert httpx.post(f"{url}?attempt=1", content=body, headers=other).status_code == 401
     unsigned = {"Content-Type": "application/json"}
     assert httpx.post(f"{url}?attempt=1", content=body, headers=unsigned).status_code == 401
+
+
+def test_a_broken_poll_chain_is_polled_by_the_reconciler(
+    chaos_env: dict[str, str], start_worker: Any, emulator: FalEmulator
+) -> None:
+    """fal accepted the request and its id is stored, then the only fal worker dies: nobody
+    polls. The reconciler (`orchestrator reconcile`, in a process with FAL_KEY) polls it by
+    request id and the job completes on that request, paid once."""
+    emulator.latency = 1.5
+    worker = _start_fal(start_worker, chaos_env)
+    _submit(chaos_env, "fal", range(1))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        [job] = load_jobs(chaos_env["ORCH_DATABASE_URL"])
+        if job.attempts and job.attempts[0].provider_request_id:
+            break
+        time.sleep(0.02)
+    worker.kill()
+    assert job.state is JobState.RUNNING, job.state
+    polled = 0
+    while time.monotonic() < deadline:
+        out = run_cli({**chaos_env, "ORCH_RECONCILE_STALE_AFTER_SECONDS": "0"}, "reconcile", "--json")
+        assert out.returncode == 0, out.stderr
+        polled += json.loads(out.stdout)["polled"]
+        [job] = load_jobs(chaos_env["ORCH_DATABASE_URL"])
+        if job.state.is_final:
+            break
+        time.sleep(0.5)
+    assert job.state is JobState.SUCCEEDED, job.error_message
+    assert polled >= 1
+    [paid] = emulator.ledger
+    assert [a.provider_request_id for a in job.attempts] == [paid["request_id"]]
+    assert job.result is not None and job.result.data == emulator.output_bytes(paid["request_id"])

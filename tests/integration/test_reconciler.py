@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -216,3 +219,16 @@ def test_the_api_accepts_a_submit_while_redis_is_down_and_it_runs_later(
     worker = start_worker(extra_env=FAST)  # its reconciler publishes the stored job: nobody acts
     wait_for_state(env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED}, 60)
     assert "reconciler running in the worker's main process" in worker.text()
+
+
+def test_reconcile_loop_runs_passes_until_sigterm(env: dict[str, str]) -> None:
+    """`orchestrator reconcile --loop` (the compose service): a pass per interval, clean exit."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "reconcile", "--loop", "--interval", "0.3", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    passes = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(passes) >= 2 and all(p["ran"] for p in passes), (out, err)

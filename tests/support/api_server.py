@@ -16,8 +16,8 @@ from tests.support.servers import free_port
 class PlainApi:
     """``orchestrator api`` over plain HTTP on loopback: fal's webhooks reach it there."""
 
-    def __init__(self, env: dict[str, str], log: Any) -> None:
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

@@ -113,8 +113,8 @@ class FalPoller(threading.Thread):
             if capacity > 0:
                 try:
                     items = await asyncio.to_thread(self._claim, capacity)
-                except Exception:
-                    log.exception("claiming due fal polls failed")
+                except Exception as exc:  # noqa: BLE001 - the database may be away: next second
+                    log.warning("claiming due fal polls failed: %s", str(exc).splitlines()[0][:200])
                     await asyncio.sleep(1.0)
                     continue
             for item in items:
