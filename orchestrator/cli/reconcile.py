@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from typing import Annotated, Any
@@ -47,7 +46,10 @@ def reconcile(
     if not loop:
         _show(reconcile_once(settings), json_out)
         return
-    logging.getLogger("orchestrator").setLevel(logging.INFO)
+    from orchestrator.observability.logs import configure_logging
+
+    # A service of its own: JSON lines with masked secrets, as the worker and the API write.
+    configure_logging(settings)
     done = threading.Event()
 
     def on_pass(report: PassReport) -> None:
