@@ -21,6 +21,7 @@ import psycopg
 import pytest
 import redis
 
+from tests.fal_emulator import FalEmulator
 from tests.support.models import write_tiny_dis_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -225,3 +226,17 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess
         text=True,
         timeout=timeout,
     )
+
+
+# The key fal_client sends to the emulator (it checks the shape, bills nothing real).
+EMULATOR_FAL_KEY = "emulator-key-id:emulator-key-secret"
+
+
+@pytest.fixture(scope="module")
+def emulator(request: pytest.FixtureRequest) -> Iterator[FalEmulator]:
+    """fal's queue API on HTTPS loopback for a test module; the module's ``EMULATOR_LATENCY``
+    (seconds a request takes, default 0.3) sets its pace. Tests reset it per test."""
+    emu = FalEmulator(latency=getattr(request.module, "EMULATOR_LATENCY", 0.3))
+    emu.start()
+    yield emu
+    emu.stop()

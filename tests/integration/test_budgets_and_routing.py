@@ -19,12 +19,12 @@ import psycopg
 import pytest
 
 from orchestrator.jobs.states import JobState
-from tests.conftest import run_cli
+from tests.conftest import EMULATOR_FAL_KEY, run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.db import job_by_id, wait_all_final, wait_for_state
 from tests.support.images import subject
 
-FAL_KEY = "emulator-key-id:emulator-key-secret"
+FAL_KEY = EMULATOR_FAL_KEY
 JOB_COST = Decimal("0.00111")  # the emulator bills 1.0 s per request at fal's price
 
 
@@ -37,12 +37,7 @@ def _close_pooled_connections(database_url: str) -> Iterator[None]:
     get_engine(database_url).dispose()
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[FalEmulator]:
-    emu = FalEmulator(latency=0.2)
-    emu.start()
-    yield emu
-    emu.stop()
+EMULATOR_LATENCY = 0.2  # the module's emulator (tests/conftest.py)
 
 
 @pytest.fixture

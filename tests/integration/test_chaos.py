@@ -30,22 +30,17 @@ from orchestrator.db.migrate import upgrade
 from orchestrator.jobs.producer import Source, Submitted, submit
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.settings import load_settings
-from tests.conftest import run_cli
+from tests.conftest import EMULATOR_FAL_KEY, run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.api_server import PlainApi
 from tests.support.db import Job, load_jobs
 from tests.support.images import subject
 from tests.support.servers import PrivatePostgres, PrivateRedis, free_port
 
-FAL_KEY = "emulator-key-id:emulator-key-secret"
+FAL_KEY = EMULATOR_FAL_KEY
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[FalEmulator]:
-    emu = FalEmulator(latency=1.0)
-    emu.start()
-    yield emu
-    emu.stop()
+EMULATOR_LATENCY = 1.0  # the module's emulator (tests/conftest.py)
 
 
 @pytest.fixture

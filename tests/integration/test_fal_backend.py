@@ -9,7 +9,6 @@ import io
 import json
 import random
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,21 +16,16 @@ import pytest
 
 from orchestrator.db.models import Result
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
-from tests.conftest import run_cli
+from tests.conftest import EMULATOR_FAL_KEY, run_cli
 from tests.fal_emulator import FalEmulator, Fault
 from tests.support.db import count, job_by_id, load_jobs, wait_all_final, wait_for_state
 from tests.support.images import subject
 
-FAL_KEY = "emulator-key-id:emulator-key-secret"
+FAL_KEY = EMULATOR_FAL_KEY
 PRICE = Decimal("0.00111")
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[FalEmulator]:
-    emu = FalEmulator(latency=0.3)
-    emu.start()
-    yield emu
-    emu.stop()
+EMULATOR_LATENCY = 0.3  # the module's emulator (tests/conftest.py)
 
 
 @pytest.fixture

@@ -31,12 +31,12 @@ import redis
 from PIL import Image
 
 from orchestrator.jobs.states import AttemptOutcome
-from tests.conftest import Worker, run_cli
+from tests.conftest import EMULATOR_FAL_KEY, Worker, run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.db import load_jobs
 from tests.support.images import subject
 
-FAL_KEY = "emulator-key-id:emulator-key-secret"
+FAL_KEY = EMULATOR_FAL_KEY
 LOCAL_PRICE = "0.01"
 TENANT_A, TENANT_B = "tenant-a", "tenant-b"
 RECENT = (datetime.now(UTC) - timedelta(days=4)).date().isoformat()  # a short chart
