@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.api.ratelimit import RateLimiter
@@ -94,6 +94,13 @@ def _unstorable(request: Request, exc: Exception) -> JSONResponse:
                                    "(such as a NUL character)"}, status_code=422)
 
 
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # A submit is answered only after its row commits, so a submit refused here was not
+    # accepted: the caller retries it.
+    return JSONResponse({"detail": "the database is unavailable; retry later"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
 def _error_response(request: Request, exc: Exception) -> JSONResponse:
     status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
     return JSONResponse({"detail": str(exc)}, status_code=status)
@@ -123,6 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.submitter = SubmitBatcher(settings)
     app.add_exception_handler(OrchestratorError, _error_response)
     app.add_exception_handler(DataError, _unstorable)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
     # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
     max_body = settings.max_input_bytes * 4 // 3 + 64 * 1024
     app.add_middleware(BodyLimit, max_bytes=max_body)
