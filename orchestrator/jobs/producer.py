@@ -171,8 +171,11 @@ def submit_requests(requests: list[JobRequest], *, settings: Settings) -> list[S
     jobs: list[tuple[JobRequest, Job]] = []
     out: dict[int, Submitted] = {}
     keyed: list[tuple[int, JobRequest, Job]] = []
+    # Asked once per backend, not per job (for fal it is a Redis round trip).
+    unavailable = {name: _unavailable_reason(name, settings)
+                   for name in {request.backend for request in requests}}
     for index, request in enumerate(requests):
-        job = _new_job(request, settings)
+        job = _new_job(request, settings, unavailable[request.backend])
         if request.idempotency_key is None:
             jobs.append((request, job))
         else:
@@ -191,12 +194,16 @@ def submit_requests(requests: list[JobRequest], *, settings: Settings) -> list[S
     return submitted
 
 
-def _new_job(request: JobRequest, settings: Settings) -> Job:
+def _unavailable_reason(backend: str, settings: Settings) -> str | None:
+    # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
+    backend_cls = backend_class(backend)
+    return backend_cls.unavailable_reason(settings) if backend_cls.remote else None
+
+
+def _new_job(request: JobRequest, settings: Settings, unavailable: str | None) -> Job:
     """The job row for a request: queued, or failed at once if it can never run."""
     backend_cls = backend_class(request.backend)
     source = request.source
-    # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
-    unavailable = backend_cls.unavailable_reason(settings) if backend_cls.remote else None
     rejection: PermanentJobError | None = BackendUnavailable(unavailable) if unavailable else None
     if source.data is not None and rejection is None:
         try:
