@@ -240,3 +240,12 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[FalEmulator]:
     emu.start()
     yield emu
     emu.stop()
+
+
+def emulator_env(env: dict[str, str], emulator: FalEmulator, *, latency: float,
+                 **settings: str) -> dict[str, str]:
+    """Reset the emulator to ``latency`` and return ``env`` pointing fal_client (workers, CLI)
+    at it with the emulator's key, plus ``settings``."""
+    emulator.reset()
+    emulator.latency = latency
+    return {**env, **emulator.env(), "FAL_KEY": EMULATOR_FAL_KEY, **settings}

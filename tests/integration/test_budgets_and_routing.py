@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from orchestrator.jobs.states import JobState
-from tests.conftest import EMULATOR_FAL_KEY, run_cli
+from tests.conftest import EMULATOR_FAL_KEY, emulator_env, run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.db import job_by_id, wait_all_final, wait_for_state
 from tests.support.images import subject
@@ -42,11 +42,10 @@ EMULATOR_LATENCY = 0.2  # the module's emulator (tests/conftest.py)
 
 @pytest.fixture
 def fal_env(env: dict[str, str], emulator: FalEmulator) -> dict[str, str]:
-    emulator.reset()
-    emulator.latency = 0.2
+    fal = emulator_env(env, emulator, latency=EMULATOR_LATENCY,
+                       ORCH_FAL_POLL_INITIAL_SECONDS="0.1", ORCH_FAL_POLL_MAX_SECONDS="0.3")
     emulator.inference_time = 1.0
-    return {**env, **emulator.env(), "FAL_KEY": FAL_KEY,
-            "ORCH_FAL_POLL_INITIAL_SECONDS": "0.1", "ORCH_FAL_POLL_MAX_SECONDS": "0.3"}
+    return fal
 
 
 class _Alerts(BaseHTTPRequestHandler):

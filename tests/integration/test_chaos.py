@@ -30,7 +30,7 @@ from orchestrator.db.migrate import upgrade
 from orchestrator.jobs.producer import Source, Submitted, submit
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.settings import load_settings
-from tests.conftest import EMULATOR_FAL_KEY, run_cli
+from tests.conftest import EMULATOR_FAL_KEY, emulator_env, run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.api_server import PlainApi
 from tests.support.db import Job, load_jobs
@@ -45,21 +45,17 @@ EMULATOR_LATENCY = 1.0  # the module's emulator (tests/conftest.py)
 
 @pytest.fixture
 def chaos_env(env: dict[str, str], emulator: FalEmulator) -> dict[str, str]:
-    emulator.reset()
-    emulator.latency = 1.0
-    return {
-        **env,
-        **emulator.env(),
-        "FAL_KEY": FAL_KEY,
-        "ORCH_FAL_POLL_INITIAL_SECONDS": "0.2",
-        "ORCH_FAL_POLL_MAX_SECONDS": "1",
-        "ORCH_FAL_SUBMIT_TIMEOUT_SECONDS": "5",
-        "ORCH_FAL_RESUBMIT_AFTER_SECONDS": "0.5",
-        "ORCH_RECONCILE_INTERVAL_SECONDS": "1",
-        "ORCH_RECONCILE_STALE_AFTER_SECONDS": "2",
+    return emulator_env(
+        env, emulator, latency=EMULATOR_LATENCY,
+        ORCH_FAL_POLL_INITIAL_SECONDS="0.2",
+        ORCH_FAL_POLL_MAX_SECONDS="1",
+        ORCH_FAL_SUBMIT_TIMEOUT_SECONDS="5",
+        ORCH_FAL_RESUBMIT_AFTER_SECONDS="0.5",
+        ORCH_RECONCILE_INTERVAL_SECONDS="1",
+        ORCH_RECONCILE_STALE_AFTER_SECONDS="2",
         # Not a poison input: a job may be caught by several kills and must still finish.
-        "ORCH_MAX_DELIVERIES": "10",
-    }
+        ORCH_MAX_DELIVERIES="10",
+    )
 
 
 def _png(i: int, scale: int = 1) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.db.models import Result
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
-from tests.conftest import EMULATOR_FAL_KEY, run_cli
+from tests.conftest import EMULATOR_FAL_KEY, emulator_env, run_cli
 from tests.fal_emulator import FalEmulator, Fault
 from tests.support.db import count, job_by_id, load_jobs, wait_all_final, wait_for_state
 from tests.support.images import subject
@@ -30,17 +30,13 @@ EMULATOR_LATENCY = 0.3  # the module's emulator (tests/conftest.py)
 
 @pytest.fixture
 def fal_env(env: dict[str, str], emulator: FalEmulator) -> dict[str, str]:
-    emulator.reset()
-    emulator.latency = 0.3
-    return {
-        **env,
-        **emulator.env(),
-        "FAL_KEY": FAL_KEY,
-        "ORCH_FAL_POLL_INITIAL_SECONDS": "0.1",
-        "ORCH_FAL_POLL_MAX_SECONDS": "0.5",
-        "ORCH_FAL_RESUBMIT_AFTER_SECONDS": "0.2",
-        "ORCH_FAL_SUBMIT_TIMEOUT_SECONDS": "5",
-    }
+    return emulator_env(
+        env, emulator, latency=EMULATOR_LATENCY,
+        ORCH_FAL_POLL_INITIAL_SECONDS="0.1",
+        ORCH_FAL_POLL_MAX_SECONDS="0.5",
+        ORCH_FAL_RESUBMIT_AFTER_SECONDS="0.2",
+        ORCH_FAL_SUBMIT_TIMEOUT_SECONDS="5",
+    )
 
 
 def _png(i: int = 0) -> bytes:

@@ -35,16 +35,21 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
+def _round_trip(url: str) -> None:
+    """Upgrade → the models' tables, no autogenerate diff → downgrade to nothing → upgrade."""
+    upgrade(url)
+    assert _tables(url) == set(Base.metadata.tables)
+    assert _diff(url) == []
+    downgrade(url, "base")
+    assert _tables(url) == set()
+    upgrade(url)
+    assert _diff(url) == []
+
+
 def test_upgrade_downgrade_upgrade_and_models_match_migrations() -> None:
     dbname, url = create_database()
     try:
-        upgrade(url)
-        assert _tables(url) == set(Base.metadata.tables)
-        assert _diff(url) == []
-        downgrade(url, "base")
-        assert _tables(url) == set()
-        upgrade(url)
-        assert _diff(url) == []
+        _round_trip(url)
     finally:
         drop_database(dbname)
 
@@ -86,10 +91,4 @@ def test_check_constraints_admit_every_enum_value(database_url: str) -> None:
 def test_migrations_run_on_sqlite_and_match_the_models(tmp_path: Path) -> None:
     """The embedded mode's database: the same migrations, SQLite's ALTERs done in batch mode."""
     url = f"sqlite:///{tmp_path / 'orchestrator.db'}"
-    upgrade(url)
-    assert _tables(url) == set(Base.metadata.tables)
-    assert _diff(url) == []
-    downgrade(url, "base")
-    assert _tables(url) == set()
-    upgrade(url)
-    assert _diff(url) == []
+    _round_trip(url)
