@@ -4,12 +4,12 @@ backends. The names below are the public Python API; everything else may move.""
 from orchestrator.errors import (
     BackendUnavailable,
     ConfigError,
+    IdempotencyConflict,
     InputError,
     JobNotFound,
     OrchestratorError,
 )
 from orchestrator.jobs.producer import (
-    IdempotencyConflict,
     Source,
     Submitted,
     expand_sources,

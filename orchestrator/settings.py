@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # overlap decoding, encoding and storing with inference, at one ONNX session (~2 GiB) each.
     worker_concurrency: int = Field(default=0, ge=0, le=512)
     default_backend: Literal["local", "fal", "auto"] = "local"
+    # Offer the in-memory fake backends (fake-inline, fake-remote) of orchestrator/backends:
+    # for tests and demos without a model or a provider account.
+    fake_backends: bool = False
     # --- auto routing (orchestrator/routing) ---------------------------------------------
     # An auto job should be done within this many seconds: local while its estimated wait
     # (queue depth × recent seconds per job ÷ parallelism) fits, else fal.

@@ -22,13 +22,13 @@ from orchestrator.api.submissions import SubmitBatcher
 from orchestrator.errors import (
     BackendUnavailable,
     ConfigError,
+    IdempotencyConflict,
     InputError,
     InputTooLarge,
     JobNotFound,
     JobStateError,
     OrchestratorError,
 )
-from orchestrator.jobs.producer import IdempotencyConflict
 from orchestrator.settings import Settings, get_settings
 
 

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 
 from orchestrator.db.models import Attempt, Job
 from orchestrator.db.session import session_scope
-from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import JobState
+from orchestrator.jobs.transitions import utcnow
 from orchestrator.queue.broker import queue_depth
 from orchestrator.queue.celery_app import QUEUE_NAMES
 from orchestrator.settings import Settings

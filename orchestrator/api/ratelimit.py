@@ -9,8 +9,7 @@ import redis
 import redis.asyncio
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.backends.fal.limits import redis_client
-from orchestrator.queue.broker import is_redis
+from orchestrator.queue.broker import is_redis, redis_client
 
 log = logging.getLogger("orchestrator.api.ratelimit")
 

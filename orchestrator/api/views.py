@@ -10,23 +10,23 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import Job
+from orchestrator.errors import INPUT_ERROR_CODES, ErrorCode
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.results import read_result
 from orchestrator.settings import Settings
 
 REQUESTS_PATH = "/fal-ai/imageutils/requests"
 
-# Our error types → fal's error_type vocabulary (fal-queue-protocol.md §9).
-FAL_ERROR_TYPES = {
-    "CorruptImage": "image_load_error",
-    "UnsupportedFormat": "image_load_error",
-    "InputTooLarge": "image_too_large",
-    "InputUnreachable": "file_download_error",
-    "BackendRejected": "image_load_error",
-    "Cancelled": "client_cancelled",
+# Our error codes → fal's error_type vocabulary (fal-queue-protocol.md §9).
+FAL_ERROR_TYPES: dict[str, str] = {
+    ErrorCode.CORRUPT_IMAGE: "image_load_error",
+    ErrorCode.UNSUPPORTED_FORMAT: "image_load_error",
+    ErrorCode.INPUT_INVALID: "image_load_error",
+    ErrorCode.INPUT_TOO_LARGE: "image_too_large",
+    ErrorCode.INPUT_UNREACHABLE: "file_download_error",
+    ErrorCode.BACKEND_REJECTED: "image_load_error",
+    ErrorCode.CANCELLED: "client_cancelled",
 }
-INPUT_ERRORS = frozenset({"CorruptImage", "UnsupportedFormat", "InputTooLarge", "InputUnreachable",
-                          "BackendRejected"})
 
 
 def fal_status_name(state: JobState) -> str:
@@ -84,7 +84,7 @@ def status_body(session: Session, job: Job, base: str, *, with_logs: bool) -> tu
             body["metrics"] = {"inference_time": seconds}
         if job.state is not JobState.SUCCEEDED:
             body["error"] = job.error_message or job.state.value
-            body["error_type"] = FAL_ERROR_TYPES.get(job.error_type or "", "runner_server_error")
+            body["error_type"] = FAL_ERROR_TYPES.get(job.error_code or "", "runner_server_error")
     return (200 if status == "COMPLETED" else 202), body
 
 
@@ -103,7 +103,7 @@ def result_body(job: Job, base: str, settings: Settings) -> tuple[int, dict[str,
     message = job.error_message or f"the request {job.state.value}"
     if job.state is JobState.CANCELLED:
         return 499, {"detail": message, "error_type": "client_cancelled"}
-    if job.error_type in INPUT_ERRORS:
+    if job.error_code in INPUT_ERROR_CODES:
         return 422, {"detail": [{"loc": ["body", "image_url"], "msg": message,
-                                 "type": FAL_ERROR_TYPES.get(job.error_type or "", "image_load_error")}]}
+                                 "type": FAL_ERROR_TYPES.get(job.error_code or "", "image_load_error")}]}
     return 500, {"detail": message, "error_type": "runner_server_error"}

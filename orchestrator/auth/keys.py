@@ -15,14 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import ApiKey
-from orchestrator.errors import OrchestratorError
-from orchestrator.jobs.service import utcnow
+from orchestrator.errors import KeyError_
+from orchestrator.jobs.transitions import utcnow
 
 KEY_PREFIX = "orch_"
 
-
-class KeyError_(OrchestratorError):
-    """An API key action that cannot be done."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from rich.table import Table
 from orchestrator.cli.common import console, console_err, print_json
 from orchestrator.costs import budgets
 from orchestrator.db.session import session_scope
+from orchestrator.errors import BudgetError
 from orchestrator.settings import get_settings
 
 app = typer.Typer(help="fal spend limits (USD per UTC day and month).", no_args_is_help=True)
@@ -24,9 +25,9 @@ def _usd(text: str | None, name: str) -> Decimal | None:
     try:
         value = Decimal(text)
     except InvalidOperation:
-        raise budgets.BudgetError(f"{name} {text!r} is not an amount of USD") from None
+        raise BudgetError(f"{name} {text!r} is not an amount of USD") from None
     if not value.is_finite() or value < 0:
-        raise budgets.BudgetError(f"{name} must be 0 or more")
+        raise BudgetError(f"{name} must be 0 or more")
     return value
 
 

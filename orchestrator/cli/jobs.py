@@ -7,13 +7,15 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
+from orchestrator.backends.base import CancelOutcome
 from orchestrator.cli.common import console, console_err, print_json
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.errors import ConfigError, JobStateError
-from orchestrator.jobs import service
+from orchestrator.jobs import transitions
+from orchestrator.jobs.remote.cancel import cancel_at_provider, running_request
 from orchestrator.jobs.serialize import job_dict
-from orchestrator.jobs.states import AttemptOutcome, JobState
+from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import publish_run
 from orchestrator.results import read_result
 from orchestrator.settings import get_settings
@@ -28,7 +30,7 @@ def show(
 ) -> None:
     """Show a job, its attempts, costs and result."""
     with session_scope(get_settings().database_url) as session:
-        data = job_dict(service.get_job(session, job_id))
+        data = job_dict(transitions.get_job(session, job_id))
     if json_out:
         print_json(data)
         return
@@ -81,7 +83,7 @@ def result(
     """Write a succeeded job's result to a file."""
     settings = get_settings()
     with session_scope(settings.database_url) as session:
-        job = service.get_job(session, job_id)
+        job = transitions.get_job(session, job_id)
         if job.result is None:
             raise JobStateError(f"job {job.id} has no result (it is {job.state.value})")
         data = read_result(settings, job.result)
@@ -94,28 +96,22 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None
     """Cancel a job that has not finished (at fal too, if it was submitted there)."""
     settings = get_settings()
     with session_scope(settings.database_url) as session:
-        job = service.get_job(session, job_id)
+        job = transitions.get_job(session, job_id)
         if job.state.is_final:
             raise JobStateError(f"job {job.id} is already {job.state.value}; nothing to cancel")
-        request_id = next(
-            (a.provider_request_id for a in job.attempts
-             if a.outcome is AttemptOutcome.RUNNING and a.provider_request_id),
-            None,
-        )
+        request_id, backend_name = running_request(job), job.backend
     if request_id is not None:
-        from orchestrator.backends.fal import FalBackend
-        from orchestrator.backends.fal.client import cancel_once
-
-        answer = cancel_once(FalBackend(settings).key(), settings.fal_endpoint, request_id)
-        if answer == "already_completed":
+        answer = cancel_at_provider(backend_name, request_id, settings)
+        if answer is CancelOutcome.ALREADY_COMPLETED:
             console_err.print(
-                f"fal had already completed job {job.id} (request {request_id}); "
+                f"{backend_name} had already completed job {job.id} (request {request_id}); "
                 "its result is being collected and kept"
             )
             return
     with session_scope(settings.database_url) as session:
-        job = service.cancel(session, job_id)
-    console_err.print(f"job {job.id} cancelled" + (f" (fal request {request_id})" if request_id else ""))
+        job = transitions.cancel(session, job_id)
+    console_err.print(f"job {job.id} cancelled"
+                      + (f" ({backend_name} request {request_id})" if request_id else ""))
 
 
 @app.command()
@@ -123,7 +119,7 @@ def retry(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Send a failed or cancelled job round again."""
     settings = get_settings()
     with session_scope(settings.database_url) as session:
-        job = service.requeue(session, job_id, settings)
+        job = transitions.requeue(session, job_id, settings)
         backend = job.backend
     if backend is None:
         raise ConfigError("job has no backend")

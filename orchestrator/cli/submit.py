@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import select
 
-from orchestrator.backends import BACKENDS
+from orchestrator import backends
 from orchestrator.cli.common import console_err, print_json
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
@@ -25,7 +25,7 @@ def submit(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or http(s) URLs.")],
     backend: Annotated[
         str | None,
-        typer.Option(help=f"Backend: {' | '.join(sorted(BACKENDS))} | auto (chosen per job; "
+        typer.Option(help=f"Backend: {' | '.join(sorted(backends.REAL))} | auto (chosen per job; "
                      "default from settings)."),
     ] = None,
     deadline: Annotated[
@@ -48,9 +48,10 @@ def submit(
 ) -> None:
     """Enqueue background-removal jobs; with --wait, show progress and save the results."""
     settings = get_settings()
-    if backend is not None and backend not in BACKENDS and backend != AUTO:
+    offered = backends.offered(settings)
+    if backend is not None and backend not in offered and backend != AUTO:
         raise ConfigError(f"unknown backend {backend!r}; available: "
-                          f"{', '.join(sorted(BACKENDS))}, {AUTO}")
+                          f"{', '.join(sorted(offered))}, {AUTO}")
     if deadline is not None and (backend or settings.default_backend) != AUTO:
         raise ConfigError("--deadline is for --backend auto")
     try:

@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from orchestrator.backends import BACKENDS, backend_class
-from orchestrator.backends.local import LocalBackend
+from orchestrator import backends
 from orchestrator.cli.common import console_err
 from orchestrator.errors import BackendUnavailable, ConfigError
+from orchestrator.jobs.availability import unavailable_reason
 from orchestrator.settings import get_settings
 
 log = logging.getLogger("orchestrator.worker")
@@ -52,7 +52,6 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
 ) -> None:
     """Run a Celery worker for the given backends' queues."""
-    from orchestrator.backends.providers import preflight
     from orchestrator.observability.logs import configure_logging
 
     settings = get_settings()
@@ -61,17 +60,16 @@ def worker(
     if not names:
         raise ConfigError("--queues needs at least one backend")
     for name in names:
-        reason = backend_class(name).unavailable_reason(settings)
+        reason = unavailable_reason(name, settings)
         if reason:
             raise BackendUnavailable(f"the {name} backend cannot start: {reason}")
-    if LocalBackend.name in names:
-        preflight(settings)  # a GPU asked for must really be used: no silent CPU fallback
+        backends.backend_class(name).preflight(settings)
     procs = concurrency or settings.concurrency()
     os.environ["ORCH_WORKER_QUEUES"] = ",".join(names)
     message = (
         f"worker for {', '.join(names)}: {procs} process(es), at most "
         f"{settings.inference_slots()} inference(s) at once × {settings.onnx_threads()} ONNX "
-        f"thread(s); backends known: {', '.join(sorted(BACKENDS))}"
+        f"thread(s); backends known: {', '.join(sorted(backends.offered(settings)))}"
     )
     if settings.log_format == "json":
         log.info("%s", message)

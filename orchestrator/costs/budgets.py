@@ -30,9 +30,10 @@ from sqlalchemy import and_, event, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from orchestrator import backends
 from orchestrator.db.models import Attempt, FalBudget, FalBudgetAlert, Job
 from orchestrator.db.portable import utc_bucket, utc_day_value
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import BudgetError
 from orchestrator.settings import Settings
 
 log = logging.getLogger("orchestrator.budgets")
@@ -43,9 +44,6 @@ THRESHOLDS = (80, 100)
 LOCK_KEY = 0x66616C24
 RECENT_ATTEMPTS = 100
 
-
-class BudgetError(OrchestratorError):
-    """A budget command that cannot be done."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,7 @@ def _period(period: str, now: datetime) -> tuple[datetime, datetime, str]:
 def cost_estimate(session: Session, settings: Settings) -> Decimal:
     recent = (
         select(Attempt.cost_usd)
-        .where(Attempt.backend == "fal", Attempt.cost_usd.is_not(None))
+        .where(Attempt.backend == backends.BUDGETED, Attempt.cost_usd.is_not(None))
         .order_by(Attempt.started_at.desc())
         .limit(RECENT_ATTEMPTS)
         .subquery()
@@ -136,7 +134,7 @@ def measure(session: Session, scope: str, period: str, limit: Decimal, estimate:
         func.coalesce(func.sum(Attempt.cost_usd), literal_column("0")),
         func.count().filter(Attempt.cost_usd.is_(None)),
     ).where(
-        Attempt.backend == "fal", Attempt.started_at >= start, Attempt.started_at < end,
+        Attempt.backend == backends.BUDGETED, Attempt.started_at >= start, Attempt.started_at < end,
         day >= utc_day_value(start.replace(tzinfo=None)), day < utc_day_value(end.replace(tzinfo=None)),
     )
     if scope != ALL_CLIENTS:

@@ -132,7 +132,7 @@ class Job(TimestampMixin, Base):
     redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     redrives: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
-    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_code: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -204,7 +204,7 @@ class Attempt(Base):
         UTCDateTime, server_default=func.now(), nullable=False
     )
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_code: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
 
     compute_seconds: Mapped[Decimal | None] = mapped_column(Seconds)

@@ -4,7 +4,7 @@
   lock instead of failing with "database is locked".
 - Every transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up front. That is
   SQLite's stand-in for the row locks Postgres takes (``SELECT … FOR UPDATE``, which SQLite
-  ignores): the read-check-write sequences of ``jobs.service`` run one at a time, and no
+  ignores): the read-check-write sequences of ``jobs.transitions`` run one at a time, and no
   transaction fails half-way when it turns from reading to writing.
 """
 

@@ -22,13 +22,21 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from orchestrator import backends
 from orchestrator.backends import backend_class
 from orchestrator.db.models import Job, JobInput, Result
 from orchestrator.db.session import session_scope
-from orchestrator.errors import BackendUnavailable, InputError, OrchestratorError, PermanentJobError
+from orchestrator.errors import (
+    BackendUnavailable,
+    IdempotencyConflict,
+    InputError,
+    PermanentJobError,
+    error_code,
+)
 from orchestrator.images.decode import check_size
-from orchestrator.jobs.service import utcnow
+from orchestrator.jobs.availability import unavailable_reason
 from orchestrator.jobs.states import JobState
+from orchestrator.jobs.transitions import utcnow
 from orchestrator.queue.celery_app import publish_many
 from orchestrator.settings import Settings
 
@@ -41,9 +49,6 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 )
 
-
-class IdempotencyConflict(OrchestratorError):
-    """The idempotency key was already used for a different request."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,8 @@ def submit(
         return submit_auto(sources, settings=settings, client=client,
                            idempotency_key=idempotency_key, crop_to_bbox=crop_to_bbox,
                            sync_mode=sync_mode, webhook_url=webhook_url)
-    backend_class(backend_name)  # an unknown backend is refused before anything is recorded
+    # an unknown backend is refused before anything is recorded
+    backends.check_offered(backend_name, settings)
     items = list(sources)
     requests = []
     for source in items:
@@ -196,8 +202,7 @@ def submit_requests(requests: list[JobRequest], *, settings: Settings) -> list[S
 
 def _unavailable_reason(backend: str, settings: Settings) -> str | None:
     # A remote backend that cannot run (no FAL_KEY) fails its jobs at once, with the reason.
-    backend_cls = backend_class(backend)
-    return backend_cls.unavailable_reason(settings) if backend_cls.remote else None
+    return unavailable_reason(backend, settings) if backends.is_remote(backend) else None
 
 
 def _new_job(request: JobRequest, settings: Settings, unavailable: str | None) -> Job:
@@ -232,7 +237,7 @@ def _new_job(request: JobRequest, settings: Settings, unavailable: str | None) -
         requested_backend=request.requested_backend,
         routing=request.routing,
         # Set on every new job, failed or not, so a batch's rows all have the same columns.
-        error_type=type(rejection).__name__ if rejection else None,
+        error_code=error_code(rejection) if rejection else None,
         error_message=str(rejection) if rejection else None,
         finished_at=utcnow() if rejection else None,
     )

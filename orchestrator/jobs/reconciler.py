@@ -43,11 +43,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from orchestrator import backends
 from orchestrator.db.models import Attempt, Job
-from orchestrator.jobs import remote
-from orchestrator.jobs.remote import PollItem
-from orchestrator.jobs.service import utcnow
+from orchestrator.jobs.availability import unavailable_reason
+from orchestrator.jobs.remote import attempts as remote_attempts
+from orchestrator.jobs.remote.attempts import PollItem
 from orchestrator.jobs.states import AttemptOutcome, JobState, SubmitState
+from orchestrator.jobs.transitions import utcnow
 from orchestrator.queue.broker import is_redis, sqla_messages
 from orchestrator.queue.celery_app import QUEUE_NAMES, publish_run, publisher_for
 from orchestrator.settings import Settings
@@ -194,8 +196,8 @@ class Reconciler:
             if confirmed_waiting or confirmed_expired:
                 self._redrive(session, confirmed_waiting, confirmed_expired, now, report)
             polls = self._overdue_polls(session, now - stale, report)
-        if polls:
-            self._poll(polls, report)
+        for backend_name, items in polls.items():
+            self._poll(backend_name, items, report)
         if report.acted():
             log.warning("reconciler: re-published %d waiting job(s), re-drove %d with an expired "
                         "lease, polled %d overdue fal request(s)", len(report.republished),
@@ -292,32 +294,34 @@ class Reconciler:
             publish_run(self.settings, job.id, job.backend, connection=connection)
 
     def _overdue_polls(self, session: Session, before: datetime,
-                       report: PassReport) -> list[PollItem]:
-        overdue = session.scalar(select(func.count()).select_from(Attempt).where(
-            Attempt.outcome == AttemptOutcome.RUNNING,
-            Attempt.submit_state == SubmitState.ACCEPTED, Attempt.next_poll_at < before))
-        report.overdue_polls = int(overdue or 0)
-        if not report.overdue_polls or not self._can_poll():
-            return []
-        return remote.claim_due_polls(session, limit=BATCH, due_before=before,
-                                      lease_seconds=self.settings.lease_seconds)
+                       report: PassReport) -> dict[str, list[PollItem]]:
+        counts = dict(session.execute(
+            select(Attempt.backend, func.count()).where(
+                Attempt.outcome == AttemptOutcome.RUNNING,
+                Attempt.submit_state == SubmitState.ACCEPTED, Attempt.next_poll_at < before)
+            .group_by(Attempt.backend)).tuples().all())
+        report.overdue_polls = sum(counts.values())
+        return {
+            name: remote_attempts.claim_due_polls(session, name, limit=BATCH, due_before=before,
+                                                  lease_seconds=self.settings.lease_seconds)
+            for name in counts
+            if name in backends.NAMES and backends.is_remote(name)
+            and unavailable_reason(name, self.settings) is None
+        }
 
-    def _can_poll(self) -> bool:
-        from orchestrator.backends.fal import FalBackend
-
-        return FalBackend.unavailable_reason(self.settings) is None
-
-    def _poll(self, items: list[PollItem], report: PassReport) -> None:
-        from orchestrator.backends.fal.poller import FalPoller
+    def _poll(self, backend_name: str, items: list[PollItem], report: PassReport) -> None:
+        from orchestrator.jobs.remote.poller import RemotePoller
 
         def publish(job_id: uuid.UUID, queue: str, countdown: float) -> None:
             publish_run(self.settings, job_id, queue, countdown)
 
         try:
-            FalPoller(self.settings, publish).poll_now(items)
-            report.polled = len(items)
+            backend = backends.get_remote(backend_name, self.settings)
+            RemotePoller(self.settings, backend, publish).poll_now(items)
+            report.polled += len(items)
         except Exception:
-            log.exception("reconciler: polling %d overdue fal request(s) failed", len(items))
+            log.exception("reconciler: polling %d overdue %s request(s) failed", len(items),
+                          backend_name)
 
 
 class ReconcilerLoop(threading.Thread):

@@ -18,8 +18,8 @@ from orchestrator.db.retry import retry_db
 from orchestrator.db.session import session_scope
 from orchestrator.errors import PermanentJobError
 from orchestrator.images.fetch import fetch_url
-from orchestrator.jobs import service
-from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.jobs import transitions
+from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip
 from orchestrator.observability.logs import bind, log_context
 from orchestrator.results import result_store
 from orchestrator.settings import Settings
@@ -64,7 +64,7 @@ class _Heartbeat(threading.Thread):
         while not self.stopped.wait(interval):
             try:
                 with session_scope(self.settings.database_url) as session:
-                    if not service.renew_lease(session, self.claim, self.settings):
+                    if not transitions.renew_lease(session, self.claim, self.settings):
                         return
             except Exception:  # the database may be briefly away; the next beat tries again
                 log.warning("lease renewal failed for job %s", self.claim.job_id, exc_info=True)
@@ -87,12 +87,12 @@ def _load_input(claim: Claim, settings: Settings) -> bytes:
         digest = hashlib.sha256(data).hexdigest()
 
         def record_digest(session: Session) -> None:
-            service.get_job(session, claim.job_id).input_sha256 = digest
+            transitions.get_job(session, claim.job_id).input_sha256 = digest
 
         in_transaction(settings, "recording the input digest", record_digest)
         return data
     return in_transaction(settings, "reading the input",
-                          lambda session: service.stored_input(session, claim.job_id))
+                          lambda session: transitions.stored_input(session, claim.job_id))
 
 
 def run_delivery(
@@ -114,7 +114,7 @@ def _run_delivery(
     publish: Publish,
 ) -> RunReport:
     decision = in_transaction(settings, "claiming a job",
-                              lambda session: service.claim(session, job_id, settings))
+                              lambda session: transitions.claim(session, job_id, settings))
     if isinstance(decision, Skip):
         log.info("job %s skipped: %s", job_id, decision.reason)
         return RunReport("skipped", decision.reason)
@@ -122,7 +122,7 @@ def _run_delivery(
         # Hand the message back for later instead of dropping it: the holder may yet die.
         delay = min(max(decision.retry_after + 1.0, 1.0), settings.retry_countdown_cap())
         backend_name = in_transaction(settings, "reading a job",
-                                      lambda session: service.get_job(session, job_id).backend)
+                                      lambda session: transitions.get_job(session, job_id).backend)
         publish(job_id, backend_name, delay)
         return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
 
@@ -138,14 +138,14 @@ def _run_delivery(
         except PermanentJobError as exc:
             permanent = exc
             in_transaction(settings, "failing a job", lambda session: (
-                service.fail(session, claim, permanent, Cost(), pricing)))
+                transitions.fail(session, claim, permanent, Cost(), pricing)))
             log.info("job %s failed permanently: %s", job_id, exc)
             return RunReport("failed", str(exc))
         except Exception as exc:
             log.warning("job %s attempt %d failed: %r", job_id, claim.attempt_number, exc)
             transient = exc
             retry_in = in_transaction(settings, "scheduling a retry", lambda session: (
-                service.schedule_retry(session, claim, transient, Cost(), pricing, settings)))
+                transitions.schedule_retry(session, claim, transient, Cost(), pricing, settings)))
             if retry_in is None:
                 return RunReport("failed", str(exc))
             publish(job_id, claim.backend, retry_in)
@@ -157,8 +157,8 @@ def _run_delivery(
 
         def store_result(session: Session) -> bool:
             # A retry after a commit whose reply was lost finds its own result already there.
-            return (service.complete(session, claim, output, stored, sha256, pricing)
-                    or service.result_attempt_id(session, claim.job_id) == claim.attempt_id)
+            return (transitions.complete(session, claim, output, stored, sha256, pricing)
+                    or transitions.result_attempt_id(session, claim.job_id) == claim.attempt_id)
 
         try:
             done = in_transaction(settings, "storing a result", store_result)

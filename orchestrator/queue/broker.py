@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
+import redis
 from sqlalchemy import bindparam
 from sqlalchemy.engine import make_url
 
@@ -21,6 +23,12 @@ REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://")
 SQLA_SCHEMES = ("sqla+", "sqlalchemy+")
 # How long a process waits for the SQLite broker file's lock before giving up.
 SQLITE_BROKER_TIMEOUT_SECONDS = 30
+
+
+@lru_cache(maxsize=4)
+def redis_client(url: str) -> redis.Redis:
+    """One client (and connection pool) per Redis URL and process."""
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
 def is_redis(url: str) -> bool:
@@ -59,8 +67,6 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 def queue_depth(settings: Settings, queue: str) -> int:
     """Messages waiting in ``queue`` (not those a worker holds)."""
     if is_redis(settings.broker_url):
-        from orchestrator.backends.fal.limits import redis_client
-
         return int(redis_client(settings.broker_url).llen(queue))
     from orchestrator.queue.celery_app import publisher_for
 
@@ -72,11 +78,11 @@ def queue_depth(settings: Settings, queue: str) -> int:
 def ping(settings: Settings) -> None:
     """Raise if the broker does not answer."""
     if is_redis(settings.broker_url):
-        from orchestrator.backends.fal.limits import redis_client
-
         redis_client(settings.broker_url).ping()
         return
-    queue_depth(settings, "local")
+    from orchestrator import backends
+
+    queue_depth(settings, backends.DEFAULT)
 
 
 def prepare_sqlite_broker(url: str) -> None:

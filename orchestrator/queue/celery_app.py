@@ -16,6 +16,7 @@ from celery import Celery
 from celery.signals import setup_logging
 from kombu import Queue  # type: ignore[attr-defined]
 
+from orchestrator import backends
 from orchestrator.queue import kombu_fixes, sqla_transport
 from orchestrator.queue.broker import transport_options
 from orchestrator.settings import Settings, get_settings
@@ -24,7 +25,7 @@ kombu_fixes.apply()
 
 RUN_JOB_TASK = "orchestrator.run_job"
 DELIVER_WEBHOOK_TASK = "orchestrator.deliver_webhook"
-QUEUE_NAMES = ("local", "fal")
+QUEUE_NAMES = backends.NAMES
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # exits ("'NoneType' object has no attribute 'client'", seen in test_chaos.py).
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUE_NAMES],  # type: ignore[no-untyped-call]
-        "task_default_queue": "local",
+        "task_default_queue": backends.DEFAULT,
         "task_create_missing_queues": False,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": True,

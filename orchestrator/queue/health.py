@@ -101,11 +101,12 @@ def node_health(pool_pids: list[int], queues: list[str], worker_pid: int,
                 for p in processes if not p["warm"]]
     now = time.time()
     for p in processes:
-        if p.get("fal_poller"):
+        if p.get("pollers"):
             silent = now - float(p.get("poller_beat_at") or p["ready_at"])
             p["poller_silent_seconds"] = round(silent, 1)
             if silent > POLLER_SILENT_SECONDS:
-                problems.append(f"the fal poller of process {p['pid']} has been silent for "
+                names = ", ".join(p["pollers"])
+                problems.append(f"the {names} poller of process {p['pid']} has been silent for "
                                 f"{silent:.0f} s")
     if not processes:
         problems.append("no pool processes")

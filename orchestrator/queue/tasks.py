@@ -17,12 +17,11 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from orchestrator.backends import Backend, InlineBackend, backend_class
-from orchestrator.backends.inference_gate import InferenceGate
-from orchestrator.backends.local import LocalBackend, install_gate
-from orchestrator.backends.providers import ProviderFallback
+from orchestrator import backends
+from orchestrator.backends.base import InlineBackend, RemoteBackend
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
+from orchestrator.errors import ProviderFallback
 from orchestrator.jobs.runner import run_delivery
 from orchestrator.observability.logs import log_context
 from orchestrator.queue import health
@@ -38,17 +37,8 @@ from orchestrator.settings import get_settings
 log = logging.getLogger("orchestrator.worker")
 
 WORKER_QUEUES_ENV = "ORCH_WORKER_QUEUES"
-_backends: dict[str, Backend] = {}
-_poller: Any = None
+_pollers: list[Any] = []
 _reconciler: Any = None
-
-
-def backend_for(name: str) -> Backend:
-    backend = _backends.get(name)
-    if backend is None:
-        backend = backend_class(name)(get_settings())
-        _backends[name] = backend
-    return backend
 
 
 def _publish(job_id: uuid.UUID, queue: str, countdown: float) -> None:
@@ -57,36 +47,37 @@ def _publish(job_id: uuid.UUID, queue: str, countdown: float) -> None:
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _start_backends(**_: Any) -> None:
-    """Per-process backend state: the warm ONNX session, the fal poller thread."""
-    global _poller
-    queues = os.environ.get(WORKER_QUEUES_ENV, "local").split(",")
+    """Per-process backend state: warm inline backends (the ONNX session), a poller thread per
+    remote backend."""
+    queues = os.environ.get(WORKER_QUEUES_ENV, backends.DEFAULT).split(",")
     settings = get_settings()
     facts: dict[str, Any] = {"queues": queues}
-    if LocalBackend.name in queues:
-        install_gate(InferenceGate.for_worker(os.getppid(), settings.inference_slots()))
-        backend = backend_for(LocalBackend.name)
-        assert isinstance(backend, LocalBackend)
-        started = time.perf_counter()
-        try:
-            providers = backend.warm()
-        except ProviderFallback as exc:
-            # Running on the CPU while the operator asked for a GPU is worse than not running:
-            # stop the whole worker instead of letting the pool respawn this process forever.
-            log.critical("%s", exc)
-            health.record_refused(str(exc))
-            os.kill(os.getppid(), signal.SIGTERM)
-            raise
-        facts.update(model=LocalBackend.model_label(settings), providers=providers,
-                     warm_seconds=round(time.perf_counter() - started, 3))
-        log.info("local backend ready in process %d (providers: %s)", os.getpid(),
-                 ", ".join(providers))
-    if "fal" in queues:
-        from orchestrator.backends.fal.poller import FalPoller
+    for name in queues:
+        backend = backends.get(name, settings)
+        if isinstance(backend, InlineBackend):
+            started = time.perf_counter()
+            try:
+                providers = backend.warm(worker_pid=os.getppid())
+            except ProviderFallback as exc:
+                # Running on the CPU while the operator asked for a GPU is worse than not
+                # running: stop the whole worker instead of letting the pool respawn this
+                # process forever.
+                log.critical("%s", exc)
+                health.record_refused(str(exc))
+                os.kill(os.getppid(), signal.SIGTERM)
+                raise
+            facts.update(model=backend.model_label(settings), providers=providers,
+                         warm_seconds=round(time.perf_counter() - started, 3))
+            log.info("%s backend ready in process %d (providers: %s)", name, os.getpid(),
+                     ", ".join(providers))
+        elif isinstance(backend, RemoteBackend):
+            from orchestrator.jobs.remote.poller import RemotePoller
 
-        _poller = FalPoller(settings, _publish, on_beat=health.record_poller_beat)
-        _poller.start()
-        facts["fal_poller"] = True
-        log.info("fal poller running in process %d", os.getpid())
+            poller = RemotePoller(settings, backend, _publish, on_beat=health.record_poller_beat)
+            poller.start()
+            _pollers.append(poller)
+            facts.setdefault("pollers", []).append(name)
+            log.info("%s poller running in process %d", name, os.getpid())
     health.record_ready(**facts)
 
 
@@ -97,8 +88,8 @@ def _count_job(**_: Any) -> None:
 
 @worker_process_shutdown.connect  # type: ignore[untyped-decorator]
 def _stop_backends(**_: Any) -> None:
-    if _poller is not None:
-        _poller.stop()
+    for poller in _pollers:
+        poller.stop()
 
 
 # The reconciler runs as a thread in every worker's main process rather than under Celery
@@ -132,18 +123,20 @@ def run_job(self: Any, job_id: str) -> str:
     with log_context(job_id=job_id):
         with session_scope(settings.database_url) as session:
             job = session.get(Job, key)
-            backend_name = job.backend if job is not None else LocalBackend.name
-        backend = backend_for(backend_name)
+            backend_name = job.backend if job is not None else backends.DEFAULT
+        backend = backends.get(backend_name, settings)
         with log_context(backend=backend_name):
-            if isinstance(backend, InlineBackend):
-                report = run_delivery(key, settings=settings, backend=backend, publish=_publish)
-            else:
-                from orchestrator.backends.fal import FalBackend
-                from orchestrator.backends.fal.submitter import submit_delivery
+            match backend:
+                case InlineBackend():
+                    report = run_delivery(key, settings=settings, backend=backend,
+                                          publish=_publish)
+                case RemoteBackend():
+                    from orchestrator.jobs.remote.submit import submit_delivery
 
-                assert isinstance(backend, FalBackend)
-                report = submit_delivery(key, settings=settings, backend=backend,
-                                         publish=_publish)
+                    report = submit_delivery(key, settings=settings, backend=backend,
+                                             publish=_publish)
+                case _:
+                    raise TypeError(f"{backend_name} is neither an inline nor a remote backend")
         return report.outcome
 
 
@@ -156,7 +149,7 @@ def deliver_webhook(self: Any, job_id: str, attempt: int = 1) -> bool:
     with log_context(job_id=job_id):
         if deliver(key, settings) or attempt >= MAX_DELIVERIES:
             return True
-    queue = self.request.delivery_info.get("routing_key") or LocalBackend.name
+    queue = self.request.delivery_info.get("routing_key") or backends.DEFAULT
     countdown = min(retry_delay(attempt), settings.retry_countdown_cap())
     publish_webhook(settings, key, queue, attempt + 1, countdown)
     return False

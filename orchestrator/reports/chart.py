@@ -9,11 +9,12 @@ from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from orchestrator import backends
 from orchestrator.errors import ReportError
 from orchestrator.reports.costs import CostReport
 
 FORMATS = {".png": "png", ".svg": "svg"}
-COLOURS = {"fal": "#7c3aed", "local": "#0ea5e9"}
+COLOURS = {backends.FAL: "#7c3aed", backends.LOCAL: "#0ea5e9"}
 DPI = 96  # CSS pixels per inch: a PNG of W px, and an SVG whose size in pt is W CSS px
 
 

@@ -42,6 +42,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from orchestrator import backends
 from orchestrator.db.models import Attempt, Job
 from orchestrator.db.portable import seconds_between, utc_bucket, utc_day_value
 from orchestrator.errors import ReportError
@@ -319,9 +320,9 @@ def _add_attempts(row: ReportRow, m: Any) -> None:
     row.retries += m["retries"]
     row.compute_seconds += m["compute_seconds"]
     row.cost_usd += m["cost_usd"]
-    if m["backend"] == "fal":
+    if m["backend"] == backends.FAL:
         row.fal_cost_usd += m["cost_usd"]
-    elif m["backend"] == "local":
+    elif m["backend"] == backends.LOCAL:
         row.local_cost_usd += m["cost_usd"]
         row.local_fal_equivalent_usd += m["fal_equivalent_usd"]
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import ColumnElement, Engine, func, literal_column, select
 
+from orchestrator import backends
 from orchestrator.costs.pricing import cost_usd
 from orchestrator.db.models import Attempt
 from orchestrator.jobs.states import ComputeBasis
@@ -49,7 +50,7 @@ def reconcile_fal(engine: Engine, period: Period, billed_seconds: Decimal) -> Fa
             func.coalesce(func.sum(attempts.c.cost_usd), zero),
         )
         .where(
-            attempts.c.backend == "fal",
+            attempts.c.backend == backends.FAL,
             attempts.c.started_at >= period.since,
             attempts.c.started_at < period.until,
         )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from orchestrator import backends
 from orchestrator.routing.signals import Signals
 
 
 @dataclass(frozen=True)
 class Decision:
-    backend: str  # "local" | "fal"
+    backend: str  # backends.AUTO_INLINE or backends.AUTO_REMOTE
     reason: str
     local_wait_seconds: float  # the estimate the choice was made on
     deadline_seconds: float
@@ -42,15 +43,15 @@ def decide(s: Signals, *, deadline: float, max_error_rate: float, ahead: int = 0
     wait = (s.local_depth + ahead + 1) * s.local_seconds_per_job / max(1, s.local_parallelism)
     blocked = fal_blockers(s, max_error_rate)
     if s.local_breaker.open and not blocked:
-        return Decision("fal", f"the local circuit is open ({s.local_breaker.failures_in_a_row} "
+        return Decision(backends.AUTO_REMOTE, f"the local circuit is open ({s.local_breaker.failures_in_a_row} "
                         "failures in a row)", wait, deadline)
     if wait <= deadline:
-        return Decision("local", f"local wait ~{wait:.1f} s fits the {deadline:g} s deadline",
+        return Decision(backends.AUTO_INLINE, f"local wait ~{wait:.1f} s fits the {deadline:g} s deadline",
                         wait, deadline)
     if not blocked:
-        return Decision("fal", f"local wait ~{wait:.1f} s exceeds the {deadline:g} s deadline",
+        return Decision(backends.AUTO_REMOTE, f"local wait ~{wait:.1f} s exceeds the {deadline:g} s deadline",
                         wait, deadline)
-    return Decision("local", f"local wait ~{wait:.1f} s exceeds the {deadline:g} s deadline, "
+    return Decision(backends.AUTO_INLINE, f"local wait ~{wait:.1f} s exceeds the {deadline:g} s deadline, "
                     f"but fal is not usable: {'; '.join(blocked)}", wait, deadline)
 
 
@@ -60,6 +61,6 @@ def plan(s: Signals, n: int, *, deadline: float, max_error_rate: float) -> list[
     ahead = 0
     for _ in range(n):
         decision = decide(s, deadline=deadline, max_error_rate=max_error_rate, ahead=ahead)
-        ahead += decision.backend == "local"
+        ahead += decision.backend == backends.AUTO_INLINE
         out.append(decision)
     return out

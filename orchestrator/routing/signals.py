@@ -9,10 +9,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from orchestrator import backends
 from orchestrator.costs import budgets
 from orchestrator.db.models import Attempt, Job
 from orchestrator.db.portable import seconds_between
-from orchestrator.errors import BackendRejected, BudgetExceeded, FetchFailed, InputError
+from orchestrator.errors import (
+    BackendRejected,
+    BudgetExceeded,
+    FetchFailed,
+    InputError,
+    OrchestratorError,
+)
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.settings import Settings
 
@@ -22,18 +29,18 @@ FAILED_OUTCOMES = (AttemptOutcome.RETRY, AttemptOutcome.FAILED, AttemptOutcome.L
                    AttemptOutcome.CRASHED)
 
 
-def _subclass_names(*roots: type[BaseException]) -> frozenset[str]:
-    names: set[str] = set()
-    todo = list(roots)
+def _subclass_codes(*roots: type[OrchestratorError]) -> frozenset[str]:
+    codes: set[str] = set()
+    todo: list[type[OrchestratorError]] = list(roots)
     while todo:
         cls = todo.pop()
-        names.add(cls.__name__)
+        codes.add(cls.code)
         todo.extend(cls.__subclasses__())
-    return frozenset(names)
+    return frozenset(codes)
 
 
 #: Failures that say nothing about the backend's health: the input's or the caller's fault.
-NOT_BACKEND_FAULTS = _subclass_names(InputError, BackendRejected, FetchFailed, BudgetExceeded)
+NOT_BACKEND_FAULTS = _subclass_codes(InputError, BackendRejected, FetchFailed, BudgetExceeded)
 
 
 @dataclass(frozen=True)
@@ -64,13 +71,13 @@ class Signals:
         return asdict(self)
 
 
-def _is_fault(outcome: AttemptOutcome, error_type: str | None) -> bool:
-    return outcome in FAILED_OUTCOMES and (error_type or "") not in NOT_BACKEND_FAULTS
+def _is_fault(outcome: AttemptOutcome, error_code: str | None) -> bool:
+    return outcome in FAILED_OUTCOMES and (error_code or "") not in NOT_BACKEND_FAULTS
 
 
 def breaker(session: Session, backend: str, settings: Settings, now: datetime) -> Breaker:
     rows = session.execute(
-        select(Attempt.outcome, Attempt.error_type, Attempt.finished_at)
+        select(Attempt.outcome, Attempt.error_code, Attempt.finished_at)
         .where(Attempt.backend == backend, Attempt.finished_at.is_not(None),
                Attempt.outcome != AttemptOutcome.SUPERSEDED,
                Attempt.outcome != AttemptOutcome.CANCELLED)
@@ -79,10 +86,10 @@ def breaker(session: Session, backend: str, settings: Settings, now: datetime) -
     ).all()
     streak = 0
     last: datetime | None = None
-    for outcome, error_type, finished_at in rows:
-        if outcome in FAILED_OUTCOMES and not _is_fault(outcome, error_type):
+    for outcome, error_code, finished_at in rows:
+        if outcome in FAILED_OUTCOMES and not _is_fault(outcome, error_code):
             continue  # the input's fault: says nothing about the backend
-        if not _is_fault(outcome, error_type) or streak == settings.breaker_failures:
+        if not _is_fault(outcome, error_code) or streak == settings.breaker_failures:
             break
         streak += 1
         last = last or finished_at
@@ -93,31 +100,32 @@ def breaker(session: Session, backend: str, settings: Settings, now: datetime) -
 
 def gather(session: Session, settings: Settings, client: str, *,
            now: datetime | None = None) -> Signals:
-    from orchestrator.backends.fal import FalBackend
+    from orchestrator.jobs.availability import unavailable_reason
 
+    inline, remote = backends.AUTO_INLINE, backends.AUTO_REMOTE
     now = now or datetime.now(UTC)
     depth = session.scalar(
         select(func.count()).select_from(Job).where(
-            Job.backend == "local",
+            Job.backend == inline,
             Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING]))
     ) or 0
     recent_local = (
         select(seconds_between(Attempt.started_at, Attempt.finished_at).label("s"))
-        .where(Attempt.backend == "local", Attempt.outcome == AttemptOutcome.SUCCEEDED)
+        .where(Attempt.backend == inline, Attempt.outcome == AttemptOutcome.SUCCEEDED)
         .order_by(Attempt.finished_at.desc())
         .limit(RECENT)
         .subquery()
     )
     mean = session.scalar(select(func.avg(recent_local.c.s)))
     fal_rows = session.execute(
-        select(Attempt.outcome, Attempt.error_type)
-        .where(Attempt.backend == "fal", Attempt.finished_at.is_not(None),
+        select(Attempt.outcome, Attempt.error_code)
+        .where(Attempt.backend == remote, Attempt.finished_at.is_not(None),
                Attempt.finished_at >= now - ERROR_WINDOW,
                Attempt.outcome != AttemptOutcome.CANCELLED)
         .order_by(Attempt.finished_at.desc())
         .limit(RECENT)
     ).all()
-    faults = sum(1 for outcome, error_type in fal_rows if _is_fault(outcome, error_type))
+    faults = sum(1 for outcome, error_code in fal_rows if _is_fault(outcome, error_code))
     spends = [budgets.measure(session, scope, period, limit,
                               budgets.cost_estimate(session, settings), now)
               for scope, period, limit in budgets.limits_for(session, client, settings)]
@@ -127,11 +135,11 @@ def gather(session: Session, settings: Settings, client: str, *,
         local_depth=int(depth),
         local_seconds_per_job=float(mean) if mean is not None else settings.auto_local_seconds_per_job,
         local_parallelism=settings.auto_local_parallelism or settings.inference_slots(),
-        local_breaker=breaker(session, "local", settings, now),
-        fal_unavailable=FalBackend.unavailable_reason(settings),
+        local_breaker=breaker(session, inline, settings, now),
+        fal_unavailable=unavailable_reason(remote, settings),
         fal_error_rate=faults / len(fal_rows) if fal_rows else None,
         fal_recent_attempts=len(fal_rows),
-        fal_breaker=breaker(session, "fal", settings, now),
+        fal_breaker=breaker(session, remote, settings, now),
         fal_budget_blocked=blocked.describe() if blocked is not None else None,
         fal_budget_left_usd=str(max(left, 0)) if left is not None else None,
     )

@@ -35,7 +35,7 @@ def webhook_body(job: Job, settings: Settings) -> dict[str, Any]:
                  "file_size": r.size_bytes, "width": r.width, "height": r.height}
         return {**base, "status": "OK", "payload": {"image": image}}
     return {**base, "status": "ERROR", "error": job.error_message or job.state.value,
-            "payload": {"detail": job.error_message or job.state.value, "error_type": job.error_type}}
+            "payload": {"detail": job.error_message or job.state.value, "error_type": job.error_code}}
 
 
 def deliver(job_id: uuid.UUID, settings: Settings) -> bool:

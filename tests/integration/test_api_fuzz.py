@@ -63,7 +63,7 @@ from orchestrator.api.routes.v1 import BatchRequest
 from orchestrator.auth.keys import create_key
 from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.db.session import session_scope
-from orchestrator.jobs.service import utcnow
+from orchestrator.jobs.transitions import utcnow
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState
 from orchestrator.settings import load_settings
 from orchestrator.webhooks.signing import new_signing_key
@@ -154,19 +154,19 @@ def _seed_jobs(database_url: str) -> tuple[list[str], str]:
              "compute_basis": ComputeBasis.LOCAL_MEASURED}
     job(JobState.QUEUED)
     attempt(job(JobState.RUNNING, started_at=now), AttemptOutcome.RUNNING)
-    retrying = job(JobState.RETRYING, error_type="FetchFailed", error_message="503 from origin",
+    retrying = job(JobState.RETRYING, error_code="fetch_failed", error_message="503 from origin",
                    next_attempt_at=now + timedelta(minutes=5))
-    attempt(retrying, AttemptOutcome.RETRY, error_type="FetchFailed",
+    attempt(retrying, AttemptOutcome.RETRY, error_code="fetch_failed",
             error_message="503 from origin", **spent)
     for options in ({"crop_to_bbox": False}, {"crop_to_bbox": True, "sync_mode": True}):
         ok = job(JobState.SUCCEEDED, options=options, finished_at=now)
         attempt(ok, AttemptOutcome.SUCCEEDED, **spent)
         succeeded.append(ok)
     # An input error (fal's 422 on result) and a runner error (fal's 500 runner_server_error)
-    for err_type, message in (("CorruptImage", "not an image"), ("RemoteRunFailed", "runner died")):
-        failed = job(JobState.FAILED, error_type=err_type, error_message=message, finished_at=now)
-        attempt(failed, AttemptOutcome.FAILED, error_type=err_type, error_message=message, **spent)
-    job(JobState.CANCELLED, error_type="Cancelled", error_message="cancelled on request",
+    for err_type, message in (("corrupt_image", "not an image"), ("remote_run_failed", "runner died")):
+        failed = job(JobState.FAILED, error_code=err_type, error_message=message, finished_at=now)
+        attempt(failed, AttemptOutcome.FAILED, error_code=err_type, error_message=message, **spent)
+    job(JobState.CANCELLED, error_code="cancelled", error_message="cancelled on request",
         finished_at=now)
     job(JobState.QUEUED, client=OTHER)  # another tenant's: a 404 for the tenant's key
 

@@ -132,7 +132,7 @@ def test_fifty_concurrent_submits_overshoot_a_nearly_spent_budget_by_at_most_one
     assert limit <= total <= limit + JOB_COST  # reached, and overshot by at most one job
     rush = [j for j in jobs if j.source_name.startswith("rush")]
     went = [j for j in rush if j.state is JobState.SUCCEEDED]
-    refused = [j for j in rush if j.error_type == "BudgetExceeded"]
+    refused = [j for j in rush if j.error_code == "budget_exceeded"]
     assert len(went) == 1 and len(refused) == 49
     assert len(emulator.ledger) == 4  # nothing refused was paid for
     assert all(j.state is JobState.FAILED and not j.attempts for j in refused)
@@ -159,7 +159,7 @@ def test_an_explicit_fal_job_over_budget_waits_and_goes_when_the_budget_allows(
     _wait_text(worker, "fal poller running")
     [line] = _submit(env, str(_folder(tmp_path, "wait", 1, 60)), "--backend", "fal")
     deadline = time.monotonic() + 30
-    while job_by_id(db, line["id"]).error_type != "BudgetExceeded":
+    while job_by_id(db, line["id"]).error_code != "budget_exceeded":
         assert time.monotonic() < deadline
         time.sleep(0.1)
     job = job_by_id(db, line["id"])
@@ -167,7 +167,7 @@ def test_an_explicit_fal_job_over_budget_waits_and_goes_when_the_budget_allows(
     assert (job.error_message or "").startswith("waiting: the fal daily budget of $0.00")
     run_cli(env, "budget", "set", "--daily", "1")  # a budget row overrides the setting
     job = wait_for_state(db, line["id"], {JobState.SUCCEEDED, JobState.FAILED}, 30)
-    assert job.state is JobState.SUCCEEDED and job.error_type is None
+    assert job.state is JobState.SUCCEEDED and job.error_code is None
 
 
 def _auto(env: dict[str, str], folder: Path, *extra: str) -> list[dict[str, Any]]:
@@ -259,7 +259,7 @@ def test_circuit_breaker_opens_after_repeated_fal_failures_and_recovers(
             at = now - timedelta(seconds=seconds_ago)
             conn.execute(
                 "INSERT INTO attempts (job_id, number, backend, worker, outcome, started_at, "
-                "finished_at, error_type, cost_usd) VALUES "
+                "finished_at, error_code, cost_usd) VALUES "
                 "('00000000-0000-0000-0000-0000000000fa', %s, 'fal', 'w', %s, %s, %s, %s, 0)",
                 (number, outcome, at, at, error))
 
@@ -281,14 +281,16 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
     connections released at once: without the lock each would see the same spend and go."""
     from orchestrator.costs import budgets
     from orchestrator.db.session import session_scope
-    from orchestrator.jobs import remote
+    from orchestrator import backends
+    from orchestrator.jobs.remote import attempts as remote
     from orchestrator.jobs.producer import Source, submit
-    from orchestrator.jobs.service import Claim
+    from orchestrator.jobs.transitions import Claim
     from orchestrator.settings import load_settings
 
     settings = load_settings(database_url=fal_env["ORCH_DATABASE_URL"],
                              broker_url=fal_env["ORCH_BROKER_URL"], fal_key=FAL_KEY,
                              fal_over_budget="fail", fal_job_cost_estimate_usd="0.001")
+    policy = backends.get_remote(backends.FAL, settings).policy()
     db = fal_env["ORCH_DATABASE_URL"].replace("+psycopg", "")
     with psycopg.connect(db, autocommit=True) as conn:  # three fal jobs already paid today
         conn.execute(
@@ -316,7 +318,7 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
     def claim(job_id: Any) -> None:
         barrier.wait()
         with session_scope(settings.database_url) as session:
-            results.append(remote.claim_submit(session, job_id, settings))
+            results.append(remote.claim_submit(session, job_id, settings, policy))
 
     threads = [threading.Thread(target=claim, args=(j.job_id,)) for j in jobs]
     for t in threads:

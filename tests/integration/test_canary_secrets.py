@@ -239,13 +239,13 @@ def test_no_secret_leaks_anywhere(env: dict[str, str], start_worker, tls: dict[s
         [health] = [json.loads(line) for line in outputs["workers"].splitlines()
                     if line.startswith("{")]
         [proc] = health["processes"]
-        assert health["ok"] and proc["fal_poller"] and proc["poller_silent_seconds"] < 30, health
+        assert health["ok"] and proc["pollers"] == ["fal"] and proc["poller_silent_seconds"] < 30, health
         # The secrets were really used: fal saw FAL_KEY, the retries and the lock happened.
         assert any(e["auth"] == f"Key {FAL_KEY}" for e in emulator.ledger)
         assert len(emulator.ledger) >= 2
         assert {op for op, _ in emulator.faults.fired} == {"submit", "status"}
         failed = next(j for j in load_jobs(env["ORCH_DATABASE_URL"]) if str(j.id) == locked_id)
-        assert failed.error_type == "CredentialsRefused", failed.error_message
+        assert failed.error_code == "credentials_refused", failed.error_message
     finally:
         if api is not None:
             api.stop()

@@ -100,7 +100,7 @@ def _assert_paid_once_and_exact(emulator: FalEmulator, database_url: str) -> Non
             assert 1 <= bought <= 1 + lost, (job.source_name, bought, lost)
         else:
             assert lost == 0 and bought == 1, (job.source_name, bought, lost)
-        assert job.state is JobState.SUCCEEDED, (job.error_type, job.error_message)
+        assert job.state is JobState.SUCCEEDED, (job.error_code, job.error_message)
         winner = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
         assert job.result is not None and job.result.attempt_id == winner.id
         assert winner.provider_request_id is not None
@@ -141,7 +141,7 @@ def test_without_fal_key_the_backend_is_unavailable(env: dict[str, str], tmp_pat
     [line] = [json.loads(x) for x in out.stdout.splitlines()]
     assert line["state"] == "failed"
     job = job_by_id(env["ORCH_DATABASE_URL"], line["id"])
-    assert job.error_type == "BackendUnavailable"
+    assert job.error_code == "backend_unavailable"
     assert "FAL_KEY is not set" in (job.error_message or "")
     refused = run_cli(env, "worker", "--queues", "fal", timeout=60)
     assert refused.returncode == 1
@@ -210,7 +210,7 @@ def test_completed_with_runner_error_is_a_new_paid_attempt(
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)
     assert job.state is JobState.SUCCEEDED
     failed, won = job.attempts
-    assert failed.outcome is AttemptOutcome.RETRY and failed.error_type == "RemoteRunFailed"
+    assert failed.outcome is AttemptOutcome.RETRY and failed.error_code == "remote_run_failed"
     assert len(emulator.ledger) == 2  # fal ran it twice: both are costs
     for attempt in job.attempts:
         assert attempt.provider_request_id is not None
@@ -230,7 +230,7 @@ def test_completed_with_validation_error_fails_permanently_with_fals_message(
     [job_id] = _submit(fal_env, str(src))
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)
     assert job.state is JobState.FAILED
-    assert job.error_type == "BackendRejected"
+    assert job.error_code == "backend_rejected"
     assert "fal rejected the input" in (job.error_message or "")
     [attempt] = job.attempts
     assert attempt.outcome is AttemptOutcome.FAILED
@@ -252,7 +252,7 @@ def test_refused_credentials_fail_the_job_and_mark_the_backend_unavailable(
     src.write_bytes(_png())
     [job_id] = _submit(fal_env, str(src))
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.FAILED}, 60)
-    assert job.error_type == "CredentialsRefused"
+    assert job.error_code == "credentials_refused"
     assert "FAL_KEY" in (job.error_message or "") and FAL_KEY not in (job.error_message or "")
     assert len(emulator.ledger) == 0
     # Until the key changes, new fal jobs fail at once, and say why.
@@ -396,7 +396,7 @@ def test_a_request_stuck_in_progress_is_cancelled_at_its_deadline(
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)
     assert job.state is JobState.SUCCEEDED, job.error_message
     stuck, won = job.attempts
-    assert stuck.outcome is AttemptOutcome.RETRY and stuck.error_type == "RemoteRunFailed"
+    assert stuck.outcome is AttemptOutcome.RETRY and stuck.error_code == "remote_run_failed"
     assert "did not complete within 2 s" in (stuck.error_message or "")
     assert stuck.provider_request_id is not None and won.provider_request_id is not None
     assert emulator.requests[stuck.provider_request_id].cancelled  # the PUT reached fal

@@ -44,8 +44,8 @@ from orchestrator.backends.base import BackendOutput
 from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.db.session import session_scope
 from orchestrator.errors import BackendRejected, FetchFailed, JobStateError
-from orchestrator.jobs import service
-from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip, utcnow
+from orchestrator.jobs import transitions as service
+from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip, utcnow
 from orchestrator.jobs.states import (
     ALLOWED_TRANSITIONS,
     FINAL_STATES,

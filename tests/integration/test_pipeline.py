@@ -165,7 +165,7 @@ def test_bad_inputs_fail_once_and_the_worker_survives(
     for name, (_, expected_type) in bad.items():
         job = jobs[Path(name).stem]
         assert job.state is JobState.FAILED, name
-        assert job.error_type == expected_type, (name, job.error_message)
+        assert job.error_code == expected_type, (name, job.error_message)
         assert job.attempt_count == 1, name  # never retried
         assert [a.outcome for a in job.attempts] == [AttemptOutcome.FAILED]
         assert lines[name]["error"] == job.error_message
@@ -181,7 +181,7 @@ def test_input_over_the_byte_limit_fails_at_submit(env: dict[str, str], tmp_path
     [line] = _json_lines(result.stdout)
     assert line["state"] == "failed"
     job = job_by_id(env["ORCH_DATABASE_URL"], str(line["id"]))
-    assert job.error_type == "InputTooLarge" and "limit" in (job.error_message or "")
+    assert job.error_code == "input_too_large" and "limit" in (job.error_message or "")
 
 
 def test_crop_to_bbox(env: dict[str, str], start_worker, tmp_path: Path, tiny_model: Path) -> None:
@@ -268,20 +268,20 @@ def test_url_inputs_permanent_and_transient_failures(
 
     missing = job_by_id(db, ids["missing"])
     assert missing.state is JobState.FAILED
-    assert missing.error_type == "InputUnreachable" and "404" in (missing.error_message or "")
+    assert missing.error_code == "input_unreachable" and "404" in (missing.error_message or "")
     assert missing.attempt_count == 1
 
     private = job_by_id(db, ids["private"])
-    assert private.error_type == "InputUnreachable"
+    assert private.error_code == "input_unreachable"
     assert "a private address; refused" in (private.error_message or "")
 
     busy = job_by_id(db, ids["busy"])
     assert busy.state is JobState.FAILED
-    assert busy.error_type == "FetchFailed" and "503" in (busy.error_message or "")
+    assert busy.error_code == "fetch_failed" and "503" in (busy.error_message or "")
     assert [a.outcome for a in busy.attempts] == [
         AttemptOutcome.RETRY, AttemptOutcome.RETRY, AttemptOutcome.FAILED
     ]
-    assert all(a.error_type == "FetchFailed" for a in busy.attempts)
+    assert all(a.error_code == "fetch_failed" for a in busy.attempts)
     assert _Images.hits["/busy.png"] == 3
     gaps = [
         (b.started_at - a.finished_at).total_seconds()

@@ -103,7 +103,7 @@ def seeded(
     base_env: dict[str, str], database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Seeded]:
     from orchestrator.db.session import session_scope
-    from orchestrator.jobs import service
+    from orchestrator.jobs import transitions as service
     from orchestrator.jobs.producer import Source, submit
     from orchestrator.settings import get_settings
 

@@ -88,7 +88,7 @@ def test_poison_input_fails_after_bounded_deliveries(
     jobs = {j.source_name: j for j in wait_all_final(env["ORCH_DATABASE_URL"], timeout=120)}
     poison = jobs["poison"]
     assert poison.state is JobState.FAILED
-    assert poison.error_type == "WorkerLost"
+    assert poison.error_code == "worker_lost"
     assert "died 3 times" in (poison.error_message or "")
     assert [a.outcome for a in poison.attempts] == [AttemptOutcome.CRASHED] * 3
     assert poison.deliveries == 4  # three runs, then the fourth delivery fails it without running

@@ -12,7 +12,7 @@ import os
 import signal
 from typing import Any
 
-from orchestrator.jobs import remote
+from orchestrator.jobs.remote import attempts as remote
 
 _real_record_accepted = remote.record_accepted
 

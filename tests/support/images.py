@@ -63,16 +63,16 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def bad_inputs() -> dict[str, tuple[bytes, str]]:
-    """name → (bytes, the error type the job must end with)."""
+    """name → (bytes, the error code the job must end with)."""
     png = _save(subject((256, 256)), "PNG")
     jpeg = _save(subject((256, 256)), "JPEG")
     return {
-        "not_an_image.png": (b"hello, this is plain text and not an image\n" * 10, "CorruptImage"),
-        "empty.png": (b"", "CorruptImage"),
-        "truncated_png.png": (png[: len(png) // 2], "CorruptImage"),
-        "truncated_jpg.jpg": (jpeg[: len(jpeg) // 3], "CorruptImage"),
-        "corrupt.png": (png[:40] + bytes(range(256)) * 8, "CorruptImage"),
-        "unsupported_ico.png": (_save(subject((32, 32)), "ICO"), "UnsupportedFormat"),
-        "unsupported_ppm.png": (_save(subject((32, 32)), "PPM"), "UnsupportedFormat"),
-        "bomb.png": (png_header_only(60_000, 60_000), "InputTooLarge"),
+        "not_an_image.png": (b"hello, this is plain text and not an image\n" * 10, "corrupt_image"),
+        "empty.png": (b"", "corrupt_image"),
+        "truncated_png.png": (png[: len(png) // 2], "corrupt_image"),
+        "truncated_jpg.jpg": (jpeg[: len(jpeg) // 3], "corrupt_image"),
+        "corrupt.png": (png[:40] + bytes(range(256)) * 8, "corrupt_image"),
+        "unsupported_ico.png": (_save(subject((32, 32)), "ICO"), "unsupported_format"),
+        "unsupported_ppm.png": (_save(subject((32, 32)), "PPM"), "unsupported_format"),
+        "bomb.png": (png_header_only(60_000, 60_000), "input_too_large"),
     }

@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from orchestrator.backends.inference_gate import InferenceGate
+from orchestrator.backends.local.inference_gate import InferenceGate
 
 
 def _hold(directory: str, slots: int, seconds: float, log: str) -> None:

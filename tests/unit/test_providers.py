@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends.local import create_session
-from orchestrator.backends.providers import ProviderFallback, check_providers
+from orchestrator.backends.local.providers import check_providers
+from orchestrator.errors import ProviderFallback
 from orchestrator.errors import ConfigError
 from orchestrator.settings import load_settings
 

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from orchestrator.jobs.service import backoff_seconds
+from orchestrator.jobs.transitions import backoff_seconds
 from orchestrator.jobs.states import FINAL_STATES, JobState, can_transition
 from orchestrator.settings import load_settings
 

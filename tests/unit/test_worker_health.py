@@ -31,7 +31,7 @@ def _write(records: dict[int, dict[str, object]], pid: int, **record: object) ->
 def test_warm_processes_are_healthy(records: dict[int, dict[str, object]]) -> None:
     now = time.time()
     _write(records, os.getpid(), ready_at=now, jobs=3, providers=["CPUExecutionProvider"])
-    _write(records, 11, ready_at=now, jobs=0, fal_poller=True, poller_beat_at=now)
+    _write(records, 11, ready_at=now, jobs=0, pollers=["fal"], poller_beat_at=now)
     report = node_health([os.getpid(), 11], ["fal", "local"], WORKER, {"max_memory_mb": 4096})
     assert report["ok"] and report["problems"] == []
     assert report["max_memory_mb"] == 4096
@@ -40,7 +40,7 @@ def test_warm_processes_are_healthy(records: dict[int, dict[str, object]]) -> No
 
 
 def test_cold_process_and_silent_poller_are_problems(records: dict[int, dict[str, object]]) -> None:
-    _write(records, 12, ready_at=time.time() - 120, fal_poller=True, poller_beat_at=time.time() - 90)
+    _write(records, 12, ready_at=time.time() - 120, pollers=["fal"], poller_beat_at=time.time() - 90)
     report = node_health([12, 13], ["fal"], WORKER)  # 13 wrote nothing yet: loading
     assert not report["ok"]
     assert any("process 13 is not ready" in p for p in report["problems"])

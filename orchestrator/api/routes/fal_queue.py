@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator import backends
 from orchestrator.api.deps import PrincipalDep, SettingsDep, app_settings, visible_job
 from orchestrator.api.inputs import check_webhook_url, source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
@@ -20,12 +21,12 @@ from orchestrator.api.views import (
     result_body,
     status_body,
 )
-from orchestrator.backends import backend_class
-from orchestrator.backends.fal.client import cancel_once
+from orchestrator.backends.base import CancelOutcome
 from orchestrator.db.session import session_scope
-from orchestrator.jobs import service
+from orchestrator.jobs import transitions
 from orchestrator.jobs.producer import JobRequest
-from orchestrator.jobs.states import AttemptOutcome, JobState
+from orchestrator.jobs.remote.cancel import cancel_at_provider, running_request
+from orchestrator.jobs.states import JobState
 from orchestrator.routing import AUTO
 
 router = APIRouter(tags=["fal-compatible queue"])
@@ -96,7 +97,7 @@ async def submit_request(
             source, settings, client=principal.client, crop_to_bbox=body.crop_to_bbox,
             sync_mode=body.sync_mode, idempotency_key=idempotency_key, webhook_url=fal_webhook)
     else:
-        backend_class(backend_name)
+        backends.check_offered(backend_name, settings)
         accepted = await submitter.submit(JobRequest(
             source, backend_name, crop_to_bbox=body.crop_to_bbox, sync_mode=body.sync_mode,
             client=principal.client, idempotency_key=idempotency_key, webhook_url=fal_webhook,
@@ -146,17 +147,15 @@ def request_cancel(request_id: str, principal: PrincipalDep, settings: SettingsD
         job = visible_job(session, request_id, principal)
         if job.state.is_final:
             return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
-        fal_request = next((a.provider_request_id for a in job.attempts
-                            if a.outcome is AttemptOutcome.RUNNING and a.provider_request_id), None)
-    if fal_request is not None:
-        from orchestrator.backends.fal import FalBackend
-
-        if cancel_once(FalBackend(settings).key(), settings.fal_endpoint, fal_request) == "already_completed":
+        provider_request, backend_name = running_request(job), job.backend
+    if provider_request is not None:
+        answer = cancel_at_provider(backend_name, provider_request, settings)
+        if answer is CancelOutcome.ALREADY_COMPLETED:
             return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
     with session_scope(settings.database_url) as session:
-        job = service.get_job(session, request_id)
+        job = transitions.get_job(session, request_id)
         if job.state is JobState.SUCCEEDED:
             return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
         if not job.state.is_final:
-            service.cancel(session, job.id)
+            transitions.cancel(session, job.id)
     return _reply(202, {"status": "CANCELLATION_REQUESTED"}, request_id)

@@ -1,7 +1,9 @@
-"""``POST /v1/fal/webhook``: fal's webhook for a request this orchestrator submitted.
+"""``POST /v1/{backend}/webhook`` (``/v1/fal/webhook`` for fal): a remote backend's callback
+for a request this orchestrator submitted.
 
-No API key: fal cannot send one. The request is trusted only if fal's Ed25519 signature
-verifies; the ``attempt`` query parameter (set by the submit) says whose request it is.
+No API key: the provider cannot send one. The request is trusted only if the backend verifies
+its signature (fal: Ed25519 against fal's JWKS); the ``attempt`` query parameter (set by the
+submit) says whose request it is.
 """
 
 from __future__ import annotations
@@ -11,31 +13,37 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
+from orchestrator import backends
 from orchestrator.api.deps import SettingsDep
-from orchestrator.backends.fal.webhook import WebhookRejected, verify
 from orchestrator.db.session import session_scope
-from orchestrator.jobs import remote
+from orchestrator.errors import WebhookRejected
+from orchestrator.jobs.remote import attempts
 
 router = APIRouter()
 
 
-@router.post("/v1/fal/webhook", responses={
-    401: {"description": "not signed by fal"}, 404: {"description": "no such attempt"}})
-async def fal_webhook(
+@router.post("/v1/{backend_name}/webhook", responses={
+    401: {"description": "not signed by the provider"},
+    404: {"description": "no such backend or attempt"}})
+async def provider_webhook(
     request: Request,
     settings: SettingsDep,
+    backend_name: str,
     attempt: Annotated[int, Query(ge=1, le=2**62, description="the attempt that submitted it")],
 ) -> dict[str, Any]:
     """Adopt the request id of a submit whose reply was lost, or poll a known one now."""
+    if backend_name not in backends.NAMES or not backends.is_remote(backend_name):
+        raise HTTPException(404, f"no remote backend {backend_name!r}")
+    backend = backends.get_remote(backend_name, settings)
     body = await request.body()
     try:
-        request_id = await run_in_threadpool(verify, request.headers, body, settings.fal_jwks_url)
+        request_id = await run_in_threadpool(backend.verify_callback, request.headers, body)
     except WebhookRejected as exc:
         raise HTTPException(401, str(exc)) from None
 
     def adopt() -> str:
         with session_scope(settings.database_url) as session:
-            return remote.adopt_request(session, attempt, request_id)
+            return attempts.adopt_request(session, attempt, request_id)
 
     outcome = await run_in_threadpool(adopt)
     if outcome == "unknown attempt":

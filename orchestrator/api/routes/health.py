@@ -9,10 +9,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from orchestrator import backends
 from orchestrator.api.deps import SettingsDep
 from orchestrator.api.metrics import registry_for
-from orchestrator.backends import BACKENDS
 from orchestrator.db.session import get_engine
+from orchestrator.jobs.availability import unavailable_reason
 from orchestrator.queue import broker
 
 router = APIRouter(tags=["operations"])
@@ -47,14 +48,14 @@ def readyz(settings: SettingsDep) -> JSONResponse:
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = f"unavailable: {type(exc).__name__}"
-    backends = {}
-    for name, cls in BACKENDS.items():
-        if name == "local":
-            backends[name] = "ok"  # runs in workers; the API does not load models
+    states = {}
+    for name in backends.offered(settings):
+        if not backends.is_remote(name):
+            states[name] = "ok"  # runs in workers; the API does not load models
             continue
-        reason = cls.unavailable_reason(settings)
-        backends[name] = "ok" if reason is None else f"unavailable: {reason}"
-    checks["backends"] = backends
+        reason = unavailable_reason(name, settings)
+        states[name] = "ok" if reason is None else f"unavailable: {reason}"
+    checks["backends"] = states
     ready = checks["database"] == "ok" and checks["broker"] == "ok"
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
                         status_code=200 if ready else 503)

@@ -10,16 +10,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from orchestrator import backends
 from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_unless_token, visible_job
 from orchestrator.api.inputs import source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.routes.fal_queue import request_cancel
 from orchestrator.auth.keys import Principal
-from orchestrator.backends import backend_class
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.errors import InputError, InputTooLarge
-from orchestrator.jobs import service
+from orchestrator.jobs import transitions
 from orchestrator.jobs.producer import JobRequest, Source, Submitted, submit, submit_requests
 from orchestrator.jobs.serialize import job_dict
 from orchestrator.jobs.states import JobState
@@ -82,7 +82,7 @@ def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) ->
     not queued."""
     backend = body.backend or settings.default_backend
     if backend != AUTO:
-        backend_class(backend)
+        backends.check_offered(backend, settings)
     out: list[JobSummary | None] = []
     requests: list[JobRequest] = []
     for index, item in enumerate(body.items):
@@ -139,11 +139,11 @@ def retry_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> di
     """Send a failed or cancelled job round again."""
     with session_scope(settings.database_url) as session:
         job = visible_job(session, job_id, principal)
-        job = service.requeue(session, job.id, settings)
+        job = transitions.requeue(session, job.id, settings)
         backend, key = job.backend, job.id
     publish_run(settings, key, backend)
     with session_scope(settings.database_url) as session:
-        return job_dict(service.get_job(session, key), with_attempts=False)
+        return job_dict(transitions.get_job(session, key), with_attempts=False)
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, responses={
@@ -177,7 +177,7 @@ def job_result(
 
 def _job_by_token(session: Any, job_id: str, token: str) -> Job:
     try:
-        job = service.get_job(session, job_id)
+        job = transitions.get_job(session, job_id)
     except Exception:
         raise HTTPException(404, f"no request with id {job_id}") from None
     # Bytes, not str: compare_digest refuses non-ASCII strings (a 500 the fuzz run found).

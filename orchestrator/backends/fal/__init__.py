@@ -1,20 +1,45 @@
 """The fal backend: ``fal-ai/imageutils/rembg`` through fal's queue API.
 
-A delivery of a fal job submits it once (``submitter``); the request is then polled from
-Postgres by the poller thread of any fal worker (``poller``), which fetches, downloads and
-stores the result. No worker slot sleeps while fal works.
+An adapter only: it builds fal's input, submits it once, asks after it, downloads the output,
+cancels, verifies fal's webhooks, and translates fal's answers (its statuses, its HTTP errors)
+into the orchestrator's values and error tree. The job engine around it —
+exactly-once submit, polling that holds no worker, adoption of lost requests, deadlines, limits
+shared in Redis — is ``orchestrator.jobs.remote``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import weakref
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from orchestrator.backends.base import Backend
-from orchestrator.backends.fal.client import key_fingerprint
-from orchestrator.backends.fal.limits import key_refusal
-from orchestrator.errors import BackendUnavailable, InputTooLarge
+from fal_client.client import Completed, FalClientHTTPError, InProgress
+from fal_client.client import Queued as FalQueued
+
+from orchestrator.backends.base import (
+    Accepted,
+    CancelOutcome,
+    Finished,
+    Queued,
+    RemoteBackend,
+    RemoteInput,
+    RemoteOutput,
+    RemotePolicy,
+    RemoteStatus,
+    Running,
+)
+from orchestrator.backends.fal import client as fal_http
+from orchestrator.backends.fal.webhook import verify
+from orchestrator.errors import (
+    BackendRejected,
+    BackendUnavailable,
+    InputTooLarge,
+    ProviderCallFailed,
+    RemoteRunFailed,
+)
 from orchestrator.images.decode import image_mime, open_image
 from orchestrator.queue.broker import is_redis
 from orchestrator.settings import Settings
@@ -23,9 +48,14 @@ from orchestrator.settings import Settings
 MAX_DATA_URI_CHARS = 10 * 1024 * 1024
 
 
-class FalBackend(Backend):
+class FalBackend(RemoteBackend):
     name: ClassVar[str] = "fal"
-    remote: ClassVar[bool] = True
+    credentials_setting: ClassVar[str] = "FAL_KEY"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # fal_client.AsyncClient keeps an httpx client bound to the loop it was first used on.
+        self._async_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     @classmethod
     def model_label(cls, settings: Settings) -> str:
@@ -38,9 +68,6 @@ class FalBackend(Backend):
         if not is_redis(settings.broker_url):
             return ("the fal backend keeps its limits shared by all workers in Redis: "
                     "set ORCH_BROKER_URL to a redis:// URL to use it")
-        refusal = key_refusal(settings.broker_url, key_fingerprint(settings.fal_key.get_secret_value()))
-        if refusal:
-            return f"fal refused the current FAL_KEY ({refusal}); set a valid key"
         return None
 
     def key(self) -> str:
@@ -50,14 +77,35 @@ class FalBackend(Backend):
         assert self.settings.fal_key is not None
         return self.settings.fal_key.get_secret_value()
 
+    def credentials_fingerprint(self) -> str:
+        key = self.settings.fal_key
+        return fal_http.key_fingerprint(key.get_secret_value() if key is not None else "")
+
     def price_per_second(self) -> Decimal:
         return self.settings.fal_price_per_second
 
-    def arguments(self, *, url: str | None, data: bytes | None, options: dict[str, Any]) -> dict[str, Any]:
+    def policy(self) -> RemotePolicy:
+        s = self.settings
+        return RemotePolicy(
+            max_in_flight=s.fal_max_in_flight,
+            max_submits_per_second=s.fal_max_submits_per_second,
+            submit_timeout_seconds=s.fal_submit_timeout_seconds,
+            poll_initial_seconds=s.fal_poll_initial_seconds,
+            poll_max_seconds=s.fal_poll_max_seconds,
+            poll_batch=s.fal_poll_batch,
+            request_timeout_seconds=s.fal_request_timeout_seconds,
+            resubmit_after_seconds=s.fal_resubmit_after_seconds,
+            adopt_wait_seconds=s.fal_adopt_wait_seconds,
+            max_result_bytes=s.fal_max_result_bytes,
+            callback_url=s.fal_webhook_url,
+        )
+
+    def prepare(self, job_input: RemoteInput) -> dict[str, Any]:
         """fal's input: URLs pass through; file bytes go as a data URI within fal's limit."""
-        if url is not None:
-            image_url = url
+        if job_input.url is not None:
+            image_url = job_input.url
         else:
+            data = job_input.data
             assert data is not None
             # Fail fast (and free) on what is not an image, before paying fal to say so.
             open_image(data, max_bytes=self.settings.max_input_bytes,
@@ -68,5 +116,95 @@ class FalBackend(Backend):
                     f"the file is {len(data):,} bytes: as a data URI that exceeds fal's 10 MiB "
                     "limit; submit it as an http(s) URL instead"
                 )
-        return {"image_url": image_url, "crop_to_bbox": bool(options.get("crop_to_bbox", False)),
+        return {"image_url": image_url,
+                "crop_to_bbox": bool(job_input.options.get("crop_to_bbox", False)),
                 "sync_mode": False}
+
+    def submit(self, payload: Any, *, callback_url: str | None) -> Accepted:
+        request_id, status, position = fal_http.submit_once(
+            self.key(), self.settings.fal_endpoint, payload,
+            timeout=self.settings.fal_submit_timeout_seconds, webhook_url=callback_url)
+        return Accepted(request_id, Running() if status == fal_http.IN_PROGRESS else Queued(position))
+
+    def _client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = fal_http.async_client(self.key())
+            self._async_clients[loop] = client
+        return client
+
+    async def status(self, request_id: str) -> RemoteStatus:
+        try:
+            status = await self._client().status(self.settings.fal_endpoint, request_id,
+                                                 with_logs=False)
+        except Exception as exc:  # noqa: BLE001 - translated in one place
+            fal_http.raise_call_failed(exc, "status", request_id)
+        if isinstance(status, FalQueued):
+            return Queued(status.position)
+        if isinstance(status, InProgress):
+            return Running()
+        if isinstance(status, Completed):
+            return Finished(self._billed_seconds(status), await self._failure(request_id, status))
+        raise ProviderCallFailed(f"fal answered an unknown status for request {request_id}")
+
+    @staticmethod
+    def _billed_seconds(status: Completed) -> Decimal | None:
+        seconds = (status.metrics or {}).get("inference_time")
+        if isinstance(seconds, (int, float)) and seconds >= 0:
+            return Decimal(f"{seconds:.6f}")
+        return None
+
+    async def _failure(self, request_id: str, status: Completed) -> Exception | None:
+        """A completed request that failed: fal's input-validation failures (422 and its types)
+        are permanent, a runner error may pass on a new attempt."""
+        if status.error is None and status.error_type is None:
+            return None
+        code: int | None = None
+        message = status.error or status.error_type or "fal reported an error"
+        try:
+            await self._client().result(self.settings.fal_endpoint, request_id)
+        except FalClientHTTPError as exc:
+            code = exc.status_code
+            message = str(exc.message) if exc.message else message
+        except Exception:  # noqa: BLE001 - the status alone says enough
+            pass
+        if code == 422 or status.error_type in fal_http.VALIDATION_ERROR_TYPES:
+            return BackendRejected(f"fal rejected the input: {message}")
+        kind = status.error_type or (f"HTTP {code}" if code else "error")
+        return RemoteRunFailed(f"fal's run failed ({kind}): {message}")
+
+    async def result(self, request_id: str) -> RemoteOutput:
+        try:
+            output = await self._client().result(self.settings.fal_endpoint, request_id)
+        except Exception as exc:  # noqa: BLE001 - translated in one place
+            fal_http.raise_call_failed(exc, "result", request_id)
+        image = output.get("image") if isinstance(output, dict) else None
+        if not isinstance(image, dict) or not image.get("url"):
+            raise RemoteRunFailed("fal's output has no image.url")
+        data, content_type = await fal_http.download(
+            str(image["url"]), max_bytes=self.settings.fal_max_result_bytes)
+        content_type = content_type or str(image.get("content_type") or "")
+        if not content_type.startswith("image/"):
+            raise RemoteRunFailed(f"fal's result is {content_type or 'untyped'}, not an image")
+        return RemoteOutput(data, content_type)
+
+    async def cancel_async(self, request_id: str) -> CancelOutcome:
+        try:
+            await self._client().cancel(self.settings.fal_endpoint, request_id)
+        except FalClientHTTPError as exc:
+            if fal_http.is_already_completed(exc):
+                return CancelOutcome.ALREADY_COMPLETED
+            if exc.status_code == 404:
+                return CancelOutcome.NOT_FOUND
+            fal_http.raise_call_failed(exc, "cancel", request_id)
+        except Exception as exc:  # noqa: BLE001 - translated in one place
+            fal_http.raise_call_failed(exc, "cancel", request_id)
+        return CancelOutcome.CANCELLED
+
+    def cancel(self, request_id: str) -> CancelOutcome:
+        return CancelOutcome(fal_http.cancel_once(self.key(), self.settings.fal_endpoint,
+                                                  request_id))
+
+    def verify_callback(self, headers: Mapping[str, str], body: bytes) -> str:
+        return verify(headers, body, self.settings.fal_jwks_url)

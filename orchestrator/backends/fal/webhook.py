@@ -19,7 +19,7 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import WebhookRejected
 
 TOLERANCE_SECONDS = 300
 JWKS_MAX_AGE = 24 * 3600
@@ -27,10 +27,6 @@ JWKS_REFETCH_AFTER = 60
 
 _lock = threading.Lock()
 _jwks: dict[str, tuple[float, list[bytes]]] = {}
-
-
-class WebhookRejected(OrchestratorError):
-    """Not a webhook fal signed (or too old to trust)."""
 
 
 def _fetch_keys(url: str) -> list[bytes]:

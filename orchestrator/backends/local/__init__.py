@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from orchestrator.backends.base import BackendInput, BackendOutput, InlineBackend
-from orchestrator.backends.inference_gate import GatedInferenceSession, InferenceGate
+from orchestrator.backends.local.inference_gate import GatedInferenceSession, InferenceGate
 from orchestrator.errors import BackendUnavailable
 from orchestrator.images.decode import open_image
 from orchestrator.jobs.states import ComputeBasis
@@ -141,13 +141,23 @@ class LocalBackend(InlineBackend):
     def price_per_second(self) -> Decimal:
         return self.settings.local_price_per_second
 
-    def warm(self) -> list[str]:
+    @classmethod
+    def preflight(cls, settings: Settings) -> None:
+        from orchestrator.backends.local.providers import preflight
+
+        preflight(settings)  # a GPU asked for must really be used: no silent CPU fallback
+
+    def warm(self, *, worker_pid: int | None = None) -> list[str]:
         """Create the session, check it really runs on the providers asked for, and run it
         once: ONNX Runtime sizes its memory arena on the first run, which would otherwise slow
-        the process's first real job by seconds. Returns the session's active providers."""
+        the process's first real job by seconds. In a worker, inference first goes through the
+        worker-wide gate (one per worker main process). Returns the session's active providers."""
         from PIL import Image
 
-        from orchestrator.backends.providers import check_providers
+        from orchestrator.backends.local.providers import check_providers
+
+        if worker_pid is not None:
+            install_gate(InferenceGate.for_worker(worker_pid, self.settings.inference_slots()))
 
         session = get_session(self.settings)
         active = check_providers(session, self.settings)

@@ -1,8 +1,13 @@
-"""State changes of a job, each one transaction holding the job's row lock.
+"""Every state change of a job, as public functions; each runs inside the caller's
+transaction, which holds the job's row lock (:func:`lock_job`).
 
-The Celery task calls ``claim`` when a message arrives, then exactly one of ``complete``,
-``fail`` or ``schedule_retry``. Each checks that the caller still holds the lease, so a stale
-delivery can never overwrite the outcome of a newer one.
+The building blocks — :func:`end_job`, :func:`retry_later`, :func:`record_cost`,
+:func:`store_result`, :func:`close_superseded`, :func:`close_stale_attempt` — are what every
+caller (inline runner, remote engine, reconciler, command layer) uses, so one change is written
+once. On top of them, an inline delivery calls :func:`claim` when a message arrives, then exactly
+one of :func:`complete`, :func:`fail` or :func:`schedule_retry`; each checks that the caller still
+holds the lease, so a stale delivery can never overwrite the outcome of a newer one. Remote
+attempts' bookkeeping (submit, polls, adoption) is in ``orchestrator.jobs.remote.attempts``.
 """
 
 from __future__ import annotations
@@ -13,19 +18,21 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, object_session
 
-from orchestrator.backends.base import BackendOutput
 from orchestrator.costs.pricing import cost_usd
 from orchestrator.db.models import Attempt, Job, JobInput, Result
-from orchestrator.errors import CorruptImage, JobNotFound, JobStateError, error_type
+from orchestrator.errors import CorruptImage, ErrorCode, JobNotFound, JobStateError, error_code
 from orchestrator.jobs.leases import LeaseOwner
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, can_transition
 from orchestrator.results.base import StoredBytes
 from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestrator.backends.base import BackendOutput
 
 log = logging.getLogger("orchestrator.jobs")
 
@@ -72,24 +79,24 @@ class Cost:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _set_state(job: Job, new: JobState) -> None:
+def set_state(job: Job, new: JobState) -> None:
     if not can_transition(job.state, new):
         raise JobStateError(f"job {job.id} cannot go from {job.state.value} to {new.value}")
     job.state = new
 
 
-def _lock(session: Session, job_id: uuid.UUID) -> Job | None:
+def lock_job(session: Session, job_id: uuid.UUID) -> Job | None:
     return session.get(Job, job_id, with_for_update=True, populate_existing=True)
 
 
-def _running_attempts(session: Session, job_id: uuid.UUID) -> list[Attempt]:
+def running_attempts(session: Session, job_id: uuid.UUID) -> list[Attempt]:
     stmt = select(Attempt).where(
         Attempt.job_id == job_id, Attempt.outcome == AttemptOutcome.RUNNING
     )
     return list(session.scalars(stmt))
 
 
-def _webhook_after_commit(job: Job) -> None:
+def webhook_after_commit(job: Job) -> None:
     """Publish the job's webhook once the transaction that ended it has committed."""
     session = object_session(job)
     if session is None or not job.webhook_url:
@@ -108,10 +115,11 @@ def _webhook_after_commit(job: Job) -> None:
     event.listen(session, "after_commit", publish, once=True)
 
 
-def _end_job(job: Job, state: JobState, *, err_type: str | None, message: str | None) -> None:
-    _webhook_after_commit(job)
-    _set_state(job, state)
-    job.error_type = err_type
+def end_job(job: Job, state: JobState, *, code: str | None, message: str | None) -> None:
+    """The job is final: its outcome, its webhook queued once this transaction commits."""
+    webhook_after_commit(job)
+    set_state(job, state)
+    job.error_code = code
     job.error_message = message
     job.finished_at = utcnow()
     job.lease_owner = None
@@ -138,10 +146,10 @@ def count_crash(job: Job, settings: Settings, *, doing: str) -> bool:
         job.crashes += 1
     if job.crashes < settings.max_deliveries:
         return False
-    _end_job(
+    end_job(
         job,
         JobState.FAILED,
-        err_type="WorkerLost",
+        code=ErrorCode.WORKER_LOST,
         message=(
             f"the worker process died {job.crashes} times while {doing} this job, "
             "so it was not run again (the input may crash the model)"
@@ -157,10 +165,10 @@ def wait_or_exhausted(job: Job, now: datetime) -> Busy | Skip | None:
         if wait > 0.5:
             return Busy(wait)
     if job.attempt_count >= job.max_attempts:
-        _end_job(
+        end_job(
             job,
             JobState.FAILED,
-            err_type=job.error_type or "AttemptsExhausted",
+            code=job.error_code or ErrorCode.ATTEMPTS_EXHAUSTED,
             message=job.error_message or f"no attempts left ({job.max_attempts} allowed)",
         )
         return Skip("attempts exhausted")
@@ -183,7 +191,7 @@ def open_attempt(
         **fields,
     )
     session.add(attempt)
-    _set_state(job, JobState.RUNNING)
+    set_state(job, JobState.RUNNING)
     job.lease_owner = str(owner)
     job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     job.started_at = job.started_at or now
@@ -204,7 +212,7 @@ def open_attempt(
 
 def take_delivery(session: Session, job_id: uuid.UUID) -> Job | Skip:
     """Lock the delivered job and count the delivery; Skip when there is nothing to run."""
-    job = _lock(session, job_id)
+    job = lock_job(session, job_id)
     if job is None:
         return Skip(f"no job {job_id}")
     job.deliveries += 1
@@ -224,15 +232,8 @@ def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Bu
         if lease_is_live(job, now):
             assert job.lease_expires_at is not None
             return Busy((job.lease_expires_at - now).total_seconds())
-        for attempt in _running_attempts(session, job.id):
-            attempt.outcome = AttemptOutcome.CRASHED
-            attempt.finished_at = now
-            attempt.error_type = "WorkerLost"
-            attempt.error_message = (
-                "the worker process running this attempt stopped without finishing it"
-            )
-            attempt.compute_seconds = Decimal(0)
-            attempt.cost_usd = Decimal(0)
+        for attempt in running_attempts(session, job.id):
+            close_stale_attempt(attempt, now)
         if count_crash(job, settings, doing="running"):
             return Skip("poison job failed")
 
@@ -251,7 +252,7 @@ def renew_lease(session: Session, claim_: Claim, settings: Settings) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _holds_lease(job: Job | None, attempt: Attempt, claim_: Claim) -> bool:
+def holds_lease(job: Job | None, attempt: Attempt, claim_: Claim) -> bool:
     return (
         job is not None
         and job.state is JobState.RUNNING
@@ -260,7 +261,7 @@ def _holds_lease(job: Job | None, attempt: Attempt, claim_: Claim) -> bool:
     )
 
 
-def _record_cost(attempt: Attempt, cost: Cost, pricing: Pricing) -> None:
+def record_cost(attempt: Attempt, cost: Cost, pricing: Pricing) -> None:
     attempt.compute_seconds = cost.compute_seconds
     attempt.compute_basis = cost.basis
     attempt.price_per_second = pricing.price_per_second
@@ -269,30 +270,37 @@ def _record_cost(attempt: Attempt, cost: Cost, pricing: Pricing) -> None:
     attempt.finished_at = utcnow()
 
 
-def _close_lost_attempt(job: Job | None, attempt: Attempt) -> None:
-    """Our lease is gone: keep the cost of the work we did, but not its outcome."""
-    if attempt.outcome is AttemptOutcome.RUNNING:
-        cancelled = job is not None and job.state is JobState.CANCELLED
-        attempt.outcome = AttemptOutcome.CANCELLED if cancelled else AttemptOutcome.SUPERSEDED
+def close_stale_attempt(
+    attempt: Attempt,
+    now: datetime,
+    *,
+    outcome: AttemptOutcome = AttemptOutcome.CRASHED,
+    message: str = "the worker process running this attempt stopped without finishing it",
+) -> None:
+    """An attempt whose worker stopped without recording its outcome: closed, at no cost."""
+    attempt.outcome = outcome
+    attempt.finished_at = now
+    attempt.error_code = ErrorCode.WORKER_LOST
+    attempt.error_message = message
+    attempt.compute_seconds = Decimal(0)
+    attempt.cost_usd = Decimal(0)
 
 
-def complete(
-    session: Session,
-    claim_: Claim,
-    output: BackendOutput,
-    stored: StoredBytes,
+def retry_later(job: Job, delay: float, *, code: str | None, message: str | None) -> None:
+    """The job waits ``delay`` seconds for its next attempt; no delivery holds it meanwhile."""
+    set_state(job, JobState.RETRYING)
+    job.error_code = code
+    job.error_message = message
+    job.lease_owner = None
+    job.lease_expires_at = None
+    job.next_attempt_at = utcnow() + timedelta(seconds=delay)
+
+
+def store_result(
+    session: Session, job: Job, attempt: Attempt, output: BackendOutput, stored: StoredBytes,
     sha256: str,
-    pricing: Pricing,
-) -> bool:
-    """Store the result and end the job succeeded; False if the lease was lost meanwhile."""
-    job = _lock(session, claim_.job_id)
-    attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
-    assert attempt is not None
-    _record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
-    if not _holds_lease(job, attempt, claim_):
-        _close_lost_attempt(job, attempt)
-        return False
-    assert job is not None
+) -> None:
+    """The attempt produced the job's result: one results row, the job succeeded."""
     attempt.outcome = AttemptOutcome.SUCCEEDED
     session.add(
         Result(
@@ -309,7 +317,35 @@ def complete(
             cropped=output.cropped,
         )
     )
-    _end_job(job, JobState.SUCCEEDED, err_type=None, message=None)
+    end_job(job, JobState.SUCCEEDED, code=None, message=None)
+
+
+def close_superseded(job: Job | None, attempt: Attempt) -> None:
+    """The attempt is no longer the job's current one (its lease was lost, the job cancelled or
+    run again): keep the cost of the work it did, but not its outcome."""
+    if attempt.outcome is AttemptOutcome.RUNNING:
+        cancelled = job is not None and job.state is JobState.CANCELLED
+        attempt.outcome = AttemptOutcome.CANCELLED if cancelled else AttemptOutcome.SUPERSEDED
+
+
+def complete(
+    session: Session,
+    claim_: Claim,
+    output: BackendOutput,
+    stored: StoredBytes,
+    sha256: str,
+    pricing: Pricing,
+) -> bool:
+    """Store the result and end the job succeeded; False if the lease was lost meanwhile."""
+    job = lock_job(session, claim_.job_id)
+    attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
+    assert attempt is not None
+    record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
+    if not holds_lease(job, attempt, claim_):
+        close_superseded(job, attempt)
+        return False
+    assert job is not None
+    store_result(session, job, attempt, output, stored, sha256)
     return True
 
 
@@ -317,18 +353,18 @@ def fail(
     session: Session, claim_: Claim, exc: BaseException, cost: Cost, pricing: Pricing
 ) -> bool:
     """End the job failed with this attempt's error."""
-    job = _lock(session, claim_.job_id)
+    job = lock_job(session, claim_.job_id)
     attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
     assert attempt is not None
-    _record_cost(attempt, cost, pricing)
-    attempt.error_type = error_type(exc)
+    record_cost(attempt, cost, pricing)
+    attempt.error_code = error_code(exc)
     attempt.error_message = str(exc)
-    if not _holds_lease(job, attempt, claim_):
-        _close_lost_attempt(job, attempt)
+    if not holds_lease(job, attempt, claim_):
+        close_superseded(job, attempt)
         return False
     assert job is not None
     attempt.outcome = AttemptOutcome.FAILED
-    _end_job(job, JobState.FAILED, err_type=error_type(exc), message=str(exc))
+    end_job(job, JobState.FAILED, code=error_code(exc), message=str(exc))
     return True
 
 
@@ -353,24 +389,19 @@ def schedule_retry(
     if claim_.attempt_number >= claim_.max_attempts:
         fail(session, claim_, exc, cost, pricing)
         return None
-    job = _lock(session, claim_.job_id)
+    job = lock_job(session, claim_.job_id)
     attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
     assert attempt is not None
-    _record_cost(attempt, cost, pricing)
-    attempt.error_type = error_type(exc)
+    record_cost(attempt, cost, pricing)
+    attempt.error_code = error_code(exc)
     attempt.error_message = str(exc)
-    if not _holds_lease(job, attempt, claim_):
-        _close_lost_attempt(job, attempt)
+    if not holds_lease(job, attempt, claim_):
+        close_superseded(job, attempt)
         return None
     assert job is not None
     attempt.outcome = AttemptOutcome.RETRY
     delay = backoff_seconds(claim_.attempt_number, settings)
-    _set_state(job, JobState.RETRYING)
-    job.error_type = error_type(exc)
-    job.error_message = str(exc)
-    job.lease_owner = None
-    job.lease_expires_at = None
-    job.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    retry_later(job, delay, code=error_code(exc), message=str(exc))
     return delay
 
 
@@ -400,25 +431,25 @@ def get_job(session: Session, job_id: uuid.UUID | str) -> Job:
 
 def cancel(session: Session, job_id: uuid.UUID | str) -> Job:
     job = get_job(session, job_id)
-    job = _lock(session, job.id) or job
+    job = lock_job(session, job.id) or job
     if job.state.is_final:
         raise JobStateError(f"job {job.id} is already {job.state.value}; nothing to cancel")
-    _end_job(job, JobState.CANCELLED, err_type="Cancelled", message="cancelled on request")
+    end_job(job, JobState.CANCELLED, code=ErrorCode.CANCELLED, message="cancelled on request")
     return job
 
 
 def requeue(session: Session, job_id: uuid.UUID | str, settings: Settings) -> Job:
     """Send a failed or cancelled job round again with a fresh attempt budget."""
     job = get_job(session, job_id)
-    job = _lock(session, job.id) or job
+    job = lock_job(session, job.id) or job
     if job.state not in (JobState.FAILED, JobState.CANCELLED):
         raise JobStateError(
             f"job {job.id} is {job.state.value}; only failed or cancelled jobs can be retried"
         )
-    _set_state(job, JobState.QUEUED)
+    set_state(job, JobState.QUEUED)
     job.max_attempts = job.attempt_count + settings.max_attempts
     job.crashes = 0
-    job.error_type = None
+    job.error_code = None
     job.error_message = None
     job.finished_at = None
     job.enqueued_at = utcnow()

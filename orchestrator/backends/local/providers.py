@@ -17,14 +17,11 @@ import subprocess
 import sys
 from typing import Any
 
-from orchestrator.errors import BackendUnavailable, ConfigError
+from orchestrator.errors import BackendUnavailable, ConfigError, ProviderFallback
 from orchestrator.settings import Settings
 
 SETTING = "ORCH_LOCAL_PROVIDERS"
 
-
-class ProviderFallback(BackendUnavailable):
-    """A requested accelerator is not in use: the session would silently run on the CPU."""
 
 
 def active_providers(session: Any) -> list[str]:

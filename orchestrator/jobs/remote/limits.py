@@ -1,0 +1,87 @@
+"""Limits of a remote backend shared by every worker, kept in Redis (Celery's rate_limit is
+per worker), and the mark that its provider refused the credentials in use.
+
+- requests in flight at the provider: a sorted set of job ids, added atomically below the limit
+  and removed when the attempt ends; entries older than a day are dropped as leaks;
+- submissions per second: a counter per one-second window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from orchestrator.queue.broker import redis_client
+
+_ACQUIRE = """
+local key, limit, now, member, stale = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - stale)
+if redis.call('ZSCORE', key, member) then return 1 end
+if redis.call('ZCARD', key) >= limit then return 0 end
+redis.call('ZADD', key, now, member)
+return 1
+"""
+
+_RATE = """
+local key, limit = KEYS[1], tonumber(ARGV[1])
+local n = redis.call('INCR', key)
+if n == 1 then redis.call('EXPIRE', key, 2) end
+if n > limit then return 0 end
+return 1
+"""
+
+log = logging.getLogger("orchestrator.remote.limits")
+
+# Per backend name (fal's keys are those of the first releases: no migration needed).
+IN_FLIGHT_KEY = "orchestrator:{backend}:in_flight"
+RATE_KEY = "orchestrator:{backend}:submits:{second}"
+UNAVAILABLE_KEY = "orchestrator:{backend}:unavailable:{fingerprint}"
+
+
+class RemoteLimits:
+    def __init__(self, broker_url: str, backend: str, *, max_in_flight: int,
+                 max_per_second: float) -> None:
+        self.redis = redis_client(broker_url)
+        self.backend = backend
+        self.key = IN_FLIGHT_KEY.format(backend=backend)
+        self.max_in_flight = max_in_flight
+        self.max_per_second = max_per_second
+
+    def try_acquire(self, attempt_key: str) -> bool:
+        """Reserve an in-flight slot and a submit in this second; False when over a limit."""
+        if not self.redis.eval(_ACQUIRE, 1, self.key, self.max_in_flight, time.time(),
+                               attempt_key, 86400):
+            return False
+        window = RATE_KEY.format(backend=self.backend, second=int(time.time()))
+        if not self.redis.eval(_RATE, 1, window, max(1, int(self.max_per_second))):
+            self.release(attempt_key)
+            return False
+        return True
+
+    def release(self, attempt_key: str) -> None:
+        try:
+            self.redis.zrem(self.key, attempt_key)
+        except redis.RedisError as exc:  # the job's outcome is stored; the slot ages out
+            log.warning("could not release %s slot %s (Redis: %s)", self.backend, attempt_key, exc)
+
+    def in_flight(self) -> int:
+        return int(self.redis.zcard(self.key))
+
+
+def mark_key_refused(broker_url: str, backend: str, fingerprint: str, message: str) -> None:
+    """The provider refused these credentials: report the backend unavailable until they change."""
+    key = UNAVAILABLE_KEY.format(backend=backend, fingerprint=fingerprint)
+    redis_client(broker_url).set(key, message, ex=7 * 86400)
+
+
+def key_refusal(broker_url: str, backend: str, fingerprint: str) -> str | None:
+    try:
+        value = redis_client(broker_url).get(
+            UNAVAILABLE_KEY.format(backend=backend, fingerprint=fingerprint))
+    except redis.RedisError:
+        return None
+    if not value:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)

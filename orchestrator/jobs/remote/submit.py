@@ -1,0 +1,145 @@
+"""One delivery of a remote job: at most one paid submission, then hand over to the poller."""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+
+from orchestrator.backends.base import Queued, RemoteBackend, RemoteInput, Running
+from orchestrator.errors import (
+    BackendBusy,
+    CredentialsRefused,
+    PermanentJobError,
+    SubmitReplyLost,
+)
+from orchestrator.jobs import transitions
+from orchestrator.jobs.remote import attempts
+from orchestrator.jobs.remote.limits import RemoteLimits, mark_key_refused
+from orchestrator.jobs.runner import RunReport, in_transaction
+from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip
+from orchestrator.observability.logs import bind, log_context
+from orchestrator.settings import Settings
+
+log = logging.getLogger("orchestrator.remote")
+
+Publish = Callable[[uuid.UUID, str, float], None]
+
+
+def limits_for(backend: RemoteBackend, settings: Settings) -> RemoteLimits:
+    policy = backend.policy()
+    return RemoteLimits(settings.broker_url, backend.name, max_in_flight=policy.max_in_flight,
+                        max_per_second=policy.max_submits_per_second)
+
+
+def pricing_for(backend: RemoteBackend, settings: Settings) -> Pricing:
+    return Pricing(backend.price_per_second(), settings.fal_price_per_second)
+
+
+def _input(claim: Claim, settings: Settings) -> RemoteInput:
+    if claim.source_kind == "url":
+        return RemoteInput(url=claim.source_url, data=None, options=claim.options)
+    data = in_transaction(settings, "reading the input",
+                          lambda session: transitions.stored_input(session, claim.job_id))
+    return RemoteInput(url=None, data=data, options=claim.options)
+
+
+def _fail(claim: Claim, exc: Exception, pricing: Pricing, settings: Settings) -> None:
+    in_transaction(settings, "failing a job",
+                   lambda session: transitions.fail(session, claim, exc, Cost(), pricing))
+
+
+def submit_delivery(
+    job_id: uuid.UUID, *, settings: Settings, backend: RemoteBackend, publish: Publish
+) -> RunReport:
+    with log_context(job_id=str(job_id), backend=backend.name):
+        return _submit_delivery(job_id, settings=settings, backend=backend, publish=publish)
+
+
+def _submit_delivery(
+    job_id: uuid.UUID, *, settings: Settings, backend: RemoteBackend, publish: Publish
+) -> RunReport:
+    policy = backend.policy()
+    limits = limits_for(backend, settings)
+    pricing = pricing_for(backend, settings)
+    slot = str(job_id)
+    if not limits.try_acquire(slot):
+        # Over a shared limit: hand the message back for a little later; no slot is held.
+        publish(job_id, backend.name, random.uniform(0.5, 1.5))
+        return RunReport("busy", f"{backend.name} limit reached; re-published")
+
+    decision = in_transaction(
+        settings, f"claiming a {backend.name} job",
+        lambda session: attempts.claim_submit(session, job_id, settings, policy))
+    if isinstance(decision, Skip):
+        if decision.reason != attempts.ALREADY_SUBMITTED:
+            limits.release(slot)
+        return RunReport("skipped", decision.reason)
+    if isinstance(decision, attempts.NotSubmitted):
+        limits.release(slot)
+        if decision.rerouted_to is not None:
+            publish(job_id, decision.rerouted_to, 0)
+            return RunReport("rerouted", f"to {decision.rerouted_to}: {decision.reason}")
+        if decision.wait_seconds is not None:
+            publish(job_id, backend.name, min(decision.wait_seconds, settings.retry_countdown_cap()))
+            return RunReport("waiting", decision.reason)
+        return RunReport("failed", decision.reason)
+    if isinstance(decision, Busy):
+        delay = min(max(decision.retry_after + 1.0, 1.0), settings.retry_countdown_cap())
+        publish(job_id, backend.name, delay)
+        return RunReport("busy", f"re-published with a {delay:.1f} s countdown")
+
+    claim = decision
+    bind(attempt=claim.attempt_number)
+    try:
+        payload = backend.prepare(_input(claim, settings))
+    except PermanentJobError as exc:
+        limits.release(slot)
+        _fail(claim, exc, pricing, settings)
+        return RunReport("failed", str(exc))
+
+    try:
+        accepted = backend.submit(payload,
+                                  callback_url=attempts.callback_url(policy, claim.attempt_id))
+    except CredentialsRefused as exc:
+        limits.release(slot)
+        mark_key_refused(settings.broker_url, backend.name, backend.credentials_fingerprint(),
+                         str(exc))
+        _fail(claim, exc, pricing, settings)
+        return RunReport("failed", str(exc))
+    except PermanentJobError as exc:  # BackendRejected, BackendUnavailable
+        limits.release(slot)
+        _fail(claim, exc, pricing, settings)
+        return RunReport("failed", str(exc))
+    except BackendBusy as exc:
+        limits.release(slot)
+        busy = exc
+        retry_in = in_transaction(settings, "recording a refused submit", lambda session: (
+            attempts.record_refused(session, claim, busy, retryable=True, pricing=pricing,
+                                    settings=settings)))
+        if retry_in is not None:
+            publish(job_id, backend.name, retry_in)
+        return RunReport("retry", str(exc))
+    except SubmitReplyLost as exc:
+        limits.release(slot)
+        log.warning("job %s: submit outcome unknown: %s", job_id, exc)
+        lost = exc
+        resubmit_in = in_transaction(settings, "recording a lost submit reply", lambda session: (
+            attempts.record_unknown(session, claim, lost, policy)))
+        if resubmit_in is not None:
+            publish(job_id, backend.name, resubmit_in)
+        return RunReport("retry", str(exc))
+
+    # The provider has accepted (and will bill) it: the request id must reach the database,
+    # however long it is away (record_accepted is idempotent, so a retry after a lost commit
+    # is safe).
+    status = attempts.IN_PROGRESS if isinstance(accepted.status, Running) else attempts.IN_QUEUE
+    position = accepted.status.position if isinstance(accepted.status, Queued) else None
+    wanted = in_transaction(settings, "storing the request id", lambda session: (
+        attempts.record_accepted(session, claim, accepted.request_id, status, position, policy)))
+    bind(request_id=accepted.request_id)
+    log.info("job %s submitted to %s as request %s", job_id, backend.name, accepted.request_id)
+    if not wanted:  # cancelled while the submit was in the air
+        backend.cancel(accepted.request_id)
+    return RunReport("submitted", accepted.request_id)
