@@ -199,6 +199,10 @@ class RemoteBackend(Backend):
     def cancel(self, request_id: str) -> CancelOutcome:
         """The same, from synchronous code (the command layer)."""
 
+    async def aclose(self) -> None:
+        """Close what the asynchronous calls opened on the running event loop (the poller
+        calls it before its loop ends)."""
+
     def verify_callback(self, headers: Mapping[str, str], body: bytes) -> str:
         """The request id of a provider's callback whose signature verifies (raise
         WebhookRejected otherwise). Backends without callbacks refuse them all."""

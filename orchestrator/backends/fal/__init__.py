@@ -134,6 +134,14 @@ class FalBackend(RemoteBackend):
             self._async_clients[loop] = client
         return client
 
+    async def aclose(self) -> None:
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        # fal_client builds its httpx client on first use and caches it in the instance's
+        # __dict__; it never closes it itself.
+        if client is not None and "_client" in client.__dict__:
+            http = await client._client
+            await http.aclose()
+
     async def status(self, request_id: str) -> RemoteStatus:
         try:
             status = await self._client().status(self.settings.fal_endpoint, request_id,

@@ -84,7 +84,10 @@ class RemotePoller(threading.Thread):
         """Poll these (already claimed) attempts once each, on a loop of their own."""
 
         async def run_all() -> None:
-            await asyncio.gather(*(self._poll(item) for item in items))
+            try:
+                await asyncio.gather(*(self._poll(item) for item in items))
+            finally:
+                await self.backend.aclose()
 
         asyncio.run(run_all())
 
@@ -116,6 +119,7 @@ class RemotePoller(threading.Thread):
                 await asyncio.sleep(self.tick)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        await self.backend.aclose()
 
     def _claim(self, limit: int) -> list[PollItem]:
         with session_scope(self.settings.database_url) as session:
