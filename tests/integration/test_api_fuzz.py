@@ -63,8 +63,8 @@ from orchestrator.api.routes.v1 import BatchRequest
 from orchestrator.auth.keys import create_key
 from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.db.session import session_scope
-from orchestrator.jobs.transitions import utcnow
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState
+from orchestrator.jobs.transitions import utcnow
 from orchestrator.settings import load_settings
 from orchestrator.webhooks.signing import new_signing_key
 

@@ -279,11 +279,11 @@ def test_circuit_breaker_opens_after_repeated_fal_failures_and_recovers(
 def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict[str, str]) -> None:
     """The check workers run before paying (remote.claim_submit), from 50 threads with their own
     connections released at once: without the lock each would see the same spend and go."""
+    from orchestrator import backends
     from orchestrator.costs import budgets
     from orchestrator.db.session import session_scope
-    from orchestrator import backends
-    from orchestrator.jobs.remote import attempts as remote
     from orchestrator.jobs.producer import Source, submit
+    from orchestrator.jobs.remote import attempts as remote
     from orchestrator.jobs.transitions import Claim
     from orchestrator.settings import load_settings
 

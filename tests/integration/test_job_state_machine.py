@@ -45,7 +45,6 @@ from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.db.session import session_scope
 from orchestrator.errors import BackendRejected, FetchFailed, JobStateError
 from orchestrator.jobs import transitions as service
-from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip, utcnow
 from orchestrator.jobs.states import (
     ALLOWED_TRANSITIONS,
     FINAL_STATES,
@@ -53,6 +52,7 @@ from orchestrator.jobs.states import (
     ComputeBasis,
     JobState,
 )
+from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip, utcnow
 from orchestrator.results.base import StoredBytes
 from orchestrator.settings import Settings, load_settings
 

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.jobs.producer import Source, submit
 from orchestrator.jobs.reconciler import ADVISORY_LOCK_KEY, Reconciler, job_ids_in_broker
-from orchestrator.jobs.transitions import utcnow
 from orchestrator.jobs.states import AttemptOutcome, JobState
+from orchestrator.jobs.transitions import utcnow
 from orchestrator.queue.celery_app import publish_run
 from orchestrator.settings import load_settings
 from tests.conftest import run_cli

@@ -8,8 +8,7 @@ import pytest
 
 from orchestrator.backends.local import create_session
 from orchestrator.backends.local.providers import check_providers
-from orchestrator.errors import ProviderFallback
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, ProviderFallback
 from orchestrator.settings import load_settings
 
 

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from orchestrator.jobs.transitions import backoff_seconds
 from orchestrator.jobs.states import FINAL_STATES, JobState, can_transition
+from orchestrator.jobs.transitions import backoff_seconds
 from orchestrator.settings import load_settings
 
 
