@@ -25,6 +25,7 @@ from typing import IO, Annotated
 import typer
 from kombu.utils.url import maybe_sanitize_url
 
+from orchestrator import backends
 from orchestrator.cli.common import console_err
 from orchestrator.dev.data_dir import DEFAULT_DATA_DIR, DataDir
 from orchestrator.dev.supervisor import Child, Supervisor
@@ -104,7 +105,8 @@ def dev(
         supervisor.start(Child("api", [*entry, "api", "--host", host, "--port", str(port),
                                        "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)],
                                data.logs / "api.log"), child_env)
-        worker_args = ["worker", "--queues", "local", "--hostname", f"dev-local@{socket.gethostname()}"]
+        worker_args = ["worker", "--queues", backends.DEFAULT,
+                       "--hostname", f"dev-{backends.DEFAULT}@{socket.gethostname()}"]
         if workers is not None:
             worker_args += ["--concurrency", str(workers)]
         supervisor.start(Child("worker", [*entry, *worker_args], data.logs / "worker.log"), child_env)

@@ -18,7 +18,7 @@ log = logging.getLogger("orchestrator.worker")
 def worker(
     queues: Annotated[
         str, typer.Option("--queues", "-Q", help="Comma-separated backends to serve.")
-    ] = "local",
+    ] = backends.DEFAULT,
     concurrency: Annotated[
         int | None,
         typer.Option(
