@@ -45,6 +45,7 @@ from sqlalchemy.pool import NullPool
 
 from orchestrator import backends
 from orchestrator.db.models import Attempt, Job
+from orchestrator.jobs import transitions
 from orchestrator.jobs.availability import unavailable_reason
 from orchestrator.jobs.remote import attempts as remote_attempts
 from orchestrator.jobs.remote.attempts import PollItem
@@ -75,6 +76,7 @@ class PassReport:
     republished: list[uuid.UUID] = field(default_factory=list)  # waiting, no message in Redis
     redriven: list[uuid.UUID] = field(default_factory=list)  # running, lease expired
     polled: int = 0  # overdue fal requests polled by this pass
+    closed: int = 0  # running attempts of ended jobs whose worker is gone, closed
     overdue_polls: int = 0  # overdue fal requests seen
     suspects: int = 0  # stuck on this pass, acted on if still stuck on the next
     messages_seen: int = 0  # messages scanned in Redis
@@ -86,6 +88,7 @@ class PassReport:
             "republished": [str(j) for j in self.republished],
             "redriven": [str(j) for j in self.redriven],
             "polled": self.polled,
+            "closed": self.closed,
             "overdue_polls": self.overdue_polls,
             "suspects": self.suspects,
             "messages_seen": self.messages_seen,
@@ -93,7 +96,7 @@ class PassReport:
         }
 
     def acted(self) -> bool:
-        return bool(self.republished or self.redriven or self.polled)
+        return bool(self.republished or self.redriven or self.polled or self.closed)
 
 
 @dataclass
@@ -196,6 +199,7 @@ class Reconciler:
             if confirmed_waiting or confirmed_expired:
                 self._redrive(session, confirmed_waiting, confirmed_expired, now, report)
             polls = self._overdue_polls(session, now - stale, report)
+            self._close_stale_attempts(session, now, report)
         for backend_name, items in polls.items():
             self._poll(backend_name, items, report)
         if report.acted():
@@ -292,6 +296,30 @@ class Reconciler:
             self._publish(job.id, job.backend)
         else:
             publish_run(self.settings, job.id, job.backend, connection=connection)
+
+    def _close_stale_attempts(self, session: Session, now: datetime, report: PassReport) -> None:
+        """A job ended (cancelled, say) while an attempt ran, and that attempt's worker died
+        before it noticed: nothing else would ever close the attempt. Waits two leases after
+        the job ended, so a worker still finishing its inference closes it itself."""
+        quiet = timedelta(seconds=2 * self.settings.lease_seconds
+                          + self.settings.reconcile_stale_after_seconds)
+        stale = session.scalars(
+            select(Attempt).join(Job, Job.id == Attempt.job_id).where(
+                Attempt.outcome == AttemptOutcome.RUNNING,
+                or_(Attempt.submit_state.is_(None), Attempt.submit_state == SubmitState.SENDING),
+                Job.state.in_([s for s in JobState if s.is_final]),
+                Job.finished_at < now - quiet)
+            .limit(BATCH).with_for_update(of=Attempt, skip_locked=True)).all()
+        for attempt in stale:
+            job = session.get(Job, attempt.job_id)
+            assert job is not None
+            outcome = (AttemptOutcome.CANCELLED if job.state is JobState.CANCELLED
+                       else AttemptOutcome.SUPERSEDED)
+            transitions.close_stale_attempt(
+                attempt, now, outcome=outcome,
+                message=f"the job was {job.state.value} while this attempt ran, and its "
+                        "worker stopped without closing it (closed by the reconciler)")
+        report.closed = len(stale)
 
     def _overdue_polls(self, session: Session, before: datetime,
                        report: PassReport) -> dict[str, list[PollItem]]:

@@ -269,3 +269,30 @@ def test_cancel_reaches_the_provider(
     with session_scope(settings.database_url) as session:
         transitions.cancel(session, job_id)
     assert load(settings, job_id).state is JobState.CANCELLED
+
+
+def test_reconciler_closes_the_attempt_a_dead_worker_left_running(settings: Settings) -> None:
+    """Cancelled while running, and the worker died before it noticed: the reconciler closes
+    the attempt once the job has been quiet for two leases (found by the state machine)."""
+    from orchestrator.jobs.reconciler import Reconciler
+
+    job_id = new_job(settings, backends.FAKE_INLINE)
+    with session_scope(settings.database_url) as session:
+        claim = transitions.claim(session, job_id, settings)
+        assert isinstance(claim, transitions.Claim)
+    with session_scope(settings.database_url) as session:
+        transitions.cancel(session, job_id)
+    reconciler = Reconciler(settings, confirm_passes=1)
+    try:
+        assert reconciler.run_pass().closed == 0  # just cancelled: its worker may still close it
+        with session_scope(settings.database_url) as session:
+            job = session.get(Job, job_id)
+            assert job is not None and job.finished_at is not None
+            job.finished_at -= timedelta(seconds=2 * settings.lease_seconds
+                                         + settings.reconcile_stale_after_seconds + 1)
+        assert reconciler.run_pass().closed == 1
+    finally:
+        reconciler.close()
+    [attempt] = load(settings, job_id).attempts
+    assert attempt.outcome is AttemptOutcome.CANCELLED and attempt.finished_at is not None
+    assert attempt.error_code == ErrorCode.WORKER_LOST and attempt.cost_usd == 0
