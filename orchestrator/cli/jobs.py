@@ -27,7 +27,7 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a job, its attempts, costs and result."""
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         data = job_dict(service.get_job(session, job_id))
     if json_out:
         print_json(data)
@@ -55,7 +55,7 @@ def list_jobs(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List jobs, newest first."""
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         stmt = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
         if state is not None:
             stmt = stmt.where(Job.state == state)
@@ -80,7 +80,7 @@ def result(
 ) -> None:
     """Write a succeeded job's result to a file."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = service.get_job(session, job_id)
         if job.result is None:
             raise JobStateError(f"job {job.id} has no result (it is {job.state.value})")
@@ -93,7 +93,7 @@ def result(
 def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Cancel a job that has not finished (at fal too, if it was submitted there)."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = service.get_job(session, job_id)
         if job.state.is_final:
             raise JobStateError(f"job {job.id} is already {job.state.value}; nothing to cancel")
@@ -106,14 +106,14 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None
         from orchestrator.backends.fal import FalBackend
         from orchestrator.backends.fal.client import cancel_once
 
-        answer = cancel_once(FalBackend(settings).key(), settings.fal_endpoint, request_id)
+        answer = cancel_once(FalBackend(settings).key(), settings.fal.endpoint, request_id)
         if answer == "already_completed":
             console_err.print(
                 f"fal had already completed job {job.id} (request {request_id}); "
                 "its result is being collected and kept"
             )
             return
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = service.cancel(session, job_id)
     console_err.print(f"job {job.id} cancelled" + (f" (fal request {request_id})" if request_id else ""))
 
@@ -122,7 +122,7 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None
 def retry(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Send a failed or cancelled job round again."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = service.requeue(session, job_id, settings)
         backend = job.backend
     if backend is None:

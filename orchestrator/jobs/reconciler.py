@@ -174,7 +174,7 @@ class Reconciler:
         self._suspects: dict[uuid.UUID, tuple[Any, ...]] = {}
         # Its own engine without a pool: it runs in a worker's main process, which forks pool
         # processes; no pooled connection may be inherited by them.
-        self._engine: Engine = create_engine(settings.database_url, poolclass=NullPool)
+        self._engine: Engine = create_engine(settings.database.url.get_secret_value(), poolclass=NullPool)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -183,7 +183,7 @@ class Reconciler:
 
     def run_pass(self) -> PassReport:
         report = PassReport()
-        stale = timedelta(seconds=self.settings.reconcile_stale_after_seconds)
+        stale = timedelta(seconds=self.settings.reconciler.stale_after_seconds)
         with Session(self._engine) as session, session.begin():
             if not self._lock(session):
                 return PassReport(ran=False)
@@ -249,9 +249,9 @@ class Reconciler:
         if waiting:
             # Busy hand-backs wait at most a lease; a held message older than that (and than a
             # stale period) belongs to a worker that is gone.
-            window = self.settings.lease_seconds + self.settings.reconcile_stale_after_seconds + 5
+            window = self.settings.retries.lease_seconds + self.settings.reconciler.stale_after_seconds + 5
             try:
-                broker = job_ids_in_broker(self.settings.broker_url, held_within=window)
+                broker = job_ids_in_broker(self.settings.broker.url.get_secret_value(), held_within=window)
             except (redis.RedisError, SQLAlchemyError) as exc:
                 report.broker_error = f"cannot read the broker: {exc}"
                 log.warning("reconciler: %s", report.broker_error)
@@ -300,7 +300,7 @@ class Reconciler:
         if not report.overdue_polls or not self._can_poll():
             return []
         return remote.claim_due_polls(session, limit=BATCH, due_before=before,
-                                      lease_seconds=self.settings.lease_seconds)
+                                      lease_seconds=self.settings.retries.lease_seconds)
 
     def _can_poll(self) -> bool:
         from orchestrator.backends.fal import FalBackend
@@ -328,7 +328,7 @@ class ReconcilerLoop(threading.Thread):
                  on_pass: Callable[[PassReport], None] | None = None) -> None:
         super().__init__(name="reconciler", daemon=True)
         self.reconciler = Reconciler(settings)
-        self.interval = interval or settings.reconcile_interval_seconds
+        self.interval = interval or settings.reconciler.interval_seconds
         self.on_pass = on_pass
         self._stopping = threading.Event()
 

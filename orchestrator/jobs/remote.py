@@ -83,14 +83,14 @@ def _before_paying(session: Session, job: Job, settings: Settings) -> NotSubmitt
     if auto:
         routing.reroute(job, "local", reason, settings)
         return NotSubmitted(reason, rerouted_to="local")
-    if settings.fal_over_budget == "fail":
+    if settings.budgets.over_budget == "fail":
         _end_job(job, JobState.FAILED, err_type="BudgetExceeded",
                  message=f"not submitted to fal: {reason} (ORCH_FAL_OVER_BUDGET=fail)")
         return NotSubmitted(reason)
     job.error_type = "BudgetExceeded"
     job.error_message = (f"waiting: {reason}; checked again every "
-                         f"{settings.fal_budget_wait_seconds:g} s")
-    return NotSubmitted(reason, wait_seconds=settings.fal_budget_wait_seconds)
+                         f"{settings.budgets.wait_seconds:g} s")
+    return NotSubmitted(reason, wait_seconds=settings.budgets.wait_seconds)
 
 
 def claim_submit(
@@ -120,10 +120,10 @@ def claim_submit(
         )
         if count_crash(job, settings, doing="submitting"):
             return Skip("poison job failed")
-        if settings.fal_webhook_url:
+        if settings.fal.webhook_url:
             # fal's webhook for that request names its id: give it time to arrive and be
             # adopted (adopt_request) before buying the job again.
-            wait = settings.fal_adopt_wait_seconds
+            wait = settings.fal.adopt_wait_seconds
             _set_state(job, JobState.RETRYING)
             job.lease_owner = None
             job.lease_expires_at = None
@@ -145,7 +145,7 @@ def claim_submit(
         job.possible_duplicate = True
     return open_attempt(
         session, job, now,
-        lease_seconds=settings.fal_submit_timeout_seconds + settings.lease_seconds,
+        lease_seconds=settings.fal.submit_timeout_seconds + settings.retries.lease_seconds,
         submit_state=SubmitState.SENDING,
     )
 
@@ -166,7 +166,7 @@ def record_accepted(
     attempt.queue_position = position
     if status == "IN_PROGRESS":
         attempt.first_in_progress_at = now
-    attempt.next_poll_at = now + timedelta(seconds=settings.fal_poll_initial_seconds)
+    attempt.next_poll_at = now + timedelta(seconds=settings.fal.poll_initial_seconds)
     if job.lease_owner == str(claim.owner):
         job.lease_owner = None
         job.lease_expires_at = None
@@ -182,7 +182,7 @@ def record_refused(
     attempt = session.get(Attempt, claim.attempt_id)
     if attempt is not None:
         attempt.submit_state = SubmitState.REJECTED
-    pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
+    pricing = Pricing(settings.fal.price_per_second, settings.fal.price_per_second)
     cost = Cost(Decimal(0), ComputeBasis.MEASURED)
     if retryable:
         return service.schedule_retry(session, claim, exc, cost, pricing, settings)
@@ -224,17 +224,17 @@ def record_unknown(session: Session, claim: Claim, exc: Exception, settings: Set
 def resubmit_delay(settings: Settings) -> float:
     """How long a submit whose outcome is unknown waits before the job is bought again: with
     a webhook, long enough for fal's webhook to arrive and the request to be adopted."""
-    if settings.fal_webhook_url:
-        return max(settings.fal_adopt_wait_seconds, settings.fal_resubmit_after_seconds)
-    return settings.fal_resubmit_after_seconds
+    if settings.fal.webhook_url:
+        return max(settings.fal.adopt_wait_seconds, settings.fal.resubmit_after_seconds)
+    return settings.fal.resubmit_after_seconds
 
 
 def webhook_url(settings: Settings, attempt_id: int) -> str | None:
     """The ``fal_webhook`` of an attempt's submit: fal POSTs there when the request ends."""
-    if not settings.fal_webhook_url:
+    if not settings.fal.webhook_url:
         return None
-    sep = "&" if "?" in settings.fal_webhook_url else "?"
-    return f"{settings.fal_webhook_url}{sep}attempt={attempt_id}"
+    sep = "&" if "?" in settings.fal.webhook_url else "?"
+    return f"{settings.fal.webhook_url}{sep}attempt={attempt_id}"
 
 
 def adopt_request(session: Session, attempt_id: int, request_id: str) -> str:
@@ -323,10 +323,10 @@ def claim_due_polls(
 
 def poll_interval(polls: int, position: int | None, settings: Settings) -> float:
     """Grows ×1.5 per poll; a request deep in fal's queue is asked less often."""
-    interval = settings.fal_poll_initial_seconds * (1.5 ** min(polls, 30))
+    interval = settings.fal.poll_initial_seconds * (1.5 ** min(polls, 30))
     if position:
         interval = max(interval, 0.25 * position)
-    return min(interval, settings.fal_poll_max_seconds)
+    return min(interval, settings.fal.poll_max_seconds)
 
 
 def record_status(
@@ -351,8 +351,8 @@ def record_poll_error(session: Session, attempt_id: int, message: str, settings:
         return
     attempt.poll_errors += 1
     attempt.error_message = message
-    ceiling = min(settings.fal_poll_max_seconds * 3,
-                  settings.fal_poll_initial_seconds * 2 ** min(attempt.poll_errors, 20))
+    ceiling = min(settings.fal.poll_max_seconds * 3,
+                  settings.fal.poll_initial_seconds * 2 ** min(attempt.poll_errors, 20))
     attempt.next_poll_at = utcnow() + timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
 

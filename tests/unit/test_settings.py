@@ -21,8 +21,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_committed_defaults_are_read() -> None:
     assert DEFAULT_CONFIG_FILE.is_file()
     settings = load_settings()
-    assert settings.fal_price_per_second == Decimal("0.00111")
-    assert settings.fal_endpoint == "fal-ai/imageutils/rembg"
+    assert settings.fal.price_per_second == Decimal("0.00111")
+    assert settings.fal.endpoint == "fal-ai/imageutils/rembg"
 
 
 def test_orch_config_file_overrides_defaults_and_env_overrides_both(
@@ -31,12 +31,12 @@ def test_orch_config_file_overrides_defaults_and_env_overrides_both(
     extra = tmp_path / "site.toml"
     extra.write_text('max_attempts = 7\nlocal_model = "u2net"\n')
     monkeypatch.setenv("ORCH_CONFIG", str(extra))
-    assert load_settings().max_attempts == 7
-    assert load_settings().local_model == "u2net"
+    assert load_settings().retries.max_attempts == 7
+    assert load_settings().local.model == "u2net"
     monkeypatch.setenv("ORCH_MAX_ATTEMPTS", "9")
     settings = load_settings()
-    assert settings.max_attempts == 9
-    assert settings.local_model == "u2net"
+    assert settings.retries.max_attempts == 9
+    assert settings.local.model == "u2net"
 
 
 def test_bad_value_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,20 +78,20 @@ def test_missing_model_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fal_key_is_read_from_fal_key_and_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAL_KEY", "canary-secret-123:abc")
     settings = load_settings()
-    assert settings.fal_key is not None
-    assert settings.fal_key.get_secret_value() == "canary-secret-123:abc"
+    assert settings.fal.key is not None
+    assert settings.fal.key.get_secret_value() == "canary-secret-123:abc"
     assert "canary-secret-123" not in repr(settings)
     assert "canary-secret-123" not in str(settings.model_dump())
 
 
 def test_postgres_urls_are_normalised_to_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_DATABASE_URL", "postgres://u@h/db")
-    assert load_settings().database_url == "postgresql+psycopg://u@h/db"
+    assert load_settings().database.url.get_secret_value() == "postgresql+psycopg://u@h/db"
 
 
 def test_allow_hosts_accept_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_FETCH_ALLOW_HOSTS", "Images.Internal, 10.0.0.5")
-    assert load_settings().fetch_allow_hosts == ["images.internal", "10.0.0.5"]
+    assert load_settings().inputs.fetch_allow_hosts == ["images.internal", "10.0.0.5"]
 
 
 @pytest.mark.parametrize("cores", [1, 2, 4, 8, 16])
@@ -111,4 +111,4 @@ def test_countdowns_stay_below_the_visibility_timeout(monkeypatch: pytest.Monkey
     monkeypatch.setenv("ORCH_RETRY_BACKOFF_MAX_SECONDS", "100000")
     monkeypatch.setenv("ORCH_VISIBILITY_TIMEOUT_SECONDS", "600")
     settings = load_settings()
-    assert settings.retry_countdown_cap() < settings.visibility_timeout_seconds
+    assert settings.retry_countdown_cap() < settings.broker.visibility_timeout_seconds

@@ -29,12 +29,12 @@ async def fal_webhook(
     """Adopt the request id of a submit whose reply was lost, or poll a known one now."""
     body = await request.body()
     try:
-        request_id = await run_in_threadpool(verify, request.headers, body, settings.fal_jwks_url)
+        request_id = await run_in_threadpool(verify, request.headers, body, settings.fal.jwks_url)
     except WebhookRejected as exc:
         raise HTTPException(401, str(exc)) from None
 
     def adopt() -> str:
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             return remote.adopt_request(session, attempt, request_id)
 
     outcome = await run_in_threadpool(adopt)

@@ -29,16 +29,16 @@ class FalBackend(Backend):
 
     @classmethod
     def model_label(cls, settings: Settings) -> str:
-        return settings.fal_endpoint
+        return settings.fal.endpoint
 
     @classmethod
     def unavailable_reason(cls, settings: Settings) -> str | None:
-        if settings.fal_key is None or not settings.fal_key.get_secret_value():
+        if settings.fal.key is None or not settings.fal.key.get_secret_value():
             return "FAL_KEY is not set, so the fal backend is unavailable"
-        if not is_redis(settings.broker_url):
+        if not is_redis(settings.broker.url.get_secret_value()):
             return ("the fal backend keeps its limits shared by all workers in Redis: "
                     "set ORCH_BROKER_URL to a redis:// URL to use it")
-        refusal = key_refusal(settings.broker_url, key_fingerprint(settings.fal_key.get_secret_value()))
+        refusal = key_refusal(settings.broker.url.get_secret_value(), key_fingerprint(settings.fal.key.get_secret_value()))
         if refusal:
             return f"fal refused the current FAL_KEY ({refusal}); set a valid key"
         return None
@@ -47,11 +47,11 @@ class FalBackend(Backend):
         reason = self.unavailable_reason(self.settings)
         if reason:
             raise BackendUnavailable(reason)
-        assert self.settings.fal_key is not None
-        return self.settings.fal_key.get_secret_value()
+        assert self.settings.fal.key is not None
+        return self.settings.fal.key.get_secret_value()
 
     def price_per_second(self) -> Decimal:
-        return self.settings.fal_price_per_second
+        return self.settings.fal.price_per_second
 
     def arguments(self, *, url: str | None, data: bytes | None, options: dict[str, Any]) -> dict[str, Any]:
         """fal's input: URLs pass through; file bytes go as a data URI within fal's limit."""
@@ -60,8 +60,8 @@ class FalBackend(Backend):
         else:
             assert data is not None
             # Fail fast (and free) on what is not an image, before paying fal to say so.
-            open_image(data, max_bytes=self.settings.max_input_bytes,
-                       max_pixels=self.settings.max_input_pixels)
+            open_image(data, max_bytes=self.settings.inputs.max_bytes,
+                       max_pixels=self.settings.inputs.max_pixels)
             image_url = f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
             if len(image_url) > MAX_DATA_URI_CHARS:
                 raise InputTooLarge(

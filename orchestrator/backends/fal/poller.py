@@ -66,11 +66,11 @@ class FalPoller(threading.Thread):
         self.settings = settings
         self.publish = publish
         self.tick = tick
-        self.concurrency = concurrency or settings.fal_poll_batch
+        self.concurrency = concurrency or settings.fal.poll_batch
         self.backend = FalBackend(settings)
-        self.limits = FalLimits(settings.broker_url, max_in_flight=settings.fal_max_in_flight,
-                                max_per_second=settings.fal_max_submits_per_second)
-        self.pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
+        self.limits = FalLimits(settings.broker.url.get_secret_value(), max_in_flight=settings.fal.max_in_flight,
+                                max_per_second=settings.fal.max_submits_per_second)
+        self.pricing = Pricing(settings.fal.price_per_second, settings.fal.price_per_second)
         self._stopping = threading.Event()
         self._active: set[int] = set()
         self.on_beat = on_beat  # called every BEAT_SECONDS while the loop runs (worker health)
@@ -127,16 +127,16 @@ class FalPoller(threading.Thread):
             await asyncio.wait(tasks, timeout=10)
 
     def _claim(self, limit: int) -> list[PollItem]:
-        with session_scope(self.settings.database_url) as session:
+        with session_scope(self.settings.database.url.get_secret_value()) as session:
             return remote.claim_due_polls(session, limit=limit,
-                                          lease_seconds=self.settings.lease_seconds)
+                                          lease_seconds=self.settings.retries.lease_seconds)
 
     def _in_transaction(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def once() -> Any:
-            with session_scope(self.settings.database_url) as session:
+            with session_scope(self.settings.database.url.get_secret_value()) as session:
                 return fn(session, *args, **kwargs)
 
-        return retry_db(once, budget_seconds=self.settings.db_retry_seconds, what=what)
+        return retry_db(once, budget_seconds=self.settings.database.retry_seconds, what=what)
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self._in_transaction, fn.__name__, fn, *args, **kwargs)
@@ -148,7 +148,7 @@ class FalPoller(threading.Thread):
             await self._poll_once(client, item)
 
     async def _poll_once(self, client: Any, item: PollItem) -> None:
-        endpoint = self.settings.fal_endpoint
+        endpoint = self.settings.fal.endpoint
         try:
             try:
                 status = await client.status(endpoint, item.request_id, with_logs=False)
@@ -177,14 +177,14 @@ class FalPoller(threading.Thread):
         if item.submitted_at is None:
             return False
         age = (utcnow() - item.submitted_at).total_seconds()
-        return age > self.settings.fal_request_timeout_seconds
+        return age > self.settings.fal.request_timeout_seconds
 
     async def _cancel_at_deadline(self, client: Any, item: PollItem) -> None:
         """Not completed within ``fal_request_timeout_seconds``: cancel it at fal and count the
         attempt failed (a new attempt follows if the job has any left)."""
-        limit = self.settings.fal_request_timeout_seconds
+        limit = self.settings.fal.request_timeout_seconds
         try:
-            await client.cancel(self.settings.fal_endpoint, item.request_id)
+            await client.cancel(self.settings.fal.endpoint, item.request_id)
         except FalClientHTTPError as exc:
             if exc.status_code == 400 and "ALREADY_COMPLETED" in exc.response.text:
                 raise _RetryLater("completed while being cancelled at its deadline") from None
@@ -214,7 +214,7 @@ class FalPoller(threading.Thread):
         if code in (401, 403):
             key = self.backend.key()
             message = f"fal refused the credentials in FAL_KEY (HTTP {code}: {exc.message})"
-            mark_key_refused(self.settings.broker_url, key_fingerprint(key), message)
+            mark_key_refused(self.settings.broker.url.get_secret_value(), key_fingerprint(key), message)
             await self._end_failed(item, CredentialsRefused(message),
                                    Cost(Decimal(0), ComputeBasis.MEASURED), retryable=False)
         elif code == 404 and call == "status":
@@ -234,7 +234,7 @@ class FalPoller(threading.Thread):
 
     async def _finish(self, client: Any, item: PollItem, status: Completed) -> None:
         cost = self._cost(item, status)
-        endpoint = self.settings.fal_endpoint
+        endpoint = self.settings.fal.endpoint
         if status.error is not None or status.error_type is not None:
             await self._finish_failed(client, item, status, cost)
             return
@@ -253,7 +253,7 @@ class FalPoller(threading.Thread):
             return
         try:
             data, content_type = await download(str(image["url"]),
-                                                max_bytes=self.settings.fal_max_result_bytes)
+                                                max_bytes=self.settings.fal.max_result_bytes)
         except httpx.HTTPStatusError as exc:
             raise _RetryLater(f"downloading fal's result failed with HTTP {exc.response.status_code}") from None
         content_type = content_type or str(image.get("content_type") or "")
@@ -294,7 +294,7 @@ class FalPoller(threading.Thread):
         code: int | None = None
         message = status.error or status.error_type or "fal reported an error"
         try:
-            await client.result(self.settings.fal_endpoint, item.request_id)
+            await client.result(self.settings.fal.endpoint, item.request_id)
         except FalClientHTTPError as exc:
             code = exc.status_code
             message = str(exc.message) if exc.message else message

@@ -42,7 +42,7 @@ def _input_bytes(claim: Claim, settings: Settings) -> bytes | None:
 
 
 def _fail(claim: Claim, exc: Exception, settings: Settings) -> None:
-    pricing = Pricing(settings.fal_price_per_second, settings.fal_price_per_second)
+    pricing = Pricing(settings.fal.price_per_second, settings.fal.price_per_second)
     in_transaction(settings, "failing a job",
                    lambda session: service.fail(session, claim, exc, Cost(), pricing))
 
@@ -57,8 +57,8 @@ def submit_delivery(
 def _submit_delivery(
     job_id: uuid.UUID, *, settings: Settings, backend: FalBackend, publish: Publish
 ) -> RunReport:
-    limits = FalLimits(settings.broker_url, max_in_flight=settings.fal_max_in_flight,
-                       max_per_second=settings.fal_max_submits_per_second)
+    limits = FalLimits(settings.broker.url.get_secret_value(), max_in_flight=settings.fal.max_in_flight,
+                       max_per_second=settings.fal.max_submits_per_second)
     slot = str(job_id)
     if not limits.try_acquire(slot):
         # Over a shared limit: hand the message back for a little later; no slot is held.
@@ -97,13 +97,13 @@ def _submit_delivery(
         return RunReport("failed", str(exc))
 
     try:
-        accepted = submit_once(key, settings.fal_endpoint, arguments,
-                               timeout=settings.fal_submit_timeout_seconds,
+        accepted = submit_once(key, settings.fal.endpoint, arguments,
+                               timeout=settings.fal.submit_timeout_seconds,
                                webhook_url=remote.webhook_url(settings, claim.attempt_id))
     except SubmitRefused as exc:
         limits.release(slot)
         if exc.credentials:
-            mark_key_refused(settings.broker_url, key_fingerprint(key), str(exc))
+            mark_key_refused(settings.broker.url.get_secret_value(), key_fingerprint(key), str(exc))
             _fail(claim, CredentialsRefused(str(exc)), settings)
             return RunReport("failed", str(exc))
         if not exc.retryable:
@@ -133,5 +133,5 @@ def _submit_delivery(
     bind(request_id=accepted.request_id)
     log.info("job %s submitted to fal as request %s", job_id, accepted.request_id)
     if not wanted:  # cancelled while the submit was in the air
-        cancel_once(key, settings.fal_endpoint, accepted.request_id)
+        cancel_once(key, settings.fal.endpoint, accepted.request_id)
     return RunReport("submitted", accepted.request_id)
