@@ -53,13 +53,14 @@ def _type_name(annotation: Any) -> str:
 
 
 def _bounds(info: FieldInfo) -> str:
-    words = []
+    found: dict[str, Any] = {}
     for meta in info.metadata:
-        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
-            value = getattr(meta, attr, None)
-            if value is not None:
-                words.append(f"{sign} {value}")
-    return f", {' '.join(words)}" if words else ""
+        for attr in ("ge", "gt", "le", "lt"):
+            if getattr(meta, attr, None) is not None:
+                found[attr] = getattr(meta, attr)
+    low = f"≥ {found['ge']}" if "ge" in found else f"> {found['gt']}" if "gt" in found else ""
+    high = f"≤ {found['le']}" if "le" in found else f"< {found['lt']}" if "lt" in found else ""
+    return "".join(f", {part}" for part in (low, high) if part)
 
 
 def render_value(value: Any) -> str:
@@ -76,17 +77,16 @@ def render_value(value: Any) -> str:
 
 
 def catalog() -> list[SettingDoc]:
-    """Every setting, in model order: env var, group, readable type and default, description.
-    A secret's default is never shown."""
+    """Every setting, in model order: env var, group (its TOML section), readable type and
+    default, description. A secret's default is never shown."""
     defaults = Settings()
     docs = []
     for entry in ENTRIES:
-        group_doc = Settings.model_fields[entry.group].description or entry.group
         value = getattr(getattr(defaults, entry.group), entry.field)
         default = NO_DEFAULT if entry.flat in SECRET_FLAT_KEYS else render_value(value)
         docs.append(SettingDoc(
             env=entry.env,
-            group=group_doc,
+            group=entry.group,
             type=_type_name(entry.info.annotation) + _bounds(entry.info),
             default=default,
             description=entry.info.description or "",
