@@ -6,7 +6,8 @@
 Rewrites ``<receiver>.<flat name>`` to ``<receiver>.<group>.<field>`` wherever the receiver is a
 name, attribute or call whose last identifier ends in ``settings`` (``settings``,
 ``self.settings``, ``self._settings``, ``app.state.settings``, ``get_settings()``,
-``load_settings(max_attempts=3)``), or one of the ``--receiver`` names (e.g. ``--receiver s``).
+``load_settings(max_attempts=3)``), a name the same file binds to one (``s = self.settings``,
+``cfg: Settings``), or one of the ``--receiver`` names (e.g. ``--receiver s``).
 Reads of the two URLs become ``….database.url.get_secret_value()`` / ``….broker.url.
 get_secret_value()`` (their passwords are masked in repr). The helper methods ``onnx_threads()``,
 ``inference_slots()``, ``concurrency()``, ``retry_countdown_cap()`` and ``accelerators()`` stay on
@@ -102,6 +103,21 @@ ROOT_METHODS = ("onnx_threads", "inference_slots", "concurrency", "retry_countdo
 _ATTR = re.compile(r"\.(?P<flat>" + "|".join(sorted(MAPPING, key=len, reverse=True)) + r")\b")
 _IDENT_TAIL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 _ASSIGNMENT = re.compile(r"\s*=(?!=)")
+# Names a file binds to a settings object: `s = self.settings`, `cfg = get_settings()`,
+# `def f(cfg: Settings)`, `s: Settings = ...`.
+_ALIAS_ASSIGNED = re.compile(
+    r"^[ \t]*(?P<name>[A-Za-z_]\w*)[ \t]*(?::[^=\n]+)?=[ \t]*"
+    r"(?P<value>(?:[A-Za-z_][\w.]*\.)?\w*settings(?:\([^()\n]*\))?)[ \t]*(?:#.*)?$",
+    re.MULTILINE | re.IGNORECASE,
+)
+_ALIAS_ANNOTATED = re.compile(r"\b(?P<name>[A-Za-z_]\w*)[ \t]*:[ \t]*[\"']?(?:\w+\.)*Settings\b")
+
+
+def aliases(text: str) -> frozenset[str]:
+    """Names bound to a settings object in ``text`` (by assignment or a ``Settings`` annotation)."""
+    found = {m.group("name") for m in _ALIAS_ASSIGNED.finditer(text)}
+    found |= {m.group("name") for m in _ALIAS_ANNOTATED.finditer(text)}
+    return frozenset(found)
 
 
 def _receiver_name(text: str, dot: int) -> str | None:
@@ -132,6 +148,7 @@ def _is_receiver(name: str | None, extra: frozenset[str]) -> bool:
 
 def rewrite(text: str, extra_receivers: frozenset[str] = frozenset(),
             where: str = "<text>") -> str:
+    extra_receivers = extra_receivers | aliases(text)
     out: list[str] = []
     last = 0
     for match in _ATTR.finditer(text):

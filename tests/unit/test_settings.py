@@ -431,6 +431,28 @@ def test_codemod_rewrites_settings_access_and_is_idempotent() -> None:
         "x = s.retries.max_attempts\n")
 
 
+def test_codemod_follows_names_bound_to_settings_in_the_file() -> None:
+    codemod = _codemod()
+    before = (
+        "def policy(self):\n"
+        "    s = self.settings\n"
+        "    return s.fal_poll_batch\n"
+        "def g(cfg: Settings, sig: Signals):\n"
+        "    return cfg.max_attempts + sig.max_attempts\n"
+        "conf = get_settings()\n"
+        "url = conf.broker_url\n"
+    )
+    assert codemod.rewrite(before) == (
+        "def policy(self):\n"
+        "    s = self.settings\n"
+        "    return s.fal.poll_batch\n"
+        "def g(cfg: Settings, sig: Signals):\n"
+        "    return cfg.retries.max_attempts + sig.max_attempts\n"
+        "conf = get_settings()\n"
+        "url = conf.broker.url.get_secret_value()\n"
+    )
+
+
 def test_no_flat_settings_access_is_left_in_the_tree() -> None:
     codemod = _codemod()
     files = [p for d in ("orchestrator", "tests", "benchmarks", "scripts")
