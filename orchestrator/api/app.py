@@ -29,6 +29,7 @@ from orchestrator.errors import (
     JobStateError,
     OrchestratorError,
 )
+from orchestrator.queue.prepare import prepare_broker
 from orchestrator.settings import Settings, get_settings
 
 
@@ -108,7 +109,8 @@ def _error_response(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    limiter = RateLimiter(settings.broker_url, settings.api_requests_per_second)
+    prepare_broker()  # the API publishes job messages
+    limiter = RateLimiter(settings.broker.url.get_secret_value(), settings.api.requests_per_second)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -133,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(InterfaceError, _database_unavailable)
     # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
-    max_body = settings.max_input_bytes * 4 // 3 + 64 * 1024
+    max_body = settings.inputs.max_bytes * 4 // 3 + 64 * 1024
     app.add_middleware(BodyLimit, max_bytes=max_body)
     app.add_middleware(RequestLog)  # outermost: every reply carries X-Request-Id
     app.include_router(fal_queue.router)

@@ -38,7 +38,7 @@ def _key_from(authorization: str | None) -> str | None:
 
 
 def _lookup(settings: Settings, key: str) -> Principal | None:
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         return authenticate(session, key)
 
 

@@ -58,7 +58,7 @@ def check_url_target(url: str, settings: Settings) -> None:
     host = (parts.hostname or "").lower()
     if not host:
         raise InputUnreachable("the image_url has no host")
-    if host in {h.lower() for h in settings.fetch_allow_hosts}:
+    if host in {h.lower() for h in settings.inputs.fetch_allow_hosts}:
         return
     try:
         infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
@@ -74,7 +74,7 @@ def check_url_target(url: str, settings: Settings) -> None:
 def check_webhook_url(url: str, settings: Settings) -> None:
     """A webhook is a URL the orchestrator will POST to: refuse what points inside the network,
     and refuse webhooks when no signing key is configured (receivers could not verify them)."""
-    if settings.webhook_signing_key is None:
+    if settings.api.webhook_signing_key is None:
         raise InputUnreachable("fal_webhook needs the orchestrator's ORCH_WEBHOOK_SIGNING_KEY to be set")
     if urlsplit(url).scheme.lower() not in ("http", "https"):
         raise InputUnreachable("fal_webhook must be an http(s) URL")
@@ -83,7 +83,7 @@ def check_webhook_url(url: str, settings: Settings) -> None:
 
 def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> Source:
     if image_url.startswith("data:"):
-        return Source(name=name, data=decode_data_uri(image_url, max_bytes=settings.max_input_bytes),
+        return Source(name=name, data=decode_data_uri(image_url, max_bytes=settings.inputs.max_bytes),
                       origin="data URI")
     scheme = urlsplit(image_url).scheme.lower()
     if scheme not in ("http", "https"):

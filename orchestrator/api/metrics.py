@@ -41,7 +41,7 @@ class OrchestratorCollector(Collector):
         latency = HistogramMetricFamily("orchestrator_job_latency_seconds",
                                         "Submit to done, succeeded jobs of the last 24 h",
                                         labels=["backend"])
-        with session_scope(self.settings.database_url) as session:
+        with session_scope(self.settings.database.url.get_secret_value()) as session:
             for state, backend, n in session.execute(
                 select(Job.state, Job.backend, func.count()).group_by(Job.state, Job.backend)
             ):
@@ -83,7 +83,7 @@ _registries: dict[tuple[str, str], CollectorRegistry] = {}
 
 
 def registry_for(settings: Settings) -> CollectorRegistry:
-    key = (settings.database_url, settings.broker_url)
+    key = (settings.database.url.get_secret_value(), settings.broker.url.get_secret_value())
     registry = _registries.get(key)
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)

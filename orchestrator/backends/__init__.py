@@ -62,7 +62,7 @@ def backend_class(name: str) -> type[Backend]:
 def offered(settings: Settings) -> list[str]:
     """The backends users may choose here: every real one, and the fakes where
     ORCH_FAKE_BACKENDS is on (tests, demos)."""
-    return list(NAMES) if settings.fake_backends else list(REAL)
+    return list(NAMES) if settings.routing.fake_backends else list(REAL)
 
 
 def check_offered(name: str, settings: Settings) -> None:

@@ -37,7 +37,7 @@ def migrate() -> None:
     from orchestrator.db.migrate import upgrade
     from orchestrator.settings import get_settings
 
-    upgrade(get_settings().database_url)
+    upgrade(get_settings().database.url.get_secret_value())
     console_err.print("[green]database schema is at the newest revision[/green]")
 
 

@@ -36,6 +36,6 @@ def api(
         # uvicorn's loggers propagate to the orchestrator's handler (JSON or text); the access
         # line comes from the app's middleware, with the request id.
         log_config=None,
-        log_level=settings.log_level.lower(),
+        log_level=settings.logs.level.lower(),
         access_log=False,
     )

@@ -40,7 +40,7 @@ def set_(
     """Set the limits of one scope (both at once; an option left out means no limit).
     A global row here overrides ORCH_FAL_BUDGET_DAILY_USD / _MONTHLY_USD."""
     scope = client or budgets.ALL_CLIENTS
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         budgets.set_budget(session, scope, daily=_usd(daily, "--daily"),
                            monthly=_usd(monthly, "--monthly"))
     console_err.print(f"fal budget for {'all clients' if scope == budgets.ALL_CLIENTS else scope}: "
@@ -51,7 +51,7 @@ def set_(
 def clear(client: Annotated[str | None, typer.Option(help=CLIENT_HELP)] = None) -> None:
     """Remove a scope's limits (the global one falls back to the settings)."""
     scope = client or budgets.ALL_CLIENTS
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         removed = budgets.clear_budget(session, scope)
     console_err.print("removed" if removed else "there was no budget set for that scope")
 
@@ -61,7 +61,7 @@ def show(json_out: Annotated[bool, typer.Option("--json", help="One JSON object 
          ) -> None:
     """Every limit in force: spent (costed fal attempts), in flight, and what is left."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         spends = budgets.status(session, settings)
     if json_out:
         for s in spends:

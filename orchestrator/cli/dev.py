@@ -77,11 +77,13 @@ def dev(
     from orchestrator.dev.credentials import ensure_api_key, ensure_signing_key
     from orchestrator.dev.tls import ensure_certificates
     from orchestrator.queue.broker import is_redis, prepare_sqlite_broker
+    from orchestrator.queue.prepare import prepare_broker
 
-    upgrade(settings.database_url)
-    if settings.broker_url == data.broker_url():
-        prepare_sqlite_broker(settings.broker_url)
-    key = ensure_api_key(data, settings.database_url)
+    prepare_broker()  # this process prepares the embedded broker; its children start their own
+    upgrade(settings.database.url.get_secret_value())
+    if settings.broker.url.get_secret_value() == data.broker_url():
+        prepare_sqlite_broker(settings.broker.url.get_secret_value())
+    key = ensure_api_key(data, settings.database.url.get_secret_value())
     hosts = list(dict.fromkeys([h for h in (host, "127.0.0.1", "localhost", "::1")
                                 if h not in ("0.0.0.0", "::")]))
     tls = ensure_certificates(data.tls, hosts)
@@ -97,8 +99,8 @@ def dev(
     stop = _stop_on_signals()
     # The worker's main process runs the reconciler unless that is switched off; then it runs
     # as its own process (when this version of the CLI has the command).
-    reconciler_child = not settings.reconcile_in_worker and _has_reconcile_loop()
-    reconciler = ("in the worker" if settings.reconcile_in_worker
+    reconciler_child = not settings.reconciler.in_worker and _has_reconcile_loop()
+    reconciler = ("in the worker" if settings.reconciler.in_worker
                   else "own process" if reconciler_child else None)
     died: Child | None = None
     try:
@@ -121,11 +123,11 @@ def dev(
                 "api_key": key,
                 "ca_cert": str(tls.ca_cert),
                 "data_dir": str(data.root),
-                "database_url": maybe_sanitize_url(settings.database_url),
-                "broker_url": maybe_sanitize_url(settings.broker_url),
+                "database_url": maybe_sanitize_url(settings.database.url.get_secret_value()),
+                "broker_url": maybe_sanitize_url(settings.broker.url.get_secret_value()),
                 "logs": str(data.logs),
                 "reconciler": reconciler,
-                "fal_backend": is_redis(settings.broker_url),
+                "fal_backend": is_redis(settings.broker.url.get_secret_value()),
             }
             if json_out:
                 print(json.dumps(details), flush=True)

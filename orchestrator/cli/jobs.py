@@ -29,7 +29,7 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a job, its attempts, costs and result."""
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         data = job_dict(transitions.get_job(session, job_id))
     if json_out:
         print_json(data)
@@ -57,7 +57,7 @@ def list_jobs(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List jobs, newest first."""
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         stmt = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
         if state is not None:
             stmt = stmt.where(Job.state == state)
@@ -82,7 +82,7 @@ def result(
 ) -> None:
     """Write a succeeded job's result to a file."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = transitions.get_job(session, job_id)
         if job.result is None:
             raise JobStateError(f"job {job.id} has no result (it is {job.state.value})")
@@ -95,7 +95,7 @@ def result(
 def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Cancel a job that has not finished (at fal too, if it was submitted there)."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = transitions.get_job(session, job_id)
         if job.state.is_final:
             raise JobStateError(f"job {job.id} is already {job.state.value}; nothing to cancel")
@@ -108,7 +108,7 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None
                 "its result is being collected and kept"
             )
             return
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = transitions.cancel(session, job_id)
     console_err.print(f"job {job.id} cancelled"
                       + (f" ({backend_name} request {request_id})" if request_id else ""))
@@ -118,7 +118,7 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None
 def retry(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Send a failed or cancelled job round again."""
     settings = get_settings()
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = transitions.requeue(session, job_id, settings)
         backend = job.backend
     if backend is None:

@@ -19,7 +19,7 @@ def create(
     admin: Annotated[bool, typer.Option("--admin", help="May see every tenant's jobs.")] = False,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         key = create_key(session, name, admin=admin)
     print(key)
     console_err.print(f"key for [bold]{name}[/bold]{' (admin)' if admin else ''}: store it now, "
@@ -31,7 +31,7 @@ def revoke(
     name_or_prefix: Annotated[str, typer.Argument(help="A key name (all its keys) or a key prefix.")],
 ) -> None:
     """Revoke keys; requests with them get 401 from then on."""
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         n = revoke_key(session, name_or_prefix)
     console_err.print(f"revoked {n} key(s)")
 
@@ -39,7 +39,7 @@ def revoke(
 @app.command(name="list")
 def list_(json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False) -> None:
     """List keys (names, prefixes, state); never the keys themselves."""
-    with session_scope(get_settings().database_url) as session:
+    with session_scope(get_settings().database.url.get_secret_value()) as session:
         rows = [{"name": k.name, "prefix": k.prefix, "admin": k.admin, "created_at": k.created_at,
                  "revoked_at": k.revoked_at} for k in list_keys(session)]
     if json_out:

@@ -59,7 +59,7 @@ def costs(
     period = make_period(since, until)
     groups = parse_group_by(group_by or [])
     width, height = _size(chart_size) if chart else (0, 0)
-    engine = get_engine(settings.database_url)
+    engine = get_engine(settings.database.url.get_secret_value())
     report = cost_report(engine, period, groups, client)
     daily = cost_report(engine, period, ("day", "backend"), client) if chart else None
     if json_out or fmt is Format.json:
@@ -101,8 +101,8 @@ def reconcile_fal_command(
     if not billed.is_finite() or billed < 0:
         raise ReportError("--billed-seconds must be a number of seconds, 0 or more")
     period = make_period(since, until)
-    result = reconcile_fal(get_engine(settings.database_url), period, billed)
-    price = settings.fal_price_per_second
+    result = reconcile_fal(get_engine(settings.database.url.get_secret_value()), period, billed)
+    price = settings.fal.price_per_second
     data = {
         "since": period.since.isoformat(),
         "until": period.until.isoformat(),

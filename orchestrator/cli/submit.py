@@ -52,7 +52,7 @@ def submit(
     if backend is not None and backend not in offered and backend != AUTO:
         raise ConfigError(f"unknown backend {backend!r}; available: "
                           f"{', '.join(sorted(offered))}, {AUTO}")
-    if deadline is not None and (backend or settings.default_backend) != AUTO:
+    if deadline is not None and (backend or settings.routing.default_backend) != AUTO:
         raise ConfigError("--deadline is for --backend auto")
     try:
         sources = list(expand_sources(inputs))
@@ -60,7 +60,7 @@ def submit(
         raise ConfigError(str(exc)) from None
     if not sources:
         raise ConfigError("no image files found in the given inputs")
-    if (backend or settings.default_backend) == AUTO:
+    if (backend or settings.routing.default_backend) == AUTO:
         submitted = submit_auto(sources, settings=settings, crop_to_bbox=crop_to_bbox,
                                 idempotency_key=idempotency_key, deadline_seconds=deadline)
     else:
@@ -129,7 +129,7 @@ def _save_results(
     used: set[str] = set()
     for item in submitted:
         state = states.get(item.job_id, JobState.QUEUED)
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             job = session.scalars(select(Job).where(Job.id == item.job_id)).one()
             error = job.error_message
             data = read_result(settings, job.result) if job.result is not None else None

@@ -71,20 +71,22 @@ def worker(
         f"{settings.inference_slots()} inference(s) at once × {settings.onnx_threads()} ONNX "
         f"thread(s); backends known: {', '.join(sorted(backends.offered(settings)))}"
     )
-    if settings.log_format == "json":
+    if settings.logs.format == "json":
         log.info("%s", message)
     else:
         console_err.print(message)
     from orchestrator.queue.celery_app import app
+    from orchestrator.queue.prepare import prepare_broker
 
-    memory_mb = settings.worker_max_memory_mb if max_memory_mb is None else max_memory_mb
-    tasks_per_child = (settings.worker_max_tasks_per_child if max_tasks_per_child is None
+    prepare_broker()  # before the worker's first broker connection
+    memory_mb = settings.worker.max_memory_mb if max_memory_mb is None else max_memory_mb
+    tasks_per_child = (settings.worker.max_tasks_per_child if max_tasks_per_child is None
                        else max_tasks_per_child)
     argv = [
         "worker",
         f"--queues={','.join(names)}",
         f"--concurrency={procs}",
-        f"--loglevel={(loglevel or settings.log_level).upper()}",
+        f"--loglevel={(loglevel or settings.logs.level).upper()}",
         "--pool=prefork",
         "--without-mingle",
         "--without-gossip",
@@ -95,6 +97,6 @@ def worker(
         argv.append(f"--max-tasks-per-child={tasks_per_child}")
     if hostname:
         argv.append(f"--hostname={hostname}")
-    if settings.log_format == "json":
+    if settings.logs.format == "json":
         argv.insert(0, "--quiet")  # Celery's banner is not a log line
     app.worker_main(argv)

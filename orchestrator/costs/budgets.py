@@ -89,8 +89,8 @@ def limits_for(session: Session, client: str, settings: Settings) -> list[tuple[
         select(FalBudget).where(FalBudget.scope.in_([ALL_CLIENTS, client])))}
     out: list[tuple[str, str, Decimal]] = []
     everyone = rows.get(ALL_CLIENTS)
-    daily = everyone.daily_usd if everyone is not None else settings.fal_budget_daily_usd
-    monthly = everyone.monthly_usd if everyone is not None else settings.fal_budget_monthly_usd
+    daily = everyone.daily_usd if everyone is not None else settings.budgets.daily_usd
+    monthly = everyone.monthly_usd if everyone is not None else settings.budgets.monthly_usd
     if daily is not None:
         out.append((ALL_CLIENTS, "day", daily))
     if monthly is not None:
@@ -122,7 +122,7 @@ def cost_estimate(session: Session, settings: Settings) -> Decimal:
         .subquery()
     )
     dearest = session.scalar(select(func.max(recent.c.cost_usd)))
-    return max(settings.fal_job_cost_estimate_usd, dearest or Decimal(0))
+    return max(settings.budgets.job_cost_estimate_usd, dearest or Decimal(0))
 
 
 def measure(session: Session, scope: str, period: str, limit: Decimal, estimate: Decimal,
@@ -203,7 +203,7 @@ def announce(alerts: list[dict[str, Any]], settings: Settings) -> None:
             alert["limit_usd"], "all clients" if alert["scope"] == ALL_CLIENTS else alert["scope"],
             alert["period_label"], alert["used_usd"],
         )
-    url = settings.budget_alert_webhook_url
+    url = settings.budgets.alert_webhook_url
     if url:
         threading.Thread(target=_post, args=(url, alerts), daemon=True).start()
 
@@ -258,5 +258,5 @@ def status_in(settings: Settings) -> list[Spend]:
     """:func:`status` in a transaction of its own."""
     from orchestrator.db.session import session_scope
 
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         return status(session, settings)

@@ -17,7 +17,7 @@ def unavailable_reason(name: str, settings: Settings) -> str | None:
     from orchestrator.jobs.remote.limits import key_refusal
 
     backend = backends.get_remote(name, settings)
-    refusal = key_refusal(settings.broker_url, name, backend.credentials_fingerprint())
+    refusal = key_refusal(settings.broker.url.get_secret_value(), name, backend.credentials_fingerprint())
     if refusal:
         return (f"{name} refused the current {cls.credentials_setting} ({refusal}); "
                 "set a valid key")

@@ -147,7 +147,7 @@ def submit(
 ) -> list[Submitted]:
     """Record and enqueue one job per source. Oversized files become failed jobs at once.
     ``backend="auto"`` lets orchestrator.routing choose per job (and record why)."""
-    backend_name = backend or settings.default_backend
+    backend_name = backend or settings.routing.default_backend
     if backend_name == "auto":
         from orchestrator.routing import submit_auto
 
@@ -212,7 +212,7 @@ def _new_job(request: JobRequest, settings: Settings, unavailable: str | None) -
     rejection: PermanentJobError | None = BackendUnavailable(unavailable) if unavailable else None
     if source.data is not None and rejection is None:
         try:
-            check_size(len(source.data), settings.max_input_bytes)
+            check_size(len(source.data), settings.inputs.max_bytes)
         except InputError as exc:
             rejection = exc
     job = Job(
@@ -227,7 +227,7 @@ def _new_job(request: JobRequest, settings: Settings, unavailable: str | None) -
         source_name=source.name[:500],
         source_url=source.url,
         input_sha256=_fingerprint(source) if source.data is not None else None,
-        max_attempts=settings.max_attempts,
+        max_attempts=settings.retries.max_attempts,
         # When the message is published, right after this row commits (not updated afterwards:
         # a second write per submit costs more than the timestamp is worth).
         enqueued_at=utcnow(),
@@ -255,7 +255,7 @@ def _stored_input(request: JobRequest, job: Job) -> JobInput | None:
 
 def _dedupable(request: JobRequest, job: Job, settings: Settings) -> bool:
     # Dedup never applies to keyed or webhook requests: each must get its own answer.
-    return (settings.dedup_window_seconds > 0 and job.state is JobState.QUEUED
+    return (settings.inputs.dedup_window_seconds > 0 and job.state is JobState.QUEUED
             and request.idempotency_key is None and request.webhook_url is None
             and request.source.data is not None)
 
@@ -274,7 +274,7 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> lis
     out: list[Submitted] = []
     new_jobs: list[Job] = []
     inputs: list[dict[str, object]] = []
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         wanted = [job for request, job in jobs if _dedupable(request, job, settings)]
         originals = _dedup_candidates(session, wanted, settings)
         for request, job in jobs:
@@ -317,7 +317,7 @@ def _dedup_candidates(session: Session, jobs: list[Job], settings: Settings) -> 
     """The newest recent original (in flight or succeeded) for each job's dedup key, locked."""
     if not jobs:
         return {}
-    since = utcnow() - timedelta(seconds=settings.dedup_window_seconds)
+    since = utcnow() - timedelta(seconds=settings.inputs.dedup_window_seconds)
     rows = session.scalars(
         select(Job)
         .where(
@@ -359,7 +359,7 @@ def _record_keyed(request: JobRequest, job: Job, settings: Settings) -> Submitte
     """Record a job under its idempotency key, or return the job the key already names."""
     source, key = request.source, request.idempotency_key
     try:
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             session.add(job)
             session.flush()
             stored = _stored_input(request, job)
@@ -368,7 +368,7 @@ def _record_keyed(request: JobRequest, job: Job, settings: Settings) -> Submitte
         return Submitted(job.id, source, True, job.state, job.backend)
     except IntegrityError:
         pass
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         existing = session.scalars(
             select(Job).where(Job.client == request.client, Job.idempotency_key == key)
         ).one()
@@ -411,7 +411,7 @@ def wait_for(
     deadline = None if timeout is None else time.monotonic() + timeout
     states: dict[uuid.UUID, JobState] = {}
     while True:
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             rows = session.execute(select(Job.id, Job.state).where(Job.id.in_(job_ids))).all()
         states = {row[0]: row[1] for row in rows}
         if callable(on_progress):

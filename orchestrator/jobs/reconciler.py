@@ -179,7 +179,7 @@ class Reconciler:
         self._suspects: dict[uuid.UUID, tuple[Any, ...]] = {}
         # Its own engine without a pool: it runs in a worker's main process, which forks pool
         # processes; no pooled connection may be inherited by them.
-        self._engine: Engine = create_engine(settings.database_url, poolclass=NullPool)
+        self._engine: Engine = create_engine(settings.database.url.get_secret_value(), poolclass=NullPool)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -188,7 +188,7 @@ class Reconciler:
 
     def run_pass(self) -> PassReport:
         report = PassReport()
-        stale = timedelta(seconds=self.settings.reconcile_stale_after_seconds)
+        stale = timedelta(seconds=self.settings.reconciler.stale_after_seconds)
         with Session(self._engine) as session, session.begin():
             if not self._lock(session):
                 return PassReport(ran=False)
@@ -255,9 +255,9 @@ class Reconciler:
         if waiting:
             # Busy hand-backs wait at most a lease; a held message older than that (and than a
             # stale period) belongs to a worker that is gone.
-            window = self.settings.lease_seconds + self.settings.reconcile_stale_after_seconds + 5
+            window = self.settings.retries.lease_seconds + self.settings.reconciler.stale_after_seconds + 5
             try:
-                broker = job_ids_in_broker(self.settings.broker_url, held_within=window)
+                broker = job_ids_in_broker(self.settings.broker.url.get_secret_value(), held_within=window)
             except (redis.RedisError, SQLAlchemyError) as exc:
                 report.broker_error = f"cannot read the broker: {exc}"
                 log.warning("reconciler: %s", report.broker_error)
@@ -301,8 +301,8 @@ class Reconciler:
         """A job ended (cancelled, say) while an attempt ran, and that attempt's worker died
         before it noticed: nothing else would ever close the attempt. Waits two leases after
         the job ended, so a worker still finishing its inference closes it itself."""
-        quiet = timedelta(seconds=2 * self.settings.lease_seconds
-                          + self.settings.reconcile_stale_after_seconds)
+        quiet = timedelta(seconds=2 * self.settings.retries.lease_seconds
+                          + self.settings.reconciler.stale_after_seconds)
         stale = session.scalars(
             select(Attempt).join(Job, Job.id == Attempt.job_id).where(
                 Attempt.outcome == AttemptOutcome.RUNNING,
@@ -331,7 +331,7 @@ class Reconciler:
         report.overdue_polls = sum(counts.values())
         return {
             name: remote_attempts.claim_due_polls(session, name, limit=BATCH, due_before=before,
-                                                  lease_seconds=self.settings.lease_seconds)
+                                                  lease_seconds=self.settings.retries.lease_seconds)
             for name in counts
             if name in backends.NAMES and backends.is_remote(name)
             and unavailable_reason(name, self.settings) is None
@@ -360,7 +360,7 @@ class ReconcilerLoop(threading.Thread):
                  on_pass: Callable[[PassReport], None] | None = None) -> None:
         super().__init__(name="reconciler", daemon=True)
         self.reconciler = Reconciler(settings)
-        self.interval = interval or settings.reconcile_interval_seconds
+        self.interval = interval or settings.reconciler.interval_seconds
         self.on_pass = on_pass
         self._stopping = threading.Event()
 

@@ -34,10 +34,10 @@ def in_transaction(settings: Settings, what: str, fn: Callable[[Session], T]) ->
     """``fn`` in one transaction, retried with backoff while the database is unreachable."""
 
     def once() -> T:
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             return fn(session)
 
-    return retry_db(once, budget_seconds=settings.db_retry_seconds, what=what)
+    return retry_db(once, budget_seconds=settings.database.retry_seconds, what=what)
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,10 @@ class _Heartbeat(threading.Thread):
         self._log_context.run(self._beat)
 
     def _beat(self) -> None:
-        interval = self.settings.lease_seconds / 3
+        interval = self.settings.retries.lease_seconds / 3
         while not self.stopped.wait(interval):
             try:
-                with session_scope(self.settings.database_url) as session:
+                with session_scope(self.settings.database.url.get_secret_value()) as session:
                     if not transitions.renew_lease(session, self.claim, self.settings):
                         return
             except Exception:  # the database may be briefly away; the next beat tries again
@@ -79,10 +79,10 @@ def _load_input(claim: Claim, settings: Settings) -> bytes:
         assert claim.source_url is not None
         data = fetch_url(
             claim.source_url,
-            max_bytes=settings.max_input_bytes,
-            timeout=settings.fetch_timeout_seconds,
-            max_redirects=settings.fetch_max_redirects,
-            allow_hosts=frozenset(settings.fetch_allow_hosts),
+            max_bytes=settings.inputs.max_bytes,
+            timeout=settings.inputs.fetch_timeout_seconds,
+            max_redirects=settings.inputs.fetch_max_redirects,
+            allow_hosts=frozenset(settings.inputs.fetch_allow_hosts),
         )
         digest = hashlib.sha256(data).hexdigest()
 
@@ -128,7 +128,7 @@ def _run_delivery(
 
     claim = decision
     bind(attempt=claim.attempt_number)
-    pricing = Pricing(backend.price_per_second(), settings.fal_price_per_second)
+    pricing = Pricing(backend.price_per_second(), settings.fal.price_per_second)
     heartbeat = _Heartbeat(claim, settings)
     heartbeat.start()
     try:

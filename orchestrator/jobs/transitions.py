@@ -144,7 +144,7 @@ def count_crash(job: Job, settings: Settings, *, doing: str) -> bool:
     holder = LeaseOwner.parse(job.lease_owner or "")
     if holder is None or not holder.is_this_process():  # our own abandoned run is no crash
         job.crashes += 1
-    if job.crashes < settings.max_deliveries:
+    if job.crashes < settings.retries.max_deliveries:
         return False
     end_job(
         job,
@@ -238,7 +238,7 @@ def claim(session: Session, job_id: uuid.UUID, settings: Settings) -> Claim | Bu
             return Skip("poison job failed")
 
     return wait_or_exhausted(job, now) or open_attempt(
-        session, job, now, lease_seconds=settings.lease_seconds
+        session, job, now, lease_seconds=settings.retries.lease_seconds
     )
 
 
@@ -247,7 +247,7 @@ def renew_lease(session: Session, claim_: Claim, settings: Settings) -> bool:
     result = session.execute(
         update(Job)
         .where(Job.id == claim_.job_id, Job.lease_owner == str(claim_.owner))
-        .values(lease_expires_at=utcnow() + timedelta(seconds=settings.lease_seconds))
+        .values(lease_expires_at=utcnow() + timedelta(seconds=settings.retries.lease_seconds))
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -372,7 +372,7 @@ def backoff_seconds(attempt_number: int, settings: Settings) -> float:
     """Exponential backoff with jitter: uniform in [d/2, d], d = base × 2^(n-1), capped."""
     ceiling = min(
         settings.retry_countdown_cap(),
-        settings.retry_backoff_base_seconds * (2 ** (attempt_number - 1)),
+        settings.retries.backoff_base_seconds * (2 ** (attempt_number - 1)),
     )
     return random.uniform(ceiling / 2, ceiling)
 
@@ -447,7 +447,7 @@ def requeue(session: Session, job_id: uuid.UUID | str, settings: Settings) -> Jo
             f"job {job.id} is {job.state.value}; only failed or cancelled jobs can be retried"
         )
     set_state(job, JobState.QUEUED)
-    job.max_attempts = job.attempt_count + settings.max_attempts
+    job.max_attempts = job.attempt_count + settings.retries.max_attempts
     job.crashes = 0
     job.error_code = None
     job.error_message = None

@@ -107,13 +107,13 @@ def url_password(url: str) -> str | None:
 def secret_values(settings: Settings) -> list[str]:
     """Every secret value the settings hold, as it could appear in text."""
     values: list[str] = []
-    for secret in (settings.fal_key, settings.webhook_signing_key):
+    for secret in (settings.fal.key, settings.api.webhook_signing_key):
         if secret is not None and secret.get_secret_value():
             text = secret.get_secret_value()
             values.append(text)
             # fal keys are "key_id:key_secret"; either half alone is still a secret.
             values.extend(part for part in text.split(":") if len(part) >= 8)
-    for url in (settings.database_url, settings.broker_url):
+    for url in (settings.database.url.get_secret_value(), settings.broker.url.get_secret_value()):
         password = url_password(url)
         if password:
             values.append(password)
@@ -219,13 +219,13 @@ def configure_logging(
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactFilter(redactor))
-    chosen = fmt or settings.log_format
+    chosen = fmt or settings.logs.format
     handler.setFormatter(JsonFormatter(redactor) if chosen == "json" else TextFormatter(redactor))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level if level is not None else settings.log_level)
+    root.setLevel(level if level is not None else settings.logs.level)
     # Libraries that log through their own handlers (uvicorn, celery) propagate to the root.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task"):
         logging.getLogger(name).handlers = []

@@ -49,13 +49,13 @@ def sqla_database_url(url: str) -> str:
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """Celery's ``broker_transport_options`` for this broker."""
-    url = settings.broker_url
+    url = settings.broker.url.get_secret_value()
     if is_redis(url):
         return {
             # Redis redelivers a message not acknowledged within this long.
-            "visibility_timeout": settings.visibility_timeout_seconds,
+            "visibility_timeout": settings.broker.visibility_timeout_seconds,
             # Sweep for messages of dead workers every interval (kombu's default is ~100 s).
-            "unacked_restore_interval": settings.unacked_restore_interval_seconds,
+            "unacked_restore_interval": settings.broker.unacked_restore_interval_seconds,
             "unacked_restore_throttle": 1,
         }
     if is_sqla(url) and make_url(sqla_database_url(url)).get_backend_name() == "sqlite":
@@ -66,8 +66,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 def queue_depth(settings: Settings, queue: str) -> int:
     """Messages waiting in ``queue`` (not those a worker holds)."""
-    if is_redis(settings.broker_url):
-        return int(redis_client(settings.broker_url).llen(queue))
+    if is_redis(settings.broker.url.get_secret_value()):
+        return int(redis_client(settings.broker.url.get_secret_value()).llen(queue))
     from orchestrator.queue.celery_app import publisher_for
 
     with publisher_for(settings).pool.acquire(block=True, timeout=10) as connection:
@@ -77,8 +77,8 @@ def queue_depth(settings: Settings, queue: str) -> int:
 
 def ping(settings: Settings) -> None:
     """Raise if the broker does not answer."""
-    if is_redis(settings.broker_url):
-        redis_client(settings.broker_url).ping()
+    if is_redis(settings.broker.url.get_secret_value()):
+        redis_client(settings.broker.url.get_secret_value()).ping()
         return
     from orchestrator import backends
 

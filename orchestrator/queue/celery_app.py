@@ -17,11 +17,9 @@ from celery.signals import setup_logging
 from kombu import Queue  # type: ignore[attr-defined]
 
 from orchestrator import backends
-from orchestrator.queue import kombu_fixes, sqla_transport
 from orchestrator.queue.broker import transport_options
+from orchestrator.queue.prepare import prepare_broker
 from orchestrator.settings import Settings, get_settings
-
-kombu_fixes.apply()
 
 RUN_JOB_TASK = "orchestrator.run_job"
 DELIVER_WEBHOOK_TASK = "orchestrator.deliver_webhook"
@@ -31,10 +29,10 @@ QUEUE_NAMES = backends.NAMES
 def celery_config(settings: Settings) -> dict[str, Any]:
     transport = transport_options(settings)
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": settings.broker.url.get_secret_value(),
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
-        "visibility_timeout": settings.visibility_timeout_seconds,
+        "visibility_timeout": settings.broker.visibility_timeout_seconds,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_serializer": "json",
@@ -46,7 +44,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         # A pool process loads and warms its ONNX session before it reports up; Celery's default
         # of 4 s would kill and respawn it in a loop on a big model or a slow disk.
-        "worker_proc_alive_timeout": settings.worker_start_timeout_seconds,
+        "worker_proc_alive_timeout": settings.worker.start_timeout_seconds,
         # On, although it kills a task in flight when Redis blips (mid-submit to fal that is a
         # possible second payment: adopted from fal's webhook, else flagged on the job): with
         # it off, kombu 5.7 acks the finished task through the dead channel and the worker
@@ -61,14 +59,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         # Recycling: a pool process above the memory limit (KiB) after a job, or past its job
         # count, is replaced by a fresh one.
-        "worker_max_memory_per_child": settings.worker_max_memory_mb * 1024 or None,
-        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
+        "worker_max_memory_per_child": settings.worker.max_memory_mb * 1024 or None,
+        "worker_max_tasks_per_child": settings.worker.max_tasks_per_child or None,
     }
 
 
-sqla_transport.register()  # before any connection: the embedded broker polls every 0.1 s
 app = Celery("orchestrator", include=["orchestrator.queue.tasks"])
 app.add_defaults(lambda: celery_config(get_settings()))
+
+
+@app.on_after_configure.connect  # type: ignore[untyped-decorator]
+def _prepare_broker(**_: Any) -> None:
+    # The app reads its configuration before its first connection (a worker, `celery inspect`):
+    # the kombu fix and the embedded broker's transport go in then, not on import.
+    prepare_broker()
 
 
 @setup_logging.connect  # type: ignore[untyped-decorator]
@@ -85,6 +89,7 @@ from orchestrator.queue import health as _health  # noqa: E402,F401
 
 @lru_cache(maxsize=4)
 def _publisher(broker_url: str, transport_json: str) -> Celery:
+    prepare_broker()
     publisher = Celery("orchestrator-producer")
     publisher.conf.update(
         broker_url=broker_url,
@@ -98,7 +103,7 @@ def _publisher(broker_url: str, transport_json: str) -> Celery:
 
 def publisher_for(settings: Settings) -> Celery:
     """A Celery app that only publishes, configured from ``settings`` (not the process's)."""
-    return _publisher(settings.broker_url, json.dumps(transport_options(settings), sort_keys=True))
+    return _publisher(settings.broker.url.get_secret_value(), json.dumps(transport_options(settings), sort_keys=True))
 
 
 def publish_run(settings: Settings, job_id: object, queue: str, countdown: float | None = None,

@@ -116,7 +116,7 @@ def node_health(pool_pids: list[int], queues: list[str], worker_pid: int,
         "pid": worker_pid,
         "queues": queues,
         "rss_mb": _rss_mb(worker_pid),
-        "requested_providers": settings.local_providers,
+        "requested_providers": settings.local.providers,
         **(limits or {}),
         "processes": processes,
     }

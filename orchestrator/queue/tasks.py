@@ -100,7 +100,7 @@ def _stop_backends(**_: Any) -> None:
 def _start_reconciler(**_: Any) -> None:
     global _reconciler
     settings = get_settings()
-    if not settings.reconcile_in_worker:
+    if not settings.reconciler.in_worker:
         return
     from orchestrator.jobs.reconciler import ReconcilerLoop
 
@@ -121,7 +121,7 @@ def run_job(self: Any, job_id: str) -> str:
     settings = get_settings()
     key = uuid.UUID(job_id)
     with log_context(job_id=job_id):
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             job = session.get(Job, key)
             backend_name = job.backend if job is not None else backends.DEFAULT
         backend = backends.get(backend_name, settings)

@@ -10,9 +10,9 @@ from orchestrator.settings import Settings
 
 
 def result_store(settings: Settings, name: str | None = None) -> ResultStore:
-    name = name or settings.result_store
+    name = name or settings.results.store
     if name == "directory":
-        return DirectoryResultStore(settings.result_dir)
+        return DirectoryResultStore(settings.results.dir)
     return DatabaseResultStore()
 
 

@@ -35,11 +35,11 @@ def submit_auto(
     from orchestrator.jobs.producer import submit
 
     items = list(sources)
-    deadline = deadline_seconds or settings.auto_deadline_seconds
-    with session_scope(settings.database_url) as session:
+    deadline = deadline_seconds or settings.routing.auto_deadline_seconds
+    with session_scope(settings.database.url.get_secret_value()) as session:
         signals = gather(session, settings, client)
     decisions = plan(signals, len(items), deadline=deadline,
-                     max_error_rate=settings.auto_fal_max_error_rate)
+                     max_error_rate=settings.routing.auto_fal_max_error_rate)
     out: list[Submitted] = []
     for source, decision in zip(items, decisions):
         key = idempotency_key

@@ -82,19 +82,19 @@ def breaker(session: Session, backend: str, settings: Settings, now: datetime) -
                Attempt.outcome != AttemptOutcome.SUPERSEDED,
                Attempt.outcome != AttemptOutcome.CANCELLED)
         .order_by(Attempt.finished_at.desc())
-        .limit(settings.breaker_failures * 4)
+        .limit(settings.routing.breaker_failures * 4)
     ).all()
     streak = 0
     last: datetime | None = None
     for outcome, error_code, finished_at in rows:
         if outcome in FAILED_OUTCOMES and not _is_fault(outcome, error_code):
             continue  # the input's fault: says nothing about the backend
-        if not _is_fault(outcome, error_code) or streak == settings.breaker_failures:
+        if not _is_fault(outcome, error_code) or streak == settings.routing.breaker_failures:
             break
         streak += 1
         last = last or finished_at
-    cooling = last is not None and (now - last).total_seconds() < settings.breaker_cooldown_seconds
-    return Breaker(open=streak >= settings.breaker_failures and cooling, failures_in_a_row=streak,
+    cooling = last is not None and (now - last).total_seconds() < settings.routing.breaker_cooldown_seconds
+    return Breaker(open=streak >= settings.routing.breaker_failures and cooling, failures_in_a_row=streak,
                    last_failure_at=last.isoformat() if last is not None else None)
 
 
@@ -133,8 +133,8 @@ def gather(session: Session, settings: Settings, client: str, *,
     left = min((s.limit_usd - s.used_usd for s in spends), default=None)
     return Signals(
         local_depth=int(depth),
-        local_seconds_per_job=float(mean) if mean is not None else settings.auto_local_seconds_per_job,
-        local_parallelism=settings.auto_local_parallelism or settings.inference_slots(),
+        local_seconds_per_job=float(mean) if mean is not None else settings.routing.auto_local_seconds_per_job,
+        local_parallelism=settings.routing.auto_local_parallelism or settings.inference_slots(),
         local_breaker=breaker(session, inline, settings, now),
         fal_unavailable=unavailable_reason(remote, settings),
         fal_error_rate=faults / len(fal_rows) if fal_rows else None,

@@ -27,8 +27,8 @@ def webhook_body(job: Job, settings: Settings) -> dict[str, Any]:
     base: dict[str, Any] = {"request_id": str(job.id), "gateway_request_id": str(job.id)}
     if job.state is JobState.SUCCEEDED and job.result is not None:
         r = job.result
-        if settings.api_public_url:
-            url = f"{settings.api_public_url.rstrip('/')}/v1/jobs/{job.id}/result?token={job.result_token}"
+        if settings.api.public_url:
+            url = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{job.id}/result?token={job.result_token}"
         else:  # no public address configured: carry the bytes, as fal's sync_mode does
             url = f"data:{r.content_type};base64," + base64.b64encode(read_result(settings, r)).decode()
         image = {"url": url, "content_type": r.content_type, "file_name": f"{job.source_name}.png",
@@ -40,7 +40,7 @@ def webhook_body(job: Job, settings: Settings) -> dict[str, Any]:
 
 def deliver(job_id: uuid.UUID, settings: Settings) -> bool:
     """Send the webhook once; True when the receiver acknowledged it (2xx), or it never can."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = session.get(Job, job_id)
         if job is None or not job.webhook_url or not job.state.is_final:
             return True
@@ -49,7 +49,7 @@ def deliver(job_id: uuid.UUID, settings: Settings) -> bool:
     headers = signed_headers(settings, request_id=str(job_id), user_id=client, body=body)
     try:
         status = post_json(url, body, headers, timeout=15.0,
-                           allow_hosts=frozenset(settings.fetch_allow_hosts))
+                           allow_hosts=frozenset(settings.inputs.fetch_allow_hosts))
     except InputUnreachable as exc:
         log.warning("webhook for job %s refused: %s", job_id, exc)
         return True  # a URL that points inside the network will never be allowed

@@ -32,10 +32,10 @@ def new_signing_key() -> str:
 
 
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
-    if settings.webhook_signing_key is None:
+    if settings.api.webhook_signing_key is None:
         raise ConfigError("webhooks need ORCH_WEBHOOK_SIGNING_KEY (make one with "
                           "`orchestrator keys signing-key`)")
-    text = settings.webhook_signing_key.get_secret_value()
+    text = settings.api.webhook_signing_key.get_secret_value()
     try:
         seed = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         return Ed25519PrivateKey.from_private_bytes(seed)
@@ -45,7 +45,7 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
 
 def jwks(settings: Settings) -> dict[str, Any]:
     """The public key as a JWKS document, like fal's ``/.well-known/jwks.json``."""
-    if settings.webhook_signing_key is None:
+    if settings.api.webhook_signing_key is None:
         return {"keys": []}
     public = signing_key(settings).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": _b64url(public), "use": "sig",

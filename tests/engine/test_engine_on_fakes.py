@@ -72,7 +72,7 @@ def new_job(settings: Settings, backend: str, data: bytes | None = None) -> uuid
 
 
 def load(settings: Settings, job_id: uuid.UUID) -> Job:
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = session.scalars(select(Job).where(Job.id == job_id)).one()
         job.attempts, job.result  # noqa: B018 - load them before the session closes
         session.expunge_all()
@@ -156,7 +156,7 @@ def poll_until_final(settings: Settings, backend: FakeRemoteBackend, job_id: uui
     poller = RemotePoller(settings, backend, record(published))
 
     def step() -> bool:
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             items = attempts.claim_due_polls(session, backend.name, limit=10, lease_seconds=5,
                                              due_before=transitions.utcnow() + _SOON)
         if items:
@@ -266,7 +266,7 @@ def test_cancel_reaches_the_provider(
     report = submit_delivery(job_id, settings=settings, backend=backend, publish=record(published))
     assert cancel_at_provider(backends.FAKE_REMOTE, report.detail, settings) == "cancelled"
     assert provider.requests[report.detail].cancelled
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         transitions.cancel(session, job_id)
     assert load(settings, job_id).state is JobState.CANCELLED
 
@@ -277,19 +277,19 @@ def test_reconciler_closes_the_attempt_a_dead_worker_left_running(settings: Sett
     from orchestrator.jobs.reconciler import Reconciler
 
     job_id = new_job(settings, backends.FAKE_INLINE)
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         claim = transitions.claim(session, job_id, settings)
         assert isinstance(claim, transitions.Claim)
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         transitions.cancel(session, job_id)
     reconciler = Reconciler(settings, confirm_passes=1)
     try:
         assert reconciler.run_pass().closed == 0  # just cancelled: its worker may still close it
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             job = session.get(Job, job_id)
             assert job is not None and job.finished_at is not None
-            job.finished_at -= timedelta(seconds=2 * settings.lease_seconds
-                                         + settings.reconcile_stale_after_seconds + 1)
+            job.finished_at -= timedelta(seconds=2 * settings.retries.lease_seconds
+                                         + settings.reconciler.stale_after_seconds + 1)
         assert reconciler.run_pass().closed == 1
     finally:
         reconciler.close()

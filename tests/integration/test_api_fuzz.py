@@ -188,10 +188,10 @@ def fuzz(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Fuzz]
     # webhooks on (without one, every fal_webhook is a 422); no worker runs, so none is sent.
     settings = load_settings(api_requests_per_second=1_000_000,
                              webhook_signing_key=new_signing_key())
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         keys = {TENANT: create_key(session, TENANT), OTHER: create_key(session, OTHER),
                 ADMIN: create_key(session, ADMIN, admin=True)}
-    job_ids, token = _seed_jobs(settings.database_url)
+    job_ids, token = _seed_jobs(settings.database.url.get_secret_value())
 
     # Hermetic: a generated http(s) image_url or fal_webhook must not make the API resolve names
     # on the internet. For the API's input checks only, hosts other than loopback do not

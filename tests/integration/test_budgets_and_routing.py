@@ -264,7 +264,7 @@ def test_circuit_breaker_opens_after_repeated_fal_failures_and_recovers(
                 (number, outcome, at, at, error))
 
     def route() -> Any:
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             signals = gather(session, settings, "default")
         return signals, decide(signals, deadline=5, max_error_rate=1.0)
 
@@ -303,7 +303,7 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
                 "INSERT INTO attempts (job_id, number, backend, worker, outcome, started_at, "
                 "finished_at, cost_usd) VALUES ('00000000-0000-0000-0000-0000000000fb', %s, "
                 "'fal', 'w', 'succeeded', now(), now(), %s)", (number, JOB_COST))
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         budgets.set_budget(session, budgets.ALL_CLIENTS, daily=3 * JOB_COST + JOB_COST / 2,
                            monthly=None)
     jobs = []
@@ -317,7 +317,7 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
 
     def claim(job_id: Any) -> None:
         barrier.wait()
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             results.append(remote.claim_submit(session, job_id, settings, policy))
 
     threads = [threading.Thread(target=claim, args=(j.job_id,)) for j in jobs]
@@ -347,7 +347,7 @@ def test_the_api_takes_backend_auto(fal_env: dict[str, str]) -> None:
 
     settings = load_settings(database_url=fal_env["ORCH_DATABASE_URL"],
                              broker_url=fal_env["ORCH_BROKER_URL"])  # no FAL_KEY: local
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         key = create_key(session, "svc")
     buf = io.BytesIO()
     subject().save(buf, "PNG")

@@ -147,7 +147,7 @@ class JobLifecycle(RuleBasedStateMachine):
         with session_scope(self.database_url) as session:
             for i in range(N_JOBS):
                 job = Job(backend="local", model="tiny", options={}, source_kind="file",
-                          source_name=f"sm-{i}.png", max_attempts=self.settings.max_attempts,
+                          source_name=f"sm-{i}.png", max_attempts=self.settings.retries.max_attempts,
                           enqueued_at=utcnow())
                 session.add(job)
                 session.flush()

@@ -138,7 +138,7 @@ def seeded(
 
         # Cancelled while queued, before any worker ran it: no attempt, no cost.
         queued = one(Source("cancel-me", data=_png(0)), "local", TENANT_A)
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             service.cancel(session, queued)
 
         one(Source("a1", data=_png(1)), "local", TENANT_A)
@@ -326,7 +326,7 @@ def test_api_report_admin_tenant_isolation_and_csv(seeded: Seeded) -> None:
 
     settings = load_settings(database_url=seeded.env["ORCH_DATABASE_URL"],
                              broker_url=seeded.env["ORCH_BROKER_URL"])
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         keys = {name: create_key(session, name) for name in (TENANT_A, TENANT_B)}
         keys["ops"] = create_key(session, "ops", admin=True)
     app = create_app(settings)

@@ -90,7 +90,7 @@ async def submit_request(
                                          name="image")
     if fal_webhook is not None:
         await run_in_threadpool(check_webhook_url, fal_webhook, settings)
-    backend_name = backend or settings.default_backend
+    backend_name = backend or settings.routing.default_backend
     submitter: SubmitBatcher = request.app.state.submitter
     if backend_name == AUTO:  # the routing policy reads the system's state first
         accepted = await submitter.submit_routed(
@@ -122,7 +122,7 @@ def request_status(
     logs: Annotated[str | None, Query(description="1/0 or true/false")] = None,
 ) -> JSONResponse:
     with_logs = (logs or "").lower() in ("1", "true", "yes")
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = visible_job(session, request_id, principal)
         code, body = status_body(session, job, _base(request), with_logs=with_logs)
     return _reply(code, body, request_id)
@@ -133,7 +133,7 @@ def request_status(
 def request_result(
     request_id: str, request: Request, principal: PrincipalDep, settings: SettingsDep
 ) -> JSONResponse:
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = visible_job(session, request_id, principal)
         code, body = result_body(job, _base(request), settings)
     return _reply(code, body, request_id)
@@ -143,7 +143,7 @@ def request_result(
     **errors(*AUTH, 404, 422), 400: {"model": QueueStatusBody, "description": "ALREADY_COMPLETED"},
     202: {"model": QueueStatusBody, "description": "CANCELLATION_REQUESTED"}})
 def request_cancel(request_id: str, principal: PrincipalDep, settings: SettingsDep) -> JSONResponse:
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = visible_job(session, request_id, principal)
         if job.state.is_final:
             return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
@@ -152,7 +152,7 @@ def request_cancel(request_id: str, principal: PrincipalDep, settings: SettingsD
         answer = cancel_at_provider(backend_name, provider_request, settings)
         if answer is CancelOutcome.ALREADY_COMPLETED:
             return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = transitions.get_job(session, request_id)
         if job.state is JobState.SUCCEEDED:
             return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)

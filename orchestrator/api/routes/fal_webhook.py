@@ -42,7 +42,7 @@ async def provider_webhook(
         raise HTTPException(401, str(exc)) from None
 
     def adopt() -> str:
-        with session_scope(settings.database_url) as session:
+        with session_scope(settings.database.url.get_secret_value()) as session:
             return attempts.adopt_request(session, attempt, request_id)
 
     outcome = await run_in_threadpool(adopt)

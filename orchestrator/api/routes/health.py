@@ -38,7 +38,7 @@ def readyz(settings: SettingsDep) -> JSONResponse:
     """Ready to take jobs: the database and the broker answer; each backend's availability."""
     checks: dict[str, Any] = {}
     try:
-        with get_engine(settings.database_url).connect() as conn:
+        with get_engine(settings.database.url.get_secret_value()).connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:

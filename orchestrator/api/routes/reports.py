@@ -90,7 +90,7 @@ def costs(
         client = principal.client
     period = make_period(since, until)
     groups = parse_group_by(group_by or [])
-    report = cost_report(get_engine(settings.database_url), period, groups, client)
+    report = cost_report(get_engine(settings.database.url.get_secret_value()), period, groups, client)
     wants_csv = format == "csv" or (format is None and "text/csv" in (accept or ""))
     if wants_csv:
         return Response(report_csv(report), media_type="text/csv; charset=utf-8",

@@ -67,9 +67,9 @@ def upload(
     """Queue one job per uploaded image file."""
     sources = []
     for index, upload_ in enumerate(files):
-        data = upload_.file.read(settings.max_input_bytes + 1)
-        if len(data) > settings.max_input_bytes:
-            raise InputTooLarge(f"{upload_.filename} is over the limit of {settings.max_input_bytes:,} bytes")
+        data = upload_.file.read(settings.inputs.max_bytes + 1)
+        if len(data) > settings.inputs.max_bytes:
+            raise InputTooLarge(f"{upload_.filename} is over the limit of {settings.inputs.max_bytes:,} bytes")
         name = (upload_.filename or f"upload-{index}").replace("\x00", "").rsplit("/", 1)[-1].rsplit(".", 1)[0] or f"upload-{index}"
         sources.append(Source(name=name, data=data, origin=upload_.filename or name))
     return _summaries(submit(sources, settings=settings, backend=backend,
@@ -80,7 +80,7 @@ def upload(
 def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) -> list[JobSummary]:
     """Queue many images at once (one transaction); an item that can never work is reported,
     not queued."""
-    backend = body.backend or settings.default_backend
+    backend = body.backend or settings.routing.default_backend
     if backend != AUTO:
         backends.check_offered(backend, settings)
     out: list[JobSummary | None] = []
@@ -124,25 +124,25 @@ def list_jobs(
         stmt = stmt.where(Job.state == state)
     if backend is not None:
         stmt = stmt.where(Job.backend == backend)
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         return [job_dict(job, with_attempts=False) for job in session.scalars(stmt)]
 
 
 @router.get("/jobs/{job_id}", responses=errors(*AUTH, 404, 422))
 def get_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         return job_dict(visible_job(session, job_id, principal))
 
 
 @router.post("/jobs/{job_id}/retry", responses=errors(*AUTH, 404, 409, 422))
 def retry_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
     """Send a failed or cancelled job round again."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         job = visible_job(session, job_id, principal)
         job = transitions.requeue(session, job.id, settings)
         backend, key = job.backend, job.id
     publish_run(settings, key, backend)
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         return job_dict(transitions.get_job(session, key), with_attempts=False)
 
 
@@ -162,7 +162,7 @@ def job_result(
     token: Annotated[str | None, Query(description="the token in image.url")] = None,
 ) -> Response:
     """The result file. ``image.url`` carries a per-job token, so it works without a key."""
-    with session_scope(settings.database_url) as session:
+    with session_scope(settings.database.url.get_secret_value()) as session:
         if principal is not None:
             job = visible_job(session, job_id, principal)
         else:

@@ -76,8 +76,8 @@ class FakeInlineBackend(InlineBackend):
             time.sleep(self.latency)
         if failure is not None:
             raise failure
-        image = open_image(job_input.data, max_bytes=self.settings.max_input_bytes,
-                           max_pixels=self.settings.max_input_pixels)
+        image = open_image(job_input.data, max_bytes=self.settings.inputs.max_bytes,
+                           max_pixels=self.settings.inputs.max_pixels)
         crop = bool(job_input.options.get("crop_to_bbox", False))
         cutout = fake_cutout(image, crop_to_bbox=crop)
         return BackendOutput(

@@ -94,7 +94,7 @@ class FakeRemoteBackend(RemoteBackend):
             max_in_flight=1000, max_submits_per_second=1000, submit_timeout_seconds=5,
             poll_initial_seconds=0.05, poll_max_seconds=0.5, poll_batch=100,
             request_timeout_seconds=60, resubmit_after_seconds=0.2, adopt_wait_seconds=1,
-            max_result_bytes=settings.fal_max_result_bytes)
+            max_result_bytes=settings.fal.max_result_bytes)
         self._price = price_per_second
 
     @classmethod
@@ -117,8 +117,8 @@ class FakeRemoteBackend(RemoteBackend):
     def prepare(self, job_input: RemoteInput) -> dict[str, Any]:
         if job_input.data is None:
             raise BackendRejected("the fake remote backend takes file inputs only")
-        open_image(job_input.data, max_bytes=self.settings.max_input_bytes,
-                   max_pixels=self.settings.max_input_pixels)
+        open_image(job_input.data, max_bytes=self.settings.inputs.max_bytes,
+                   max_pixels=self.settings.inputs.max_pixels)
         return {"data": job_input.data, "options": dict(job_input.options)}
 
     def submit(self, payload: Any, *, callback_url: str | None) -> Accepted:
@@ -161,8 +161,8 @@ class FakeRemoteBackend(RemoteBackend):
     async def result(self, request_id: str) -> RemoteOutput:
         await asyncio.sleep(0)
         request = self._request(request_id)
-        image = open_image(request.data, max_bytes=self.settings.max_input_bytes,
-                           max_pixels=self.settings.max_input_pixels)
+        image = open_image(request.data, max_bytes=self.settings.inputs.max_bytes,
+                           max_pixels=self.settings.inputs.max_pixels)
         crop = bool(request.options.get("crop_to_bbox", False))
         return RemoteOutput(encode_png(fake_cutout(image, crop_to_bbox=crop)), "image/png")
 

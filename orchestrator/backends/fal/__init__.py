@@ -59,13 +59,13 @@ class FalBackend(RemoteBackend):
 
     @classmethod
     def model_label(cls, settings: Settings) -> str:
-        return settings.fal_endpoint
+        return settings.fal.endpoint
 
     @classmethod
     def unavailable_reason(cls, settings: Settings) -> str | None:
-        if settings.fal_key is None or not settings.fal_key.get_secret_value():
+        if settings.fal.key is None or not settings.fal.key.get_secret_value():
             return "FAL_KEY is not set, so the fal backend is unavailable"
-        if not is_redis(settings.broker_url):
+        if not is_redis(settings.broker.url.get_secret_value()):
             return ("the fal backend keeps its limits shared by all workers in Redis: "
                     "set ORCH_BROKER_URL to a redis:// URL to use it")
         return None
@@ -74,30 +74,30 @@ class FalBackend(RemoteBackend):
         reason = self.unavailable_reason(self.settings)
         if reason:
             raise BackendUnavailable(reason)
-        assert self.settings.fal_key is not None
-        return self.settings.fal_key.get_secret_value()
+        assert self.settings.fal.key is not None
+        return self.settings.fal.key.get_secret_value()
 
     def credentials_fingerprint(self) -> str:
-        key = self.settings.fal_key
+        key = self.settings.fal.key
         return fal_http.key_fingerprint(key.get_secret_value() if key is not None else "")
 
     def price_per_second(self) -> Decimal:
-        return self.settings.fal_price_per_second
+        return self.settings.fal.price_per_second
 
     def policy(self) -> RemotePolicy:
         s = self.settings
         return RemotePolicy(
-            max_in_flight=s.fal_max_in_flight,
-            max_submits_per_second=s.fal_max_submits_per_second,
-            submit_timeout_seconds=s.fal_submit_timeout_seconds,
-            poll_initial_seconds=s.fal_poll_initial_seconds,
-            poll_max_seconds=s.fal_poll_max_seconds,
-            poll_batch=s.fal_poll_batch,
-            request_timeout_seconds=s.fal_request_timeout_seconds,
-            resubmit_after_seconds=s.fal_resubmit_after_seconds,
-            adopt_wait_seconds=s.fal_adopt_wait_seconds,
-            max_result_bytes=s.fal_max_result_bytes,
-            callback_url=s.fal_webhook_url,
+            max_in_flight=s.fal.max_in_flight,
+            max_submits_per_second=s.fal.max_submits_per_second,
+            submit_timeout_seconds=s.fal.submit_timeout_seconds,
+            poll_initial_seconds=s.fal.poll_initial_seconds,
+            poll_max_seconds=s.fal.poll_max_seconds,
+            poll_batch=s.fal.poll_batch,
+            request_timeout_seconds=s.fal.request_timeout_seconds,
+            resubmit_after_seconds=s.fal.resubmit_after_seconds,
+            adopt_wait_seconds=s.fal.adopt_wait_seconds,
+            max_result_bytes=s.fal.max_result_bytes,
+            callback_url=s.fal.webhook_url,
         )
 
     def prepare(self, job_input: RemoteInput) -> dict[str, Any]:
@@ -108,8 +108,8 @@ class FalBackend(RemoteBackend):
             data = job_input.data
             assert data is not None
             # Fail fast (and free) on what is not an image, before paying fal to say so.
-            open_image(data, max_bytes=self.settings.max_input_bytes,
-                       max_pixels=self.settings.max_input_pixels)
+            open_image(data, max_bytes=self.settings.inputs.max_bytes,
+                       max_pixels=self.settings.inputs.max_pixels)
             image_url = f"data:{image_mime(data)};base64,{base64.b64encode(data).decode()}"
             if len(image_url) > MAX_DATA_URI_CHARS:
                 raise InputTooLarge(
@@ -122,8 +122,8 @@ class FalBackend(RemoteBackend):
 
     def submit(self, payload: Any, *, callback_url: str | None) -> Accepted:
         request_id, status, position = fal_http.submit_once(
-            self.key(), self.settings.fal_endpoint, payload,
-            timeout=self.settings.fal_submit_timeout_seconds, webhook_url=callback_url)
+            self.key(), self.settings.fal.endpoint, payload,
+            timeout=self.settings.fal.submit_timeout_seconds, webhook_url=callback_url)
         return Accepted(request_id, Running() if status == fal_http.IN_PROGRESS else Queued(position))
 
     def _client(self) -> Any:
@@ -144,7 +144,7 @@ class FalBackend(RemoteBackend):
 
     async def status(self, request_id: str) -> RemoteStatus:
         try:
-            status = await self._client().status(self.settings.fal_endpoint, request_id,
+            status = await self._client().status(self.settings.fal.endpoint, request_id,
                                                  with_logs=False)
         except Exception as exc:  # noqa: BLE001 - translated in one place
             fal_http.raise_call_failed(exc, "status", request_id)
@@ -171,7 +171,7 @@ class FalBackend(RemoteBackend):
         code: int | None = None
         message = status.error or status.error_type or "fal reported an error"
         try:
-            await self._client().result(self.settings.fal_endpoint, request_id)
+            await self._client().result(self.settings.fal.endpoint, request_id)
         except FalClientHTTPError as exc:
             code = exc.status_code
             message = str(exc.message) if exc.message else message
@@ -184,14 +184,14 @@ class FalBackend(RemoteBackend):
 
     async def result(self, request_id: str) -> RemoteOutput:
         try:
-            output = await self._client().result(self.settings.fal_endpoint, request_id)
+            output = await self._client().result(self.settings.fal.endpoint, request_id)
         except Exception as exc:  # noqa: BLE001 - translated in one place
             fal_http.raise_call_failed(exc, "result", request_id)
         image = output.get("image") if isinstance(output, dict) else None
         if not isinstance(image, dict) or not image.get("url"):
             raise RemoteRunFailed("fal's output has no image.url")
         data, content_type = await fal_http.download(
-            str(image["url"]), max_bytes=self.settings.fal_max_result_bytes)
+            str(image["url"]), max_bytes=self.settings.fal.max_result_bytes)
         content_type = content_type or str(image.get("content_type") or "")
         if not content_type.startswith("image/"):
             raise RemoteRunFailed(f"fal's result is {content_type or 'untyped'}, not an image")
@@ -199,7 +199,7 @@ class FalBackend(RemoteBackend):
 
     async def cancel_async(self, request_id: str) -> CancelOutcome:
         try:
-            await self._client().cancel(self.settings.fal_endpoint, request_id)
+            await self._client().cancel(self.settings.fal.endpoint, request_id)
         except FalClientHTTPError as exc:
             if fal_http.is_already_completed(exc):
                 return CancelOutcome.ALREADY_COMPLETED
@@ -211,8 +211,8 @@ class FalBackend(RemoteBackend):
         return CancelOutcome.CANCELLED
 
     def cancel(self, request_id: str) -> CancelOutcome:
-        return CancelOutcome(fal_http.cancel_once(self.key(), self.settings.fal_endpoint,
+        return CancelOutcome(fal_http.cancel_once(self.key(), self.settings.fal.endpoint,
                                                   request_id))
 
     def verify_callback(self, headers: Mapping[str, str], body: bytes) -> str:
-        return verify(headers, body, self.settings.fal_jwks_url)
+        return verify(headers, body, self.settings.fal.jwks_url)

@@ -47,9 +47,9 @@ def _import_rembg() -> Any:
 
 
 def _model_key(settings: Settings) -> str:
-    if settings.local_model_path is not None:
-        return str(settings.local_model_path)
-    return settings.local_model
+    if settings.local.model_path is not None:
+        return str(settings.local.model_path)
+    return settings.local.model
 
 
 def create_session(settings: Settings) -> Any:
@@ -61,7 +61,7 @@ def create_session(settings: Settings) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.onnx_threads()
     opts.inter_op_num_threads = 1
-    if settings.local_model_path is not None:
+    if settings.local.model_path is not None:
 
         class _ConfiguredPathSession(DisCustomSession):  # type: ignore[misc]
             # rembg refuses model paths outside its model home because its HTTP server takes
@@ -71,16 +71,16 @@ def create_session(settings: Settings) -> Any:
                 return str(kwargs["model_path"])
 
         return _ConfiguredPathSession(
-            "dis_custom", opts, model_path=str(settings.local_model_path),
-            providers=list(settings.local_providers),
+            "dis_custom", opts, model_path=str(settings.local.model_path),
+            providers=list(settings.local.providers),
         )
     try:
         return rembg.new_session(
-            settings.local_model, sess_opts=opts, providers=list(settings.local_providers)
+            settings.local.model, sess_opts=opts, providers=list(settings.local.providers)
         )
     except Exception as exc:
         raise BackendUnavailable(
-            f"the rembg model {settings.local_model!r} could not be loaded ({exc}); on a machine "
+            f"the rembg model {settings.local.model!r} could not be loaded ({exc}); on a machine "
             "without internet access set ORCH_LOCAL_MODEL_PATH to a local IS-Net ONNX file"
         ) from exc
 
@@ -118,9 +118,9 @@ class LocalBackend(InlineBackend):
 
     @classmethod
     def model_label(cls, settings: Settings) -> str:
-        if settings.local_model_path is not None:
-            return f"dis_custom:{Path(settings.local_model_path).name}"
-        return settings.local_model
+        if settings.local.model_path is not None:
+            return f"dis_custom:{Path(settings.local.model_path).name}"
+        return settings.local.model
 
     @classmethod
     def unavailable_reason(cls, settings: Settings) -> str | None:
@@ -128,18 +128,18 @@ class LocalBackend(InlineBackend):
             rembg = _import_rembg()
         except BackendUnavailable as exc:
             return str(exc)
-        if settings.local_model_path is not None:
+        if settings.local.model_path is not None:
             return None
         names = rembg.sessions.sessions_names  # rembg has no top-level `sessions_names`
-        if settings.local_model not in names:
+        if settings.local.model not in names:
             return (
-                f"ORCH_LOCAL_MODEL={settings.local_model!r} is not a rembg model; choose one of "
+                f"ORCH_LOCAL_MODEL={settings.local.model!r} is not a rembg model; choose one of "
                 f"{', '.join(sorted(names))}"
             )
         return None
 
     def price_per_second(self) -> Decimal:
-        return self.settings.local_price_per_second
+        return self.settings.local.price_per_second
 
     @classmethod
     def preflight(cls, settings: Settings) -> None:
@@ -167,8 +167,8 @@ class LocalBackend(InlineBackend):
     def run(self, job_input: BackendInput) -> BackendOutput:
         image = open_image(
             job_input.data,
-            max_bytes=self.settings.max_input_bytes,
-            max_pixels=self.settings.max_input_pixels,
+            max_bytes=self.settings.inputs.max_bytes,
+            max_pixels=self.settings.inputs.max_pixels,
         )
         session = get_session(self.settings)
         crop = bool(job_input.options.get("crop_to_bbox", False))
@@ -176,7 +176,7 @@ class LocalBackend(InlineBackend):
         cutout = remove_background(image, session, crop_to_bbox=crop)
         seconds = time.perf_counter() - started
         buf = io.BytesIO()
-        cutout.save(buf, "PNG", compress_level=self.settings.png_compress_level)
+        cutout.save(buf, "PNG", compress_level=self.settings.results.png_compress_level)
         return BackendOutput(
             data=buf.getvalue(),
             content_type="image/png",

@@ -71,7 +71,7 @@ def main() -> int:
     except BackendUnavailable as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 3
-    print(json.dumps({"requested": settings.local_providers, "active": active}))
+    print(json.dumps({"requested": settings.local.providers, "active": active}))
     return 0
 
 

@@ -94,14 +94,14 @@ def _before_paying(session: Session, job: Job, settings: Settings) -> NotSubmitt
     if auto:
         routing.reroute(job, fallback, reason, settings)
         return NotSubmitted(reason, rerouted_to=fallback)
-    if settings.fal_over_budget == "fail":
+    if settings.budgets.over_budget == "fail":
         end_job(job, JobState.FAILED, code=ErrorCode.BUDGET_EXCEEDED,
                 message=f"not submitted to {job.backend}: {reason} (ORCH_FAL_OVER_BUDGET=fail)")
         return NotSubmitted(reason)
     job.error_code = ErrorCode.BUDGET_EXCEEDED
     job.error_message = (f"waiting: {reason}; checked again every "
-                         f"{settings.fal_budget_wait_seconds:g} s")
-    return NotSubmitted(reason, wait_seconds=settings.fal_budget_wait_seconds)
+                         f"{settings.budgets.wait_seconds:g} s")
+    return NotSubmitted(reason, wait_seconds=settings.budgets.wait_seconds)
 
 
 def claim_submit(
@@ -151,7 +151,7 @@ def claim_submit(
         job.possible_duplicate = True
     return open_attempt(
         session, job, now,
-        lease_seconds=policy.submit_timeout_seconds + settings.lease_seconds,
+        lease_seconds=policy.submit_timeout_seconds + settings.retries.lease_seconds,
         submit_state=SubmitState.SENDING,
     )
 

@@ -122,16 +122,16 @@ class RemotePoller(threading.Thread):
         await self.backend.aclose()
 
     def _claim(self, limit: int) -> list[PollItem]:
-        with session_scope(self.settings.database_url) as session:
+        with session_scope(self.settings.database.url.get_secret_value()) as session:
             return attempts.claim_due_polls(session, self.backend.name, limit=limit,
-                                            lease_seconds=self.settings.lease_seconds)
+                                            lease_seconds=self.settings.retries.lease_seconds)
 
     def _in_transaction(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def once() -> Any:
-            with session_scope(self.settings.database_url) as session:
+            with session_scope(self.settings.database.url.get_secret_value()) as session:
                 return fn(session, *args, **kwargs)
 
-        return retry_db(once, budget_seconds=self.settings.db_retry_seconds, what=what)
+        return retry_db(once, budget_seconds=self.settings.database.retry_seconds, what=what)
 
     async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self._in_transaction, fn.__name__, fn, *args, **kwargs)
@@ -158,7 +158,7 @@ class RemotePoller(threading.Thread):
         except ProviderCallFailed as exc:
             await self._retry_later(item, str(exc))
         except CredentialsRefused as exc:
-            mark_key_refused(self.settings.broker_url, self.backend.name,
+            mark_key_refused(self.settings.broker.url.get_secret_value(), self.backend.name,
                              self.backend.credentials_fingerprint(), str(exc))
             await self._end_failed(item, exc, NO_COST, retryable=False)
         except RemoteRunFailed as exc:  # the provider no longer knows the request

@@ -29,12 +29,12 @@ Publish = Callable[[uuid.UUID, str, float], None]
 
 def limits_for(backend: RemoteBackend, settings: Settings) -> RemoteLimits:
     policy = backend.policy()
-    return RemoteLimits(settings.broker_url, backend.name, max_in_flight=policy.max_in_flight,
+    return RemoteLimits(settings.broker.url.get_secret_value(), backend.name, max_in_flight=policy.max_in_flight,
                         max_per_second=policy.max_submits_per_second)
 
 
 def pricing_for(backend: RemoteBackend, settings: Settings) -> Pricing:
-    return Pricing(backend.price_per_second(), settings.fal_price_per_second)
+    return Pricing(backend.price_per_second(), settings.fal.price_per_second)
 
 
 def _input(claim: Claim, settings: Settings) -> RemoteInput:
@@ -104,7 +104,7 @@ def _submit_delivery(
                                   callback_url=attempts.callback_url(policy, claim.attempt_id))
     except CredentialsRefused as exc:
         limits.release(slot)
-        mark_key_refused(settings.broker_url, backend.name, backend.credentials_fingerprint(),
+        mark_key_refused(settings.broker.url.get_secret_value(), backend.name, backend.credentials_fingerprint(),
                          str(exc))
         _fail(claim, exc, pricing, settings)
         return RunReport("failed", str(exc))
