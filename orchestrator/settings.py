@@ -7,13 +7,17 @@ A bad value raises :class:`~orchestrator.errors.ConfigError` naming the setting.
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -300,3 +304,75 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return load_settings()
+
+
+@dataclass(frozen=True)
+class SettingDoc:
+    """One setting as the reference documentation shows it."""
+
+    env: str
+    group: str
+    type: str
+    default: str
+    description: str
+
+
+def _type_name(annotation: object) -> str:
+    text = str(annotation)
+    for noise in ("typing.", "pathlib.", "decimal.", "pydantic.types.", "<class '", "'>"):
+        text = text.replace(noise, "")
+    text = re.sub(r"Annotated\[(.*?), NoDecode\]", r"\1", text)
+    return text.replace("NoneType", "None")
+
+
+def _default_text(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value: object = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _source_notes() -> dict[str, tuple[str, str]]:
+    """field name -> (its ``# --- section ---`` group, the comment lines right above it)."""
+    notes: dict[str, tuple[str, str]] = {}
+    group, comment = "general", []
+    for line in inspect.getsource(Settings).splitlines():
+        stripped = line.strip()
+        section = re.fullmatch(r"# --- (.+?) -*", stripped)
+        if section:
+            group, comment = re.sub(r"\s*\(.*\)$", "", section.group(1)), []
+        elif stripped.startswith("#"):
+            comment.append(stripped.lstrip("# ").strip())
+        elif (match := re.match(r"    (\w+): ", line)) and match.group(1) in Settings.model_fields:
+            notes[match.group(1)] = (group, " ".join(comment))
+            comment = []
+        elif not stripped or not line.startswith("     "):
+            comment = []
+    return notes
+
+
+def catalog() -> list[SettingDoc]:
+    """Every setting, in declaration order, for the generated reference.
+
+    The flat-model version: the group is the ``# --- section ---`` comment a field sits under
+    and the description the comment right above it (empty when there is none). It is replaced
+    by the nested settings models' own ``catalog()``, with the same signature.
+    """
+    notes = _source_notes()
+    return [
+        SettingDoc(
+            env=setting_name(name),
+            group=notes.get(name, ("general", ""))[0],
+            type=_type_name(field.annotation),
+            default=_default_text(field),
+            description=notes.get(name, ("", ""))[1],
+        )
+        for name, field in Settings.model_fields.items()
+    ]
