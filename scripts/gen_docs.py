@@ -150,6 +150,13 @@ def _schema_name(schema: dict[str, Any]) -> str:
     return str(schema.get("type", "any"))
 
 
+def _anchor(text: str) -> str:
+    anchor = "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+    while "--" in anchor:
+        anchor = anchor.replace("--", "-")
+    return anchor
+
+
 def _api_page() -> str:
     from orchestrator.api.app import create_app
     from orchestrator.settings import load_settings
@@ -168,16 +175,13 @@ def _api_page() -> str:
     ops = []
     for path, item in spec["paths"].items():
         for method, op in item.items():
-            ops.append((path, method, op))
-            anchor = f"{method}-{path}".lower()
-            anchor = "".join(c if c.isalnum() else "-" for c in anchor).strip("-")
-            while "--" in anchor:
-                anchor = anchor.replace("--", "-")
+            anchor = _anchor(f"{method}-{path}")
+            ops.append((path, method, op, anchor))
             out.append(f"| `{method.upper()}` | [`{path}`](#{anchor}) | "
                        f"{_cell(op.get('summary', ''))} |\n")
     out.append("\n")
-    for path, method, op in ops:
-        out.append(f"## `{method.upper()} {path}`\n\n")
+    for path, method, op, anchor in ops:
+        out.append(f"## `{method.upper()} {path}` {{#{anchor}}}\n\n")
         if op.get("description"):
             out.append(inspect.cleandoc(op["description"]) + "\n\n")
         params = op.get("parameters", [])
