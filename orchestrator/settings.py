@@ -342,7 +342,7 @@ def _default_text(field: FieldInfo) -> str:
 def _source_notes() -> dict[str, tuple[str, str]]:
     """field name -> (its ``# --- section ---`` group, the comment lines right above it)."""
     notes: dict[str, tuple[str, str]] = {}
-    group, comment = "general", []
+    group, comment = "general", list[str]()
     for line in inspect.getsource(Settings).splitlines():
         stripped = line.strip()
         section = re.fullmatch(r"# --- (.+?) -*", stripped)
