@@ -142,7 +142,8 @@ def _settings_page() -> str:
 
 def _schema_name(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return str(schema["$ref"]).rsplit("/", 1)[-1]
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return f"[{name}](#{name.lower()})"
     if "anyOf" in schema:
         return " or ".join(_schema_name(s) for s in schema["anyOf"])
     if schema.get("type") == "array":
@@ -200,9 +201,11 @@ def _api_page() -> str:
                 for ctype, media in body.get("content", {}).items()
             )
             out.append(f"Request body: {kinds}.\n\n")
-        out.append("| status | meaning |\n| --- | --- |\n")
+        out.append("| status | meaning | body |\n| --- | --- | --- |\n")
         for code, resp in op.get("responses", {}).items():
-            out.append(f"| {code} | {_cell(resp.get('description', ''))} |\n")
+            bodies = ", ".join(sorted({_schema_name(m.get("schema", {}))
+                                       for m in resp.get("content", {}).values()}))
+            out.append(f"| {code} | {_cell(resp.get('description', ''))} | {_cell(bodies)} |\n")
         out.append("\n")
     schemas = spec.get("components", {}).get("schemas", {})
     if schemas:
@@ -214,10 +217,11 @@ def _api_page() -> str:
                 out.append(f"{_cell(schema.get('description', _schema_name(schema)))}\n\n")
                 continue
             required = set(schema.get("required", []))
-            out.append("| field | type | required |\n| --- | --- | --- |\n")
+            out.append("| field | type | required | meaning |\n| --- | --- | --- | --- |\n")
             for field, fs in props.items():
                 out.append(f"| `{field}` | {_cell(_schema_name(fs))} "
-                           f"| {'yes' if field in required else 'no'} |\n")
+                           f"| {'yes' if field in required else 'no'} "
+                           f"| {_cell(fs.get('description', ''))} |\n")
             out.append("\n")
     return "".join(out)
 
@@ -249,10 +253,13 @@ def _states_page() -> str:
                "retried: a *permanent* error fails the job at once; a *transient* one (and any "
                "error not listed here) is retried with exponential backoff and jitter up to "
                "`ORCH_MAX_ATTEMPTS`.\n\n")
-    out.append("| error type | kind | parent | meaning |\n| --- | --- | --- | --- |\n")
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
                if issubclass(c, errors.OrchestratorError) and c.__module__ == errors.__name__]
     classes.sort(key=lambda c: inspect.getsourcelines(c)[1])
+    with_codes = any("code" in vars(c) for c in classes)
+    out.append("| error type | " + ("code | " if with_codes else "")
+               + "kind | parent | meaning |\n| --- | " + ("--- | " if with_codes else "")
+               + "--- | --- | --- |\n")
     for cls in classes:
         if issubclass(cls, errors.PermanentJobError):
             kind = "permanent"
@@ -262,7 +269,8 @@ def _states_page() -> str:
             kind = "command"
         parent = cls.__bases__[0].__name__
         doc = cls.__dict__.get("__doc__") or ""
-        out.append(f"| `{cls.__name__}` | {kind} | `{parent}` | {_cell(doc.strip())} |\n")
+        code = f"`{getattr(cls, 'code', '')}` | " if with_codes else ""
+        out.append(f"| `{cls.__name__}` | {code}{kind} | `{parent}` | {_cell(doc.strip())} |\n")
     out.append("\n*command* errors are not job outcomes: the CLI prints them as `error: …` and "
                "exits 1 (`ConfigError`: exit 2); the API answers them with a 4xx.\n")
     return "".join(out)
