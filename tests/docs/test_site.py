@@ -67,3 +67,23 @@ def test_every_setting_and_command_is_in_the_reference() -> None:
         assert f"## `orchestrator {name}`" in cli_page
         for sub in getattr(command, "commands", {}):
             assert f"## `orchestrator {name} {sub}`" in cli_page
+
+
+def test_cost_chart_recipe_still_draws(tmp_path: Path) -> None:
+    """The commands under the cost chart on the cost-reports page still produce a chart."""
+    db = tmp_path / "chart.db"
+    seed = subprocess.run([sys.executable, str(ROOT / "scripts" / "seed_cost_chart.py"), str(db)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert seed.returncode == 0, seed.stderr
+    chart = tmp_path / "chart.svg"
+    report = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "report", "costs", "--since", "2026-11-01",
+         "--until", "2026-11-14", "-g", "day", "--chart", str(chart), "--chart-size", "900x420",
+         "--json"],
+        cwd=ROOT, env={**_env(), "ORCH_DATABASE_URL": f"sqlite:///{db}"},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    assert chart.read_text().lstrip().startswith("<?xml")
+    assert "cost-chart.svg" in (ROOT / "docs" / "how-to" / "cost-reports.md").read_text()
+    assert (ROOT / "docs" / "assets" / "cost-chart.svg").is_file()
