@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,9 +24,10 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
-from tests.conftest import SAMPLE_IMAGES
+from tests.conftest import SAMPLE_IMAGES, create_database, drop_database
 from tests.support.images import subject
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,12 +169,18 @@ def test_first_cutout_tutorial(tmp_path: Path, tiny_model: Path) -> None:
     assert (project / "orchestrator-data" / "api-key").is_file()
 
 
-def test_postgres_and_redis_tutorial(tmp_path: Path, tiny_model: Path, database_url: str,
-                                     broker_url: str) -> None:
+def test_postgres_and_redis_tutorial(tmp_path: Path, tiny_model: Path, broker_url: str) -> None:
+    """On an empty database of its own, so the tutorial's `orchestrator migrate` does the work."""
     project = _workspace(tmp_path)
-    subs = {PORT: _free_port(), PG_URL: database_url, REDIS_URL: broker_url}
-    run_page(TUTORIAL / "postgres-redis.md", project, _env(tiny_model), subs)
-    _check_cutouts(project / "output-pg")
-    # The jobs are in this run's Postgres, not in a SQLite file.
-    assert not (project / "orchestrator-data" / "orchestrator.db").exists()
-    shutil.rmtree(project / "output-pg")
+    dbname, database_url = create_database()
+    try:
+        subs = {PORT: _free_port(), PG_URL: database_url, REDIS_URL: broker_url}
+        run_page(TUTORIAL / "postgres-redis.md", project, _env(tiny_model), subs)
+        _check_cutouts(project / "output-pg")
+        # The jobs went to Postgres, not to a SQLite file in the data folder.
+        assert not (project / "orchestrator-data" / "orchestrator.db").exists()
+        with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+            row = conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()
+        assert row is not None and row[0] == len(list((project / "output-pg").glob("*.png")))
+    finally:
+        drop_database(dbname)
