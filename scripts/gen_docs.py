@@ -117,8 +117,8 @@ def _settings_page() -> str:
     out = [HEADER.format(source="orchestrator.settings.catalog()"), "# Settings\n\n"]
     out.append(
         "Precedence, lowest first: `config/orchestrator.toml` (committed defaults), the TOML "
-        "file named by `ORCH_CONFIG`, environment variables. In a TOML file a setting is its "
-        "variable's name in lower case without `ORCH_` (`max_attempts = 4`). A bad value stops "
+        "file named by `ORCH_CONFIG`, environment variables; `config/orchestrator.toml` shows how "
+        "a TOML file spells each setting. A bad value stops "
         "start-up with a message naming the variable, e.g. `configuration error: invalid "
         "settings: ORCH_MAX_ATTEMPTS (max_attempts): Input should be a valid integer`. "
         "Secret settings (`SecretStr`) are never printed or logged. An empty default means "
@@ -128,7 +128,7 @@ def _settings_page() -> str:
     for doc in catalog():
         groups.setdefault(doc.group, []).append(doc)
     for group, docs in groups.items():
-        out.append(f"## {group[:1].upper()}{group[1:]}\n\n")
+        out.append(f"## {group}\n\n")
         out.append("| variable | type | default | meaning |\n| --- | --- | --- | --- |\n")
         for doc in docs:
             out.append(f"| `{doc.env}` | {_code(_cell(doc.type))} | {_code(_cell(doc.default))} "
