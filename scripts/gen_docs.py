@@ -119,8 +119,8 @@ def _settings_page() -> str:
         "Precedence, lowest first: `config/orchestrator.toml` (committed defaults), the TOML "
         "file named by `ORCH_CONFIG`, environment variables; `config/orchestrator.toml` shows how "
         "a TOML file spells each setting. A bad value stops "
-        "start-up with a message naming the variable, e.g. `configuration error: invalid "
-        "settings: ORCH_MAX_ATTEMPTS (max_attempts): Input should be a valid integer`. "
+        "start-up with a message naming the variable (`configuration error: invalid settings: "
+        "ORCH_MAX_ATTEMPTS …`). "
         "Secret settings (`SecretStr`) are never printed or logged. An empty default means "
         "unset; list settings are comma-separated in the environment.\n\n"
     )
