@@ -248,11 +248,17 @@ def _states_page() -> str:
                "or `cancelled` job back to `queued` with a fresh attempt budget.\n\n"
                "## Attempt outcomes\n\nEach attempt row ends with one of:\n\n")
     out.extend(f"- `{o.value}`\n" for o in AttemptOutcome)
-    out.append("\n## Error types\n\nA failed job and its attempts store the error's type "
-               "(`error_type`) and a message for people. The type decides whether the job is "
-               "retried: a *permanent* error fails the job at once; a *transient* one (and any "
-               "error not listed here) is retried with exponential backoff and jitter up to "
-               "`ORCH_MAX_ATTEMPTS`.\n\n")
+    out.append("\n## Error types\n\nA failed job and its attempts store a stable error code "
+               "(`error_code`, also in `jobs show --json` and `/v1` job views) and a message for "
+               "people; the code never changes when a class is renamed. The error's kind decides "
+               "whether the job is retried: a *permanent* error fails the job at once; a "
+               "*transient* one (and any error not listed here, stored as `internal_error`) is "
+               "retried with exponential backoff and jitter up to `ORCH_MAX_ATTEMPTS`. Outcomes "
+               "that are no exception have codes too: "
+               + ", ".join(f"`{c.value}`" for c in (errors.ErrorCode.WORKER_LOST,
+                                                    errors.ErrorCode.ATTEMPTS_EXHAUSTED,
+                                                    errors.ErrorCode.CANCELLED))
+               + ".\n\n")
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
                if issubclass(c, errors.OrchestratorError) and c.__module__ == errors.__name__]
     classes.sort(key=lambda c: inspect.getsourcelines(c)[1])
