@@ -20,6 +20,7 @@ OrchestratorError
         ├── FetchFailed            a URL fetch that timed out or got a 5xx
         ├── BackendBusy            the backend refused for now (429, 5xx before accepting)
         └── RemoteRunFailed        the backend accepted and ran it, then failed (runner error)
+RequestError (OrchestratorError)  the caller's request is wrong (a missing file, a bad option)
 
 Errors not derived from JobError are treated as transient (a database hiccup, a bug that a
 redeploy fixes) and retried up to the attempt limit.
@@ -119,3 +120,12 @@ class SubmitReplyLost(TransientJobError):
 def error_type(exc: BaseException) -> str:
     """A stable name for an error, stored on attempts and jobs."""
     return type(exc).__name__
+
+
+class RequestError(OrchestratorError):
+    """The caller asked for something that cannot be done as asked (a missing file, an unknown
+    backend, a bad cursor); a message for people. ``forbidden``: the caller may not ask it."""
+
+    def __init__(self, message: str, *, forbidden: bool = False) -> None:
+        super().__init__(message)
+        self.forbidden = forbidden

@@ -25,7 +25,13 @@ from sqlalchemy.orm import Session
 from orchestrator.backends import backend_class
 from orchestrator.db.models import Job, JobInput, Result
 from orchestrator.db.session import session_scope
-from orchestrator.errors import BackendUnavailable, InputError, OrchestratorError, PermanentJobError
+from orchestrator.errors import (
+    BackendUnavailable,
+    InputError,
+    OrchestratorError,
+    PermanentJobError,
+    RequestError,
+)
 from orchestrator.images.decode import check_size
 from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import JobState
@@ -140,15 +146,12 @@ def submit(
     requested_backend: str | None = None,
     routing: dict[str, Any] | None = None,
 ) -> list[Submitted]:
-    """Record and enqueue one job per source. Oversized files become failed jobs at once.
-    ``backend="auto"`` lets orchestrator.routing choose per job (and record why)."""
+    """Record and enqueue one job per source on a named backend. Oversized files become failed
+    jobs at once. ``auto`` is decided by orchestrator.routing, through orchestrator.commands."""
     backend_name = backend or settings.default_backend
     if backend_name == "auto":
-        from orchestrator.routing import submit_auto
-
-        return submit_auto(sources, settings=settings, client=client,
-                           idempotency_key=idempotency_key, crop_to_bbox=crop_to_bbox,
-                           sync_mode=sync_mode, webhook_url=webhook_url)
+        raise RequestError("backend auto is chosen per job: submit through orchestrator.submit "
+                           "or orchestrator.commands")
     backend_class(backend_name)  # an unknown backend is refused before anything is recorded
     items = list(sources)
     requests = []
@@ -402,7 +405,9 @@ def wait_for(
     poll_seconds: float = 0.5,
     on_progress: object = None,
 ) -> dict[uuid.UUID, JobState]:
-    """Poll Postgres until every job is final; returns their states."""
+    """Poll Postgres until every job is final; returns their states. An id may repeat (inputs
+    with the same bytes share a job): each distinct job is waited for once."""
+    job_ids = list(dict.fromkeys(job_ids))
     deadline = None if timeout is None else time.monotonic() + timeout
     states: dict[uuid.UUID, JobState] = {}
     while True:
