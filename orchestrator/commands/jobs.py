@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select, tuple_
+from sqlalchemy.orm import selectinload
 
 from orchestrator.commands.caller import Caller, parse_job_id, visible_job
 from orchestrator.commands.views import JobPage, JobView, ResultFile
@@ -61,7 +62,7 @@ def list_jobs(settings: Settings, caller: Caller, filters: JobFilter = JobFilter
     is an index range scan however deep, never an OFFSET."""
     if not 1 <= limit <= MAX_PAGE:
         raise RequestError(f"limit must be between 1 and {MAX_PAGE}")
-    stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    stmt = select(Job).options(selectinload(Job.result)).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     # A tenant lists its own jobs whatever client it names (an admin's filter, ignored).
     client = filters.client if caller.is_admin else caller.client
     if client is not None:
@@ -77,11 +78,10 @@ def list_jobs(settings: Settings, caller: Caller, filters: JobFilter = JobFilter
         stmt = stmt.where(Job.created_at <= created_at,
                           tuple_(Job.created_at, Job.id) < tuple_(created_at, key))
     with session_scope(settings.database_url) as session:
-        rows = list(session.scalars(stmt))
-    page = rows[:limit]
-    more = len(rows) > limit
-    return JobPage([JobView.of(job) for job in page],
-                   encode_cursor(page[-1].created_at, page[-1].id) if more else None)
+        views = [JobView.of(job) for job in session.scalars(stmt)]
+    page = views[:limit]
+    more = len(views) > limit
+    return JobPage(page, encode_cursor(page[-1].created_at, page[-1].id) if more else None)
 
 
 def retry(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> JobView:
