@@ -105,14 +105,23 @@ def render_job(console: Console, job: JobView) -> None:
         grid.add_row(name, value)
     console.print(grid)
     if not job.attempt_log:
-        console.print("no attempts yet")
+        console.print("[bold]attempt log[/bold]  none yet")
         return
-    table = Table("#", "outcome", "backend request", "worker", "started", "seconds", "basis",
-                  "cost", "fal equivalent", "error", title="attempts", title_justify="left")
+    console.print("[bold]attempt log[/bold]")
     for a in job.attempt_log:
-        table.add_row(
-            str(a.number), a.outcome, escape(a.provider_request_id or NONE), escape(a.worker),
-            when(a.started_at), seconds(a.compute_seconds), a.compute_basis or NONE,
-            money(a.cost_usd), money(a.fal_equivalent_usd), escape(a.error or NONE),
-        )
-    console.print(table)
+        # One small block per attempt reads at any terminal width (a wide table does not).
+        console.print(f"  [bold]#{a.number}[/bold] {a.outcome} on {escape(a.worker)}")
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        finished = f" → {when(a.finished_at)}" if a.finished_at else " (running)"
+        block.add_row("    time", f"{when(a.started_at)}{finished}")
+        basis = f" ({a.compute_basis})" if a.compute_basis else ""
+        block.add_row("    compute", f"{seconds(a.compute_seconds)}{basis}")
+        block.add_row("    cost", f"{money(a.cost_usd)}, fal equivalent {money(a.fal_equivalent_usd)}")
+        if a.provider_request_id:
+            block.add_row("    provider request", escape(
+                f"{a.provider_request_id} ({a.provider_status or a.submit_state or 'unknown'})"))
+        if a.error or a.error_type:
+            block.add_row("    error", escape(f"{a.error or ''} ({a.error_type or 'unknown'})"))
+        console.print(block)
