@@ -265,3 +265,21 @@ def test_request_errors_are_not_configuration_errors(settings: Settings, env: di
     assert out.returncode == 1, out.stderr
     assert "configuration error" not in out.stderr and "no such file" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_waiting_on_inputs_that_share_a_job_ends_when_it_does(settings: Settings) -> None:
+    import time
+
+    from orchestrator.jobs.producer import wait_for
+
+    same = png(30)
+    items = commands.submit(settings, ALICE, [Source("x", data=same), Source("y", data=same)],
+                            SubmitOptions(backend="local"))
+    assert items[0].job_id == items[1].job_id and not items[1].created  # folded by dedup
+    commands.cancel(settings, ALICE, items[0].job_id)
+    started = time.monotonic()
+    assert commands.wait(settings, items, timeout=20, poll_seconds=0.05) == {
+        items[0].job_id: JobState.CANCELLED}
+    assert wait_for([i.job_id for i in items], settings=settings, timeout=20,
+                    poll_seconds=0.05) == {items[0].job_id: JobState.CANCELLED}
+    assert time.monotonic() - started < 10  # not the timeout: done at once
