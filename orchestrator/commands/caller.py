@@ -33,7 +33,7 @@ class Caller:
         return self.is_admin or job.client == self.client
 
     def client_filter(self, requested: str | None) -> str | None:
-        """The client whose rows a listing or report covers: a tenant only ever its own; an
+        """The client a report covers: a tenant only its own (naming another is forbidden); an
         admin everyone (None) or the one asked for."""
         if self.is_admin:
             return requested
