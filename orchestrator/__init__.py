@@ -1,6 +1,7 @@
 """Background-removal job orchestrator: Postgres-backed jobs, Celery on Redis, local and fal
 backends. The names below are the public Python API; everything else may move."""
 
+from orchestrator.commands.submit import submit_sources as submit
 from orchestrator.errors import (
     BackendUnavailable,
     ConfigError,
@@ -13,7 +14,6 @@ from orchestrator.jobs.producer import (
     Source,
     Submitted,
     expand_sources,
-    submit,
     wait_for,
 )
 from orchestrator.jobs.states import JobState

@@ -112,9 +112,14 @@ class ConfigError(OrchestratorError):
 
 
 class RequestError(OrchestratorError):
-    """The caller's request cannot be done as asked (the caller's to fix); a message for people."""
+    """The caller's request cannot be done as asked (a missing file, an unknown backend, a bad
+    cursor: the caller's to fix); a message for people. ``forbidden``: the caller may not ask it."""
 
     code = ErrorCode.BAD_REQUEST
+
+    def __init__(self, message: str, *, forbidden: bool = False) -> None:
+        super().__init__(message)
+        self.forbidden = forbidden
 
 
 class IdempotencyConflict(RequestError):

@@ -28,6 +28,7 @@ from orchestrator.errors import (
     JobNotFound,
     JobStateError,
     OrchestratorError,
+    RequestError,
 )
 from orchestrator.queue.prepare import prepare_broker
 from orchestrator.settings import Settings, get_settings
@@ -84,6 +85,7 @@ STATUS_FOR: list[tuple[type[Exception], int]] = [
     (InputError, 422),
     (BackendUnavailable, 503),
     (JobStateError, 409),
+    (RequestError, 400),
     (ConfigError, 400),
     (OrchestratorError, 400),
 ]
@@ -104,6 +106,8 @@ def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 def _error_response(request: Request, exc: Exception) -> JSONResponse:
     status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
+    if isinstance(exc, RequestError) and exc.forbidden:
+        status = 403
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
 

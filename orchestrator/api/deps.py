@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
@@ -11,6 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator.api.ratelimit import RateLimiter
 from orchestrator.auth.keys import Principal, authenticate, cached_principal
+from orchestrator.commands.caller import Caller
+from orchestrator.commands.caller import visible_job as commands_visible_job
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.settings import Settings
@@ -89,13 +90,11 @@ def require_admin(principal: PrincipalDep) -> Principal:
     return principal
 
 
+def caller_of(principal: Principal) -> Caller:
+    """The command layer's view of an API key: its tenant, and whether it is an admin's."""
+    return Caller(client=principal.client, is_admin=principal.admin)
+
+
 def visible_job(session: Session, job_id: str, principal: Principal) -> Job:
     """The job, if this caller may see it; another tenant's job is a 404, not a 403."""
-    try:
-        key = uuid.UUID(job_id)
-    except ValueError:
-        raise HTTPException(404, f"no request with id {job_id}") from None
-    job = session.get(Job, key)
-    if job is None or (not principal.admin and job.client != principal.client):
-        raise HTTPException(404, f"no request with id {job_id}")
-    return job
+    return commands_visible_job(session, caller_of(principal), job_id)

@@ -2,8 +2,8 @@
 
 Submits that arrive while a batch is being written wait for the next one, so under load many
 jobs share one transaction and one broker connection, and an idle API writes a lone request at
-once (no timer, no added latency). The producer does the recording and publishing; this only
-gathers requests and hands each caller its own answer.
+once (no timer, no added latency). The command layer plans each request and records the
+batch; this only gathers requests and hands each caller its own answer.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator.jobs.producer import JobRequest, Source, Submitted, submit, submit_requests
+from orchestrator import commands
+from orchestrator.commands import Caller, SubmitOptions
+from orchestrator.jobs.producer import JobRequest, Source, Submitted
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.broker import queue_depth
 from orchestrator.routing import AUTO
@@ -49,14 +50,16 @@ class SubmitBatcher:
             self._writer = asyncio.create_task(self._drain())
         return await future
 
-    async def submit_routed(self, source: Source, settings: Settings, **options: Any) -> Accepted:
-        """An ``auto`` request: orchestrator.routing decides and records, one request at a time."""
-
-        def routed() -> Accepted:
-            [item] = submit([source], settings=settings, backend=AUTO, **options)
-            return Accepted(item, self._positions([item])[0])
-
-        return await run_in_threadpool(routed)
+    async def submit_for(self, caller: Caller, source: Source, options: SubmitOptions) -> Accepted:
+        """Plan one source's job through the command layer, then write it with the others."""
+        if commands.resolve_backend(self.settings, options) == AUTO:
+            # The routing policy reads the system's state first: not on the event loop.
+            planned = await run_in_threadpool(
+                commands.requests_for, self.settings, caller, [source], options)
+        else:
+            planned = commands.requests_for(self.settings, caller, [source], options)
+        [request] = planned
+        return await self.submit(request)
 
     async def _drain(self) -> None:
         while self._pending:
@@ -85,7 +88,7 @@ class SubmitBatcher:
                 future.set_result(item)
 
     def _write(self, requests: list[JobRequest]) -> list[Accepted]:
-        submitted = submit_requests(requests, settings=self.settings)
+        submitted = commands.record(self.settings, requests)
         return [Accepted(item, pos) for item, pos in zip(submitted, self._positions(submitted),
                                                          strict=True)]
 

@@ -8,8 +8,13 @@ from uuid import UUID
 
 from rich.console import Console
 
+from orchestrator.commands.caller import Caller
+
 console = Console()
 console_err = Console(stderr=True)
+
+# The CLI is the operator's tool on the database itself: it acts on every tenant's jobs.
+OPERATOR = Caller.operator()
 
 
 def _default(value: Any) -> Any:

@@ -5,19 +5,12 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
-from orchestrator.backends.base import CancelOutcome
-from orchestrator.cli.common import console, console_err, print_json
-from orchestrator.db.models import Job
-from orchestrator.db.session import session_scope
-from orchestrator.errors import ConfigError, JobStateError
-from orchestrator.jobs import transitions
-from orchestrator.jobs.remote.cancel import cancel_at_provider, running_request
-from orchestrator.jobs.serialize import job_dict
+from orchestrator import commands
+from orchestrator.cli.common import OPERATOR, console, console_err, print_json
+from orchestrator.cli.job_view import render_job
+from orchestrator.commands import CancelOutcome, JobFilter
 from orchestrator.jobs.states import JobState
-from orchestrator.queue.celery_app import publish_run
-from orchestrator.results import read_result
 from orchestrator.settings import get_settings
 
 app = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True)
@@ -29,23 +22,11 @@ def show(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show a job, its attempts, costs and result."""
-    with session_scope(get_settings().database.url.get_secret_value()) as session:
-        data = job_dict(transitions.get_job(session, job_id))
+    job = commands.show(get_settings(), OPERATOR, job_id)
     if json_out:
-        print_json(data)
+        print_json(job.to_dict())
         return
-    for key, value in data.items():
-        if key not in ("attempt_log", "result"):
-            console.print(f"[bold]{key}[/bold]: {value}")
-    if "result" in data:
-        console.print(f"[bold]result[/bold]: {data['result']}")
-    table = Table("#", "outcome", "worker", "seconds", "basis", "cost USD", "error")
-    for a in data["attempt_log"]:
-        table.add_row(
-            str(a["number"]), a["outcome"], a["worker"], str(a["compute_seconds"] or ""),
-            a["compute_basis"] or "", str(a["cost_usd"] or ""), a["error"] or "",
-        )
-    console.print(table)
+    render_job(console, job)
 
 
 @app.command(name="list")
@@ -53,26 +34,29 @@ def list_jobs(
     state: Annotated[
         JobState | None, typer.Option(help="Only jobs in this state.", case_sensitive=False)
     ] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1)] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.", min=1,
+                                       max=commands.jobs.MAX_PAGE)] = 50,
+    after: Annotated[
+        str | None, typer.Option(help="Continue a listing: the cursor the last page printed.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List jobs, newest first."""
-    with session_scope(get_settings().database.url.get_secret_value()) as session:
-        stmt = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
-        if state is not None:
-            stmt = stmt.where(Job.state == state)
-        rows = [job_dict(job, with_attempts=False) for job in session.scalars(stmt)]
+    page = commands.list_jobs(get_settings(), OPERATOR, JobFilter(state=state), limit=limit,
+                              after=after)
     if json_out:
-        for row in rows:
-            print_json(row)
-        return
-    table = Table("id", "state", "backend", "input", "attempts", "created", "error")
-    for row in rows:
-        table.add_row(
-            row["id"], row["state"], row["backend"], str(row["input"]), str(row["attempts"]),
-            row["created_at"].strftime("%Y-%m-%d %H:%M:%S"), row["error"] or "",
-        )
-    console.print(table)
+        for job in page.jobs:
+            print_json(job.to_dict())
+    else:
+        table = Table("id", "state", "backend", "input", "attempts", "created", "error")
+        for job in page.jobs:
+            table.add_row(
+                str(job.id), job.state, job.backend, job.input, str(job.attempts),
+                job.created_at.strftime("%Y-%m-%d %H:%M:%S"), job.error or "",
+            )
+        console.print(table)
+    if page.next_cursor is not None:
+        console_err.print(f"more: --after {page.next_cursor}")
 
 
 @app.command()
@@ -81,47 +65,29 @@ def result(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the PNG.")],
 ) -> None:
     """Write a succeeded job's result to a file."""
-    settings = get_settings()
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        job = transitions.get_job(session, job_id)
-        if job.result is None:
-            raise JobStateError(f"job {job.id} has no result (it is {job.state.value})")
-        data = read_result(settings, job.result)
-    output.write_bytes(data)
-    console_err.print(f"wrote {len(data)} bytes to {output}")
+    found = commands.result(get_settings(), OPERATOR, job_id)
+    output.write_bytes(found.data)
+    console_err.print(f"wrote {len(found.data)} bytes to {output}")
 
 
 @app.command()
 def cancel(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Cancel a job that has not finished (at fal too, if it was submitted there)."""
-    settings = get_settings()
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        job = transitions.get_job(session, job_id)
-        if job.state.is_final:
-            raise JobStateError(f"job {job.id} is already {job.state.value}; nothing to cancel")
-        request_id, backend_name = running_request(job), job.backend
-    if request_id is not None:
-        answer = cancel_at_provider(backend_name, request_id, settings)
-        if answer is CancelOutcome.ALREADY_COMPLETED:
-            console_err.print(
-                f"{backend_name} had already completed job {job.id} (request {request_id}); "
-                "its result is being collected and kept"
-            )
-            return
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        job = transitions.cancel(session, job_id)
-    console_err.print(f"job {job.id} cancelled"
-                      + (f" ({backend_name} request {request_id})" if request_id else ""))
+    done = commands.cancel(get_settings(), OPERATOR, job_id)
+    at = f" (fal request {done.provider_request_id})" if done.provider_request_id else ""
+    if done.outcome is CancelOutcome.COMPLETED_AT_PROVIDER:
+        console_err.print(f"fal had already completed job {done.job_id}"
+                          f" (request {done.provider_request_id}); its result is being "
+                          "collected and kept")
+    elif done.outcome is CancelOutcome.ENDED_MEANWHILE:
+        console_err.print(f"job {done.job_id} ended as {done.state.value} before it could be "
+                          "cancelled")
+    else:
+        console_err.print(f"job {done.job_id} cancelled{at}")
 
 
 @app.command()
 def retry(job_id: Annotated[str, typer.Argument(help="The job's id.")]) -> None:
     """Send a failed or cancelled job round again."""
-    settings = get_settings()
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        job = transitions.requeue(session, job_id, settings)
-        backend = job.backend
-    if backend is None:
-        raise ConfigError("job has no backend")
-    publish_run(settings, job.id, backend)
+    job = commands.retry(get_settings(), OPERATOR, job_id)
     console_err.print(f"job {job.id} queued again")

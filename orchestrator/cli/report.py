@@ -11,10 +11,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from orchestrator.cli.common import console, console_err, print_json
+from orchestrator import commands
+from orchestrator.cli.common import OPERATOR, console, console_err, print_json
 from orchestrator.db.session import get_engine
 from orchestrator.errors import ReportError
-from orchestrator.reports import cost_report, make_period, parse_group_by
+from orchestrator.reports import make_period
 from orchestrator.reports.chart import draw_cost_chart
 from orchestrator.reports.reconcile import reconcile_fal
 from orchestrator.reports.render import report_csv, report_dict, report_table
@@ -56,12 +57,11 @@ def costs(
     """Jobs, outcomes, compute seconds, cost, fal-equivalent of local work and the saving,
     latency p50/p95 and retries, per group and in total. Sums of attempt rows, nothing else."""
     settings = get_settings()
-    period = make_period(since, until)
-    groups = parse_group_by(group_by or [])
     width, height = _size(chart_size) if chart else (0, 0)
-    engine = get_engine(settings.database.url.get_secret_value())
-    report = cost_report(engine, period, groups, client)
-    daily = cost_report(engine, period, ("day", "backend"), client) if chart else None
+    report = commands.costs(settings, OPERATOR, since=since, until=until,
+                            group_by=group_by or [], client=client)
+    daily = commands.costs(settings, OPERATOR, since=since, until=until,
+                           group_by=("day", "backend"), client=client) if chart else None
     if json_out or fmt is Format.json:
         print_json(report_dict(report))
     elif fmt is Format.csv:

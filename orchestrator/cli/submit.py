@@ -6,18 +6,13 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import select
 
-from orchestrator import backends
-from orchestrator.cli.common import console_err, print_json
-from orchestrator.db.models import Job
-from orchestrator.db.session import session_scope
-from orchestrator.errors import ConfigError
-from orchestrator.jobs.producer import Submitted, expand_sources, wait_for
-from orchestrator.jobs.producer import submit as submit_jobs
+from orchestrator import commands
+from orchestrator.cli.common import OPERATOR, console_err, print_json
+from orchestrator.commands import SubmitOptions
+from orchestrator.errors import JobStateError
+from orchestrator.jobs.producer import Submitted
 from orchestrator.jobs.states import JobState
-from orchestrator.results import read_result
-from orchestrator.routing import AUTO, submit_auto
 from orchestrator.settings import Settings, get_settings
 
 
@@ -25,8 +20,8 @@ def submit(
     inputs: Annotated[list[str], typer.Argument(help="Image files, folders or http(s) URLs.")],
     backend: Annotated[
         str | None,
-        typer.Option(help=f"Backend: {' | '.join(sorted(backends.REAL))} | auto (chosen per job; "
-                     "default from settings)."),
+        typer.Option(help=f"Backend: {' | '.join(commands.backend_choices())} (auto: chosen "
+                     "per job; default from settings)."),
     ] = None,
     deadline: Annotated[
         float | None,
@@ -48,29 +43,9 @@ def submit(
 ) -> None:
     """Enqueue background-removal jobs; with --wait, show progress and save the results."""
     settings = get_settings()
-    offered = backends.offered(settings)
-    if backend is not None and backend not in offered and backend != AUTO:
-        raise ConfigError(f"unknown backend {backend!r}; available: "
-                          f"{', '.join(sorted(offered))}, {AUTO}")
-    if deadline is not None and (backend or settings.routing.default_backend) != AUTO:
-        raise ConfigError("--deadline is for --backend auto")
-    try:
-        sources = list(expand_sources(inputs))
-    except FileNotFoundError as exc:
-        raise ConfigError(str(exc)) from None
-    if not sources:
-        raise ConfigError("no image files found in the given inputs")
-    if (backend or settings.routing.default_backend) == AUTO:
-        submitted = submit_auto(sources, settings=settings, crop_to_bbox=crop_to_bbox,
-                                idempotency_key=idempotency_key, deadline_seconds=deadline)
-    else:
-        submitted = submit_jobs(
-            sources,
-            settings=settings,
-            backend=backend,
-            crop_to_bbox=crop_to_bbox,
-            idempotency_key=idempotency_key,
-        )
+    submitted = commands.submit_paths(settings, OPERATOR, inputs, SubmitOptions(
+        backend=backend, crop_to_bbox=crop_to_bbox, idempotency_key=idempotency_key,
+        deadline_seconds=deadline))
     if not wait:
         for item in submitted:
             if json_out:
@@ -99,7 +74,6 @@ def _summary(item: Submitted, state: JobState, **extra: object) -> dict[str, obj
 def _wait_with_progress(
     submitted: list[Submitted], settings: Settings, timeout: float | None
 ) -> dict[uuid.UUID, JobState]:
-    ids = [item.job_id for item in submitted]
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -108,13 +82,13 @@ def _wait_with_progress(
         console=console_err,
         transient=False,
     ) as progress:
-        bar = progress.add_task("removing backgrounds", total=len(set(ids)))
+        bar = progress.add_task("removing backgrounds", total=len({item.job_id for item in submitted}))
 
         def update(states: dict[uuid.UUID, JobState]) -> None:
             done = sum(1 for s in states.values() if s.is_final)
             progress.update(bar, completed=done)
 
-        return wait_for(ids, settings=settings, timeout=timeout, on_progress=update)
+        return commands.wait(settings, submitted, timeout=timeout, on_progress=update)
 
 
 def _save_results(
@@ -129,10 +103,15 @@ def _save_results(
     used: set[str] = set()
     for item in submitted:
         state = states.get(item.job_id, JobState.QUEUED)
-        with session_scope(settings.database.url.get_secret_value()) as session:
-            job = session.scalars(select(Job).where(Job.id == item.job_id)).one()
-            error = job.error_message
-            data = read_result(settings, job.result) if job.result is not None else None
+        data: bytes | None = None
+        error: str | None = None
+        if state is JobState.SUCCEEDED:
+            try:
+                data = commands.result(settings, OPERATOR, item.job_id).data
+            except JobStateError as exc:
+                error = str(exc)
+        else:
+            error = commands.show(settings, OPERATOR, item.job_id).error
         saved: str | None = None
         if state is JobState.SUCCEEDED and data is not None:
             name = item.source.name

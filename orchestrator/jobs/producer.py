@@ -31,6 +31,7 @@ from orchestrator.errors import (
     IdempotencyConflict,
     InputError,
     PermanentJobError,
+    RequestError,
     error_code,
 )
 from orchestrator.images.decode import check_size
@@ -145,15 +146,12 @@ def submit(
     requested_backend: str | None = None,
     routing: dict[str, Any] | None = None,
 ) -> list[Submitted]:
-    """Record and enqueue one job per source. Oversized files become failed jobs at once.
-    ``backend="auto"`` lets orchestrator.routing choose per job (and record why)."""
+    """Record and enqueue one job per source on a named backend. Oversized files become failed
+    jobs at once. ``auto`` is decided by orchestrator.routing, through orchestrator.commands."""
     backend_name = backend or settings.routing.default_backend
     if backend_name == "auto":
-        from orchestrator.routing import submit_auto
-
-        return submit_auto(sources, settings=settings, client=client,
-                           idempotency_key=idempotency_key, crop_to_bbox=crop_to_bbox,
-                           sync_mode=sync_mode, webhook_url=webhook_url)
+        raise RequestError("backend auto is chosen per job: submit through orchestrator.submit "
+                           "or orchestrator.commands")
     # an unknown backend is refused before anything is recorded
     backends.check_offered(backend_name, settings)
     items = list(sources)
@@ -407,7 +405,9 @@ def wait_for(
     poll_seconds: float = 0.5,
     on_progress: object = None,
 ) -> dict[uuid.UUID, JobState]:
-    """Poll Postgres until every job is final; returns their states."""
+    """Poll Postgres until every job is final; returns their states. An id may repeat (inputs
+    with the same bytes share a job): each distinct job is waited for once."""
+    job_ids = list(dict.fromkeys(job_ids))
     deadline = None if timeout is None else time.monotonic() + timeout
     states: dict[uuid.UUID, JobState] = {}
     while True:

@@ -21,13 +21,13 @@ from sqlalchemy import select
 from orchestrator import backends
 from orchestrator.backends.fake_inline import FakeInlineBackend, fake_cutout
 from orchestrator.backends.fake_remote import FakeProvider, FakeRemoteBackend
+from orchestrator.commands.cancel import ProviderAnswer, cancel_at_provider
 from orchestrator.db.models import Job
 from orchestrator.db.session import session_scope
 from orchestrator.errors import BackendBusy, CorruptImage, ErrorCode
 from orchestrator.jobs import transitions
 from orchestrator.jobs.producer import Source, submit
 from orchestrator.jobs.remote import attempts
-from orchestrator.jobs.remote.cancel import cancel_at_provider
 from orchestrator.jobs.remote.poller import RemotePoller
 from orchestrator.jobs.remote.submit import submit_delivery
 from orchestrator.jobs.runner import run_delivery
@@ -264,7 +264,8 @@ def test_cancel_reaches_the_provider(
     backend.provider = provider
     job_id = new_job(settings, backends.FAKE_REMOTE)
     report = submit_delivery(job_id, settings=settings, backend=backend, publish=record(published))
-    assert cancel_at_provider(backends.FAKE_REMOTE, report.detail, settings) == "cancelled"
+    assert (cancel_at_provider(settings, backends.FAKE_REMOTE, report.detail)
+            is ProviderAnswer.CANCELLED)
     assert provider.requests[report.detail].cancelled
     with session_scope(settings.database.url.get_secret_value()) as session:
         transitions.cancel(session, job_id)

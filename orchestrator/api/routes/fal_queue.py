@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator import backends
-from orchestrator.api.deps import PrincipalDep, SettingsDep, app_settings, visible_job
+from orchestrator import commands
+from orchestrator.api.deps import PrincipalDep, SettingsDep, app_settings, caller_of, visible_job
 from orchestrator.api.inputs import check_webhook_url, source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.submissions import SubmitBatcher
@@ -21,13 +21,9 @@ from orchestrator.api.views import (
     result_body,
     status_body,
 )
-from orchestrator.backends.base import CancelOutcome
+from orchestrator.commands import CancelOutcome, SubmitOptions
 from orchestrator.db.session import session_scope
-from orchestrator.jobs import transitions
-from orchestrator.jobs.producer import JobRequest
-from orchestrator.jobs.remote.cancel import cancel_at_provider, running_request
-from orchestrator.jobs.states import JobState
-from orchestrator.routing import AUTO
+from orchestrator.errors import JobStateError
 
 router = APIRouter(tags=["fal-compatible queue"])
 
@@ -90,18 +86,10 @@ async def submit_request(
                                          name="image")
     if fal_webhook is not None:
         await run_in_threadpool(check_webhook_url, fal_webhook, settings)
-    backend_name = backend or settings.routing.default_backend
     submitter: SubmitBatcher = request.app.state.submitter
-    if backend_name == AUTO:  # the routing policy reads the system's state first
-        accepted = await submitter.submit_routed(
-            source, settings, client=principal.client, crop_to_bbox=body.crop_to_bbox,
-            sync_mode=body.sync_mode, idempotency_key=idempotency_key, webhook_url=fal_webhook)
-    else:
-        backends.check_offered(backend_name, settings)
-        accepted = await submitter.submit(JobRequest(
-            source, backend_name, crop_to_bbox=body.crop_to_bbox, sync_mode=body.sync_mode,
-            client=principal.client, idempotency_key=idempotency_key, webhook_url=fal_webhook,
-        ))
+    accepted = await submitter.submit_for(caller_of(principal), source, SubmitOptions(
+        backend=backend, crop_to_bbox=body.crop_to_bbox, sync_mode=body.sync_mode,
+        idempotency_key=idempotency_key, webhook_url=fal_webhook))
     job_id = accepted.submitted.job_id
     # The submit reply is the hot path: no extra database round trip. The position is the
     # backend queue's depth in Redis (the status call counts it exactly in Postgres).
@@ -143,19 +131,10 @@ def request_result(
     **errors(*AUTH, 404, 422), 400: {"model": QueueStatusBody, "description": "ALREADY_COMPLETED"},
     202: {"model": QueueStatusBody, "description": "CANCELLATION_REQUESTED"}})
 def request_cancel(request_id: str, principal: PrincipalDep, settings: SettingsDep) -> JSONResponse:
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        job = visible_job(session, request_id, principal)
-        if job.state.is_final:
-            return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
-        provider_request, backend_name = running_request(job), job.backend
-    if provider_request is not None:
-        answer = cancel_at_provider(backend_name, provider_request, settings)
-        if answer is CancelOutcome.ALREADY_COMPLETED:
-            return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        job = transitions.get_job(session, request_id)
-        if job.state is JobState.SUCCEEDED:
-            return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
-        if not job.state.is_final:
-            transitions.cancel(session, job.id)
+    try:
+        done = commands.cancel(settings, caller_of(principal), request_id)
+    except JobStateError:
+        return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
+    if done.outcome is CancelOutcome.COMPLETED_AT_PROVIDER:
+        return _reply(400, {"status": "ALREADY_COMPLETED"}, request_id)
     return _reply(202, {"status": "CANCELLATION_REQUESTED"}, request_id)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from orchestrator.api.deps import PrincipalDep, SettingsDep
+from orchestrator import commands
+from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_of
 from orchestrator.api.responses import AUTH, errors
-from orchestrator.db.session import get_engine
-from orchestrator.reports import GROUPINGS, cost_report, make_period, parse_group_by
+from orchestrator.reports import GROUPINGS
 from orchestrator.reports.render import report_csv, report_dict
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -84,13 +84,8 @@ def costs(
     """Jobs, outcomes, compute seconds, cost, fal-equivalent of local work and the saving,
     latency p50/p95 and retries, per group and in total (dates in UTC). An admin key sees every
     client's costs (or one client's); any other key sees only its own client's."""
-    if not principal.admin:
-        if client is not None and client != principal.client:
-            raise HTTPException(403, "a non-admin key sees only its own client's costs")
-        client = principal.client
-    period = make_period(since, until)
-    groups = parse_group_by(group_by or [])
-    report = cost_report(get_engine(settings.database.url.get_secret_value()), period, groups, client)
+    report = commands.costs(settings, caller_of(principal), since=since, until=until,
+                            group_by=group_by or [], client=client)
     wants_csv = format == "csv" or (format is None and "text/csv" in (accept or ""))
     if wants_csv:
         return Response(report_csv(report), media_type="text/csv; charset=utf-8",

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
-from fastapi.responses import Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
-from orchestrator import backends
-from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_unless_token, visible_job
+from orchestrator import commands
+from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_of, caller_unless_token
 from orchestrator.api.inputs import source_from_image_url
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.routes.fal_queue import request_cancel
 from orchestrator.auth.keys import Principal
-from orchestrator.db.models import Job
-from orchestrator.db.session import session_scope
-from orchestrator.errors import InputError, InputTooLarge
-from orchestrator.jobs import transitions
-from orchestrator.jobs.producer import JobRequest, Source, Submitted, submit, submit_requests
-from orchestrator.jobs.serialize import job_dict
+from orchestrator.commands import BatchEntry, JobFilter, SubmitOptions
+from orchestrator.errors import InputError, InputTooLarge, JobStateError
+from orchestrator.jobs.producer import Source, Submitted
 from orchestrator.jobs.states import JobState
-from orchestrator.queue.celery_app import publish_run
-from orchestrator.results import read_result
-from orchestrator.routing import AUTO
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -72,40 +65,31 @@ def upload(
             raise InputTooLarge(f"{upload_.filename} is over the limit of {settings.inputs.max_bytes:,} bytes")
         name = (upload_.filename or f"upload-{index}").replace("\x00", "").rsplit("/", 1)[-1].rsplit(".", 1)[0] or f"upload-{index}"
         sources.append(Source(name=name, data=data, origin=upload_.filename or name))
-    return _summaries(submit(sources, settings=settings, backend=backend,
-                             crop_to_bbox=crop_to_bbox, client=principal.client))
+    return _summaries(commands.submit(settings, caller_of(principal), sources,
+                                      SubmitOptions(backend=backend, crop_to_bbox=crop_to_bbox)))
 
 
 @router.post("/batches", response_model=list[JobSummary], responses=errors(*AUTH, 400, 413, 422))
 def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) -> list[JobSummary]:
     """Queue many images at once (one transaction); an item that can never work is reported,
     not queued."""
-    backend = body.backend or settings.routing.default_backend
-    if backend != AUTO:
-        backends.check_offered(backend, settings)
-    out: list[JobSummary | None] = []
-    requests: list[JobRequest] = []
+    options = SubmitOptions(backend=body.backend)
+    commands.resolve_backend(settings, options)  # a bad backend is refused before any fetch
+    entries = []
     for index, item in enumerate(body.items):
+        source: Source | InputError
         try:
             source = source_from_image_url(item.image_url, settings, name=f"item-{index}")
         except InputError as exc:
-            out.append(JobSummary(id="", state="rejected", input=item.image_url[:200], created=False,
-                                  error=str(exc)))
-            continue
-        out.append(None)
-        requests.append(JobRequest(source, backend, crop_to_bbox=item.crop_to_bbox,
-                                   sync_mode=item.sync_mode, client=principal.client))
-    if backend == AUTO:  # the routing policy decides each job, and records why
-        submitted = [item for r in requests for item in submit(
-            [r.source], settings=settings, backend=AUTO, crop_to_bbox=r.crop_to_bbox,
-            sync_mode=r.sync_mode, client=r.client)]
-    else:
-        submitted = submit_requests(requests, settings=settings)
-    accepted = iter(_summaries(submitted))
-    return [summary if summary is not None else next(accepted) for summary in out]
+            source = exc
+        entries.append(BatchEntry(source, item.image_url[:200], item.crop_to_bbox, item.sync_mode))
+    out = commands.submit_batch(settings, caller_of(principal), entries, options)
+    return [_summaries([o.submitted])[0] if o.submitted is not None else
+            JobSummary(id="", state="rejected", input=o.origin, created=False, error=o.error)
+            for o in out]
 
 
-@router.get("/jobs", responses=errors(*AUTH, 422))
+@router.get("/jobs", responses=errors(*AUTH, 400, 403, 422))
 def list_jobs(
     principal: PrincipalDep,
     settings: SettingsDep,
@@ -113,37 +97,27 @@ def list_jobs(
     backend: str | None = None,
     client: Annotated[str | None, Query(description="admin only: another tenant's jobs")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> list[dict[str, Any]]:
-    """Jobs, newest first. A key sees its own; an admin key sees all, or one client's."""
-    stmt = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
-    if not principal.admin:
-        stmt = stmt.where(Job.client == principal.client)
-    elif client is not None:
-        stmt = stmt.where(Job.client == client)
-    if state is not None:
-        stmt = stmt.where(Job.state == state)
-    if backend is not None:
-        stmt = stmt.where(Job.backend == backend)
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        return [job_dict(job, with_attempts=False) for job in session.scalars(stmt)]
+    after: Annotated[str | None, Query(max_length=200, description=(
+        "continue a listing: the X-Next-Cursor header of the previous page"))] = None,
+) -> Response:
+    """Jobs, newest first. A key sees its own; an admin key sees all, or one client's. A full
+    page carries ``X-Next-Cursor``: pass it as ``after`` for the next one."""
+    page = commands.list_jobs(settings, caller_of(principal),
+                              JobFilter(state=state, backend=backend, client=client),
+                              limit=limit, after=after)
+    headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else None
+    return JSONResponse(jsonable_encoder([job.to_dict() for job in page.jobs]), headers=headers)
 
 
 @router.get("/jobs/{job_id}", responses=errors(*AUTH, 404, 422))
 def get_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        return job_dict(visible_job(session, job_id, principal))
+    return commands.show(settings, caller_of(principal), job_id).to_dict()
 
 
 @router.post("/jobs/{job_id}/retry", responses=errors(*AUTH, 404, 409, 422))
 def retry_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
     """Send a failed or cancelled job round again."""
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        job = visible_job(session, job_id, principal)
-        job = transitions.requeue(session, job.id, settings)
-        backend, key = job.backend, job.id
-    publish_run(settings, key, backend)
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        return job_dict(transitions.get_job(session, key), with_attempts=False)
+    return commands.retry(settings, caller_of(principal), job_id).to_dict()
 
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, responses={
@@ -162,25 +136,12 @@ def job_result(
     token: Annotated[str | None, Query(description="the token in image.url")] = None,
 ) -> Response:
     """The result file. ``image.url`` carries a per-job token, so it works without a key."""
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        if principal is not None:
-            job = visible_job(session, job_id, principal)
-        else:
-            job = _job_by_token(session, job_id, token or "")
-        if job.result is None:
-            raise HTTPException(404, f"request {job_id} has no result (it is {job.state.value})")
-        data = read_result(settings, job.result)
-        content_type = job.result.content_type
-    return Response(data, media_type=content_type,
-                    headers={"Content-Disposition": f'inline; filename="{job_id}.png"'})
-
-
-def _job_by_token(session: Any, job_id: str, token: str) -> Job:
     try:
-        job = transitions.get_job(session, job_id)
-    except Exception:
-        raise HTTPException(404, f"no request with id {job_id}") from None
-    # Bytes, not str: compare_digest refuses non-ASCII strings (a 500 the fuzz run found).
-    if not job.result_token or not hmac.compare_digest(job.result_token.encode(), token.encode()):
-        raise HTTPException(404, f"no request with id {job_id}")
-    return job
+        if principal is not None:
+            found = commands.result(settings, caller_of(principal), job_id)
+        else:
+            found = commands.result_by_token(settings, job_id, token or "")
+    except JobStateError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return Response(found.data, media_type=found.content_type,
+                    headers={"Content-Disposition": f'inline; filename="{found.job_id}.png"'})

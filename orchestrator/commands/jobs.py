@@ -1,0 +1,120 @@
+"""Show, list, retry and download: every read and the retry, scoped to the caller."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.orm import selectinload
+
+from orchestrator.commands.caller import Caller, parse_job_id, visible_job
+from orchestrator.commands.views import JobPage, JobView, ResultFile
+from orchestrator.db.models import Job
+from orchestrator.db.session import session_scope
+from orchestrator.errors import JobNotFound, JobStateError, RequestError
+from orchestrator.jobs import transitions
+from orchestrator.jobs.states import JobState
+from orchestrator.queue.celery_app import publish_run
+from orchestrator.results import read_result
+from orchestrator.settings import Settings
+
+MAX_PAGE = 500
+
+
+def show(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> JobView:
+    """A job with its attempts, costs, result metadata and routing decision."""
+    with session_scope(settings.database.url.get_secret_value()) as session:
+        return JobView.of(visible_job(session, caller, job_id), detailed=True)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    state: JobState | None = None
+    backend: str | None = None
+    client: str | None = None  # admins only: a tenant always lists its own
+
+
+def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, key = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at, uuid.UUID(key)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise RequestError("the cursor is not one this listing handed out") from None
+
+
+def list_jobs(settings: Settings, caller: Caller, filters: JobFilter = JobFilter(), *,
+              limit: int = 50, after: str | None = None) -> JobPage:
+    """Jobs newest first, a page at a time. Keyset pagination on (created_at, id): each page
+    is an index range scan however deep, never an OFFSET."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise RequestError(f"limit must be between 1 and {MAX_PAGE}")
+    stmt = select(Job).options(selectinload(Job.result)).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    # A tenant lists its own jobs whatever client it names (an admin's filter, ignored).
+    client = filters.client if caller.is_admin else caller.client
+    if client is not None:
+        stmt = stmt.where(Job.client == client)
+    if filters.state is not None:
+        stmt = stmt.where(Job.state == filters.state)
+    if filters.backend is not None:
+        stmt = stmt.where(Job.backend == filters.backend)
+    if after is not None:
+        created_at, key = decode_cursor(after)
+        # The plain bound lets the (client,) created_at index start the scan at the cursor;
+        # the row comparison then settles ties on created_at by id.
+        stmt = stmt.where(Job.created_at <= created_at,
+                          tuple_(Job.created_at, Job.id) < tuple_(created_at, key))
+    with session_scope(settings.database.url.get_secret_value()) as session:
+        views = [JobView.of(job) for job in session.scalars(stmt)]
+    page = views[:limit]
+    more = len(views) > limit
+    return JobPage(page, encode_cursor(page[-1].created_at, page[-1].id) if more else None)
+
+
+def retry(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> JobView:
+    """Send a failed or cancelled job round again (a fresh attempt budget)."""
+    with session_scope(settings.database.url.get_secret_value()) as session:
+        job = visible_job(session, caller, job_id)
+        job = transitions.requeue(session, job.id, settings)
+        key, backend = job.id, job.backend
+    publish_run(settings, key, backend)
+    with session_scope(settings.database.url.get_secret_value()) as session:
+        return JobView.of(transitions.get_job(session, key))
+
+
+def _result_of(settings: Settings, job: Job) -> ResultFile:
+    if job.result is None:
+        raise JobStateError(f"job {job.id} has no result (it is {job.state.value})")
+    return ResultFile(job.id, read_result(settings, job.result), job.result.content_type)
+
+
+def result(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> ResultFile:
+    """A succeeded job's cut-out."""
+    with session_scope(settings.database.url.get_secret_value()) as session:
+        return _result_of(settings, visible_job(session, caller, job_id))
+
+
+def result_by_token(settings: Settings, job_id: uuid.UUID | str, token: str) -> ResultFile:
+    """The cut-out behind a link handed out with a per-job token (no key needed). A wrong
+    token is indistinguishable from a missing job."""
+    key = parse_job_id(job_id)
+    with session_scope(settings.database.url.get_secret_value()) as session:
+        job = session.get(Job, key)
+        # Bytes, not str: compare_digest refuses non-ASCII strings.
+        if job is None or not job.result_token or not hmac.compare_digest(
+                job.result_token.encode(), token.encode()):
+            raise JobNotFound(str(key))
+        return _result_of(settings, job)
