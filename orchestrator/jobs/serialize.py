@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from orchestrator.db.models import Job
+
+
+def plain_decimal(value: Decimal | None) -> str | None:
+    """A decimal as a plain string ("0.000000000", never "0E-9"); exact, so money stays money."""
+    return None if value is None else format(value, "f")
 
 
 def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
@@ -54,10 +60,10 @@ def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
                 "finished_at": a.finished_at,
                 "error_type": a.error_type,
                 "error": a.error_message,
-                "compute_seconds": a.compute_seconds,
+                "compute_seconds": plain_decimal(a.compute_seconds),
                 "compute_basis": a.compute_basis.value if a.compute_basis else None,
-                "cost_usd": a.cost_usd,
-                "fal_equivalent_usd": a.fal_equivalent_usd,
+                "cost_usd": plain_decimal(a.cost_usd),
+                "fal_equivalent_usd": plain_decimal(a.fal_equivalent_usd),
                 "submit_state": a.submit_state.value if a.submit_state else None,
                 "provider_request_id": a.provider_request_id,
                 "provider_status": a.provider_status,
