@@ -11,6 +11,7 @@ from pathlib import Path
 
 from orchestrator.errors import ReportError
 from orchestrator.reports.costs import CostReport
+from orchestrator.reports.money import usd_text
 
 FORMATS = {".png": "png", ".svg": "svg"}
 COLOURS = {"fal": "#7c3aed", "local": "#0ea5e9"}
@@ -21,6 +22,13 @@ def _days(report: CostReport) -> list[date]:
     first = report.period.since.date()
     last = (report.period.until - timedelta(microseconds=1)).date()
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def chart_title(report: CostReport, days: list[date]) -> str:
+    total = report.total
+    return (f"Daily cost by backend, {days[0].isoformat()} to {days[-1].isoformat()} (UTC)\n"
+            f"total {usd_text(total.cost_usd)}; all on fal {usd_text(total.all_on_fal_usd)};"
+            f" saved {usd_text(total.saving_usd)}")
 
 
 def draw_cost_chart(report: CostReport, path: Path, *, width: int = 1200, height: int = 600) -> None:
@@ -65,12 +73,7 @@ def draw_cost_chart(report: CostReport, path: Path, *, width: int = 1200, height
                 markersize=3, label="had it all run on fal")
         ax.fill_between(x, bottom, [float(v) for v in all_on_fal], color="#dc2626", alpha=0.08,
                         step=None, label="saved by running locally")
-        saved = report.total.saving_usd
-        ax.set_title(
-            f"Daily cost by backend, {days[0].isoformat()} to {days[-1].isoformat()} (UTC)\n"
-            f"total ${report.total.cost_usd:,.2f}; all on fal ${report.total.all_on_fal_usd:,.2f};"
-            f" saved ${saved:,.2f}"
-        )
+        ax.set_title(chart_title(report, days))
         ax.set_ylabel("USD per day")
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
