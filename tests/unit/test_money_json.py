@@ -15,7 +15,6 @@ from orchestrator.jobs.serialize import job_dict
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState
 
 
-
 def _job_with_a_free_attempt() -> Job:
     job = Job(state=JobState.SUCCEEDED, backend="local", model="isnet", options={},
               client="default", source_kind="file", source_name="a.png", max_attempts=3)
