@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     # An explicit fal job over budget waits (re-checked every fal_budget_wait_seconds) or fails.
     fal_over_budget: Literal["wait", "fail"] = "wait"
     fal_budget_wait_seconds: float = Field(default=60.0, gt=0)
-    # What a submission not yet costed counts against a budget: this, or the dearest of the
-    # last 100 costed fal attempts if more.
+    # What a submission not yet costed counts against a budget until 3 fal attempts are costed
+    # (this, or the dearest of them if more); then the 95th percentile of the last 100.
     fal_job_cost_estimate_usd: Decimal = Field(default=Decimal("0.005"), gt=0)
     # Crossing 80 % and 100 % of a budget is logged, and POSTed (JSON) here when set.
     budget_alert_webhook_url: str | None = None

@@ -83,6 +83,10 @@ def _before_paying(session: Session, job: Job, settings: Settings) -> NotSubmitt
     if auto:
         routing.reroute(job, "local", reason, settings)
         return NotSubmitted(reason, rerouted_to="local")
+    if verdict.waits_for_in_flight:  # may fit once the jobs in flight are costed
+        job.error_type = "BudgetExceeded"
+        job.error_message = f"waiting for fal jobs in flight to be costed: {reason}"
+        return NotSubmitted(reason, wait_seconds=budgets.IN_FLIGHT_RECHECK_SECONDS)
     if settings.fal_over_budget == "fail":
         _end_job(job, JobState.FAILED, err_type="BudgetExceeded",
                  message=f"not submitted to fal: {reason} (ORCH_FAL_OVER_BUDGET=fail)")
