@@ -93,7 +93,13 @@ class Settings(BaseSettings):
     # --- local backend -------------------------------------------------------------------
     local_model: str = "isnet-general-use"
     local_model_path: Path | None = None
-    local_price_per_second: Decimal = Field(default=Decimal(0), ge=0)
+    # What a local compute second costs you, for reports; unset (and no host price) = unknown,
+    # and reports say "local price not set" rather than $0. Wins over the host price.
+    local_price_per_second: Decimal | None = Field(default=None, ge=0)
+    # NEW (issue 14.14; to be moved into the restructured settings): a worker host's price per
+    # hour (USD), as a cloud bill states it; a compute second then costs this ÷ 3600 ÷ the
+    # host's inference slots (they run at once). Env: ORCH_LOCAL_HOST_PRICE_PER_HOUR.
+    local_host_price_per_hour: Decimal | None = Field(default=None, ge=0)
     # ONNX intra-op threads per session; 0 = all cores.
     local_onnx_threads: int = Field(default=0, ge=0, le=256)
     # Inferences one worker runs at once; 0 = cores // ONNX threads (never oversubscribes).
@@ -229,7 +235,8 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// URL (or sqla+sqlite:///FILE, the embedded broker)")
         return value
 
-    @field_validator("local_model_path", mode="before")
+    @field_validator("local_model_path", "local_price_per_second", "local_host_price_per_hour",
+                     mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -248,6 +255,15 @@ class Settings(BaseSettings):
     def inference_slots(self) -> int:
         """Concurrent inferences per worker: slots × threads stays within the cores."""
         return self.local_inference_slots or max(1, _cpu_count() // self.onnx_threads())
+
+    def local_price(self) -> Decimal | None:
+        """USD per local compute second, or None when the operator has not said."""
+        if self.local_price_per_second is not None:
+            return self.local_price_per_second
+        if self.local_host_price_per_hour is not None:
+            per_second = self.local_host_price_per_hour / 3600 / self.inference_slots()
+            return per_second.quantize(Decimal("0.000000001"))  # the price column's scale
+        return None
 
     def concurrency(self) -> int:
         """Worker processes: one per inference slot unless set (benchmarks/README.md says why)."""

@@ -138,8 +138,8 @@ class LocalBackend(InlineBackend):
             )
         return None
 
-    def price_per_second(self) -> Decimal:
-        return self.settings.local_price_per_second
+    def price_per_second(self) -> Decimal | None:
+        return self.settings.local_price()
 
     def warm(self) -> list[str]:
         """Create the session, check it really runs on the providers asked for, and run it
