@@ -7,6 +7,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[local,test,ops]'
+# rembg imports pymatting, whose numba functions compile on first import (~35 s) into numba's
+# on-disk cache (pymatting uses cache=True): pay that here, once, not in the first worker's
+# start (which would hold the first cut-out of a fresh install that long). Cheap when warm.
+.venv/bin/python -c "import rembg" >/dev/null 2>&1 \
+    || echo "note: importing rembg failed; the local backend will say why when it starts" >&2
 # `docker-compose config` validates docker-compose.yml in the tests; Debian packages it. On CI
 # (CI set) the compose check fails rather than skips without it, so install it there for sure.
 if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null; then
