@@ -57,6 +57,7 @@ MAPPING: dict[str, str] = {
     "local_model": "local.model",
     "local_model_path": "local.model_path",
     "local_price_per_second": "local.price_per_second",
+    "local_host_price_per_hour": "local.host_price_per_hour",
     "local_onnx_threads": "local.onnx_threads",
     "local_inference_slots": "local.inference_slots",
     "local_providers": "local.providers",
@@ -98,7 +99,7 @@ MAPPING: dict[str, str] = {
 # Reads of these end in .get_secret_value(): the value is a MaskedUrl, not a str.
 SECRET_URLS = frozenset({"database_url", "broker_url"})
 # Methods on the root Settings: known, unchanged.
-ROOT_METHODS = ("onnx_threads", "inference_slots", "concurrency", "retry_countdown_cap",
+ROOT_METHODS = ("onnx_threads", "inference_slots", "concurrency", "retry_countdown_cap", "local_price",
                 "accelerators")
 
 _ATTR = re.compile(r"\.(?P<flat>" + "|".join(sorted(MAPPING, key=len, reverse=True)) + r")\b")

@@ -62,8 +62,8 @@ class Backend(ABC):
         """None when the backend can run with these settings, else why not (for people)."""
 
     @abstractmethod
-    def price_per_second(self) -> Decimal:
-        """USD per compute second, for the attempt's cost."""
+    def price_per_second(self) -> Decimal | None:
+        """USD per compute second, for the attempt's cost; None when not known (not set)."""
 
     @classmethod
     def preflight(cls, settings: Settings) -> None:

@@ -20,7 +20,9 @@ OPERATOR = Caller.operator()
 def _default(value: Any) -> Any:
     if isinstance(value, (datetime,)):
         return value.isoformat()
-    if isinstance(value, (Decimal, UUID)):
+    if isinstance(value, Decimal):
+        return format(value, "f")  # plain digits: str() would give "0E-9"
+    if isinstance(value, UUID):
         return str(value)
     if hasattr(value, "value"):
         return value.value

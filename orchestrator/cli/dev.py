@@ -32,6 +32,8 @@ from orchestrator.dev.supervisor import Child, Supervisor
 from orchestrator.errors import ConfigError
 
 API_READY_TIMEOUT_SECONDS = 90.0
+# The worker loads and warms its model before it takes jobs; past this, dev says it is late.
+WORKER_READY_TIMEOUT_SECONDS = 300.0
 # Warm shutdown: a worker finishes the job it is running before it exits.
 STOP_TIMEOUT_SECONDS = 60.0
 EXIT_CHILD_DIED = 1
@@ -111,7 +113,8 @@ def dev(
                        "--hostname", f"dev-{backends.DEFAULT}@{socket.gethostname()}"]
         if workers is not None:
             worker_args += ["--concurrency", str(workers)]
-        supervisor.start(Child("worker", [*entry, *worker_args], data.logs / "worker.log"), child_env)
+        worker = supervisor.start(Child("worker", [*entry, *worker_args], data.logs / "worker.log"),
+                                  child_env)
         if reconciler_child:
             supervisor.start(Child("reconciler", [*entry, "reconcile", "--loop"],
                                    data.logs / "reconciler.log"), child_env)
@@ -133,6 +136,17 @@ def dev(
                 print(json.dumps(details), flush=True)
             else:
                 _banner(details, data)
+                console_err.print("worker      loading its model; jobs sent now wait in the queue…")
+            api_ready_at = time.monotonic()
+            warm = _wait_for_worker(worker, supervisor, stop)
+            if warm:
+                waited = round(time.monotonic() - api_ready_at, 1)
+                if json_out:
+                    print(json.dumps({"worker_ready": True, "warm_processes": warm,
+                                      "seconds_after_api": waited}), flush=True)
+                else:
+                    console_err.print(f"[bold green]worker ready[/bold green]: takes jobs "
+                                      f"({warm} process(es) warm, {waited:g} s after the API)")
         died = _supervise(supervisor, stop)
     finally:
         console_err.print("stopping: API, worker (a running job finishes first)…")
@@ -212,6 +226,25 @@ def _wait_for_api(api_url: str, ca_cert: Path, supervisor: Supervisor,
             raise ConfigError(f"the API did not become ready within {API_READY_TIMEOUT_SECONDS:g} s; "
                               "see its log in the data folder's logs/api.log")
         stop.wait(0.2)
+
+
+def _wait_for_worker(worker: Child, supervisor: Supervisor, stop: threading.Event) -> int:
+    """Pool processes warm (0 when a child died, dev is stopping, or the worker is late: then
+    said, and dev goes on supervising)."""
+    from orchestrator.queue.health import warm_processes
+
+    assert worker.proc is not None
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_SECONDS
+    while not stop.is_set() and supervisor.first_exited() is None:
+        warm = warm_processes(worker.proc.pid)
+        if warm:
+            return warm
+        if time.monotonic() > deadline:
+            console_err.print(f"[yellow]the worker is not ready after "
+                              f"{WORKER_READY_TIMEOUT_SECONDS:g} s; see {worker.log_path}[/yellow]")
+            return 0
+        stop.wait(0.2)
+    return 0
 
 
 def _supervise(supervisor: Supervisor, stop: threading.Event) -> Child | None:

@@ -27,6 +27,12 @@ class ResultMeta:
                 "store": self.store, "cropped": self.cropped}
 
 
+def plain_decimal(value: Decimal | None) -> str | None:
+    """A decimal as a plain string ("0.000000000", never "0E-9"); exact, so money stays money
+    (FastAPI's encoder would make a float of a Decimal)."""
+    return None if value is None else format(value, "f")
+
+
 @dataclass(frozen=True)
 class AttemptView:
     number: int
@@ -57,7 +63,10 @@ class AttemptView:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        for name in ("compute_seconds", "cost_usd", "fal_equivalent_usd"):
+            out[name] = plain_decimal(out[name])
+        return out
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,17 @@
 
 Spend is what the attempt rows say (principle 5): the ``cost_usd`` of fal attempts that started
 in the period, plus, for each fal attempt still without a cost (sent, or running at fal), an
-estimate — the dearest of the last 100 costed fal attempts, at least
-``ORCH_FAL_JOB_COST_ESTIMATE_USD``. A submission is let through while that total is below every
-limit; so the last one let through can take spend over a limit by at most one job's cost.
+estimate measured from what fal really charged: the 95th percentile of the last 100 costed fal
+attempts. Until there are ``MIN_MEASURED`` of those, the estimate is the dearest of them, at least
+``ORCH_FAL_JOB_COST_ESTIMATE_USD`` (a guess that may be many times a small image's cost). A
+submission is let through while that total is below every limit; so the last one let through
+can take spend over a limit by at most one job's cost.
+
+A submission refused only because of reservations for attempts in flight (what is really spent
+is still below the limit) is not refused for good: it waits ``IN_FLIGHT_RECHECK_SECONDS`` for
+those to be costed and is checked again, even with ``ORCH_FAL_OVER_BUDGET=fail``. Otherwise 50
+jobs submitted at once against an empty day would see two of them in flight at the fixed
+estimate and fail the other 48 with most of the budget unspent.
 
 Atomic across workers: :func:`admit` takes a Postgres transaction-level advisory lock, sums,
 and returns; the caller then inserts the new attempt row *in the same transaction*, and the lock
@@ -43,6 +51,9 @@ THRESHOLDS = (80, 100)
 # pg_advisory_xact_lock key: one lock for every fal budget check ("fal$" as a number).
 LOCK_KEY = 0x66616C24
 RECENT_ATTEMPTS = 100
+MIN_MEASURED = 3  # costed fal attempts before the estimate is measured rather than the guess
+PERCENTILE = 95
+IN_FLIGHT_RECHECK_SECONDS = 2.0
 
 
 
@@ -82,6 +93,13 @@ class Verdict:
     def allowed(self) -> bool:
         return self.blocking is None
 
+    @property
+    def waits_for_in_flight(self) -> bool:
+        """Refused only for what attempts in flight are expected to cost: once they are costed
+        there may be room, so this is a "not yet", not a refusal."""
+        b = self.blocking
+        return b is not None and b.pending > 0 and b.spent_usd < b.limit_usd
+
 
 def limits_for(session: Session, client: str, settings: Settings) -> list[tuple[str, str, Decimal]]:
     """(scope, "day"|"month", USD) for every limit that applies to a client's fal job."""
@@ -114,15 +132,24 @@ def _period(period: str, now: datetime) -> tuple[datetime, datetime, str]:
 
 
 def cost_estimate(session: Session, settings: Settings) -> Decimal:
+    """What a fal attempt in flight is counted at (see the module's docstring)."""
     recent = (
         select(Attempt.cost_usd)
-        .where(Attempt.backend == backends.BUDGETED, Attempt.cost_usd.is_not(None))
+        .where(Attempt.backend == backends.BUDGETED, Attempt.cost_usd > 0)
         .order_by(Attempt.started_at.desc())
         .limit(RECENT_ATTEMPTS)
-        .subquery()
     )
-    dearest = session.scalar(select(func.max(recent.c.cost_usd)))
-    return max(settings.budgets.job_cost_estimate_usd, dearest or Decimal(0))
+    costs = sorted(c for c in session.scalars(recent) if c is not None)
+    if len(costs) < MIN_MEASURED:
+        return max([settings.budgets.job_cost_estimate_usd, *costs])
+    return high_percentile(costs, PERCENTILE)
+
+
+def high_percentile(ordered: list[Decimal], percent: int) -> Decimal:
+    """Nearest rank: the smallest value with at least ``percent`` % of ``ordered`` at or below it
+    (never an interpolation below a real cost)."""
+    rank = max(1, -(-len(ordered) * percent // 100))
+    return ordered[rank - 1]
 
 
 def measure(session: Session, scope: str, period: str, limit: Decimal, estimate: Decimal,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, object_session
 
-from orchestrator.costs.pricing import cost_usd
+from orchestrator.costs.pricing import cost_or_unknown, cost_usd
 from orchestrator.db.models import Attempt, Job, JobInput, Result
 from orchestrator.errors import CorruptImage, ErrorCode, JobNotFound, JobStateError, error_code
 from orchestrator.jobs.leases import LeaseOwner
@@ -68,7 +68,7 @@ class Skip:
 
 @dataclass(frozen=True)
 class Pricing:
-    price_per_second: Decimal
+    price_per_second: Decimal | None  # None: not set, so the cost is unknown (not $0)
     fal_price_per_second: Decimal
 
 
@@ -265,7 +265,7 @@ def record_cost(attempt: Attempt, cost: Cost, pricing: Pricing) -> None:
     attempt.compute_seconds = cost.compute_seconds
     attempt.compute_basis = cost.basis
     attempt.price_per_second = pricing.price_per_second
-    attempt.cost_usd = cost_usd(cost.compute_seconds, pricing.price_per_second)
+    attempt.cost_usd = cost_or_unknown(cost.compute_seconds, pricing.price_per_second)
     attempt.fal_equivalent_usd = cost_usd(cost.compute_seconds, pricing.fal_price_per_second)
     attempt.finished_at = utcnow()
 

@@ -38,6 +38,18 @@ def _path(worker_pid: int, pid: int) -> Path:
     return health_dir(worker_pid) / f"{pid}.json"
 
 
+def warm_processes(worker_pid: int) -> int:
+    """How many pool processes of the worker whose main process is ``worker_pid`` are ready
+    (model loaded and warmed): from outside the worker, e.g. ``orchestrator dev``."""
+    count = 0
+    for path in health_dir(worker_pid).glob("*.json"):
+        try:
+            count += "ready_at" in json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return count
+
+
 def _write(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -12,6 +12,8 @@ from pathlib import Path
 from orchestrator import backends
 from orchestrator.errors import ReportError
 from orchestrator.reports.costs import CostReport
+from orchestrator.reports.money import usd_text
+from orchestrator.reports.render import NOT_SET
 
 FORMATS = {".png": "png", ".svg": "svg"}
 COLOURS = {backends.FAL: "#7c3aed", backends.LOCAL: "#0ea5e9"}
@@ -22,6 +24,16 @@ def _days(report: CostReport) -> list[date]:
     first = report.period.since.date()
     last = (report.period.until - timedelta(microseconds=1)).date()
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def chart_title(report: CostReport, days: list[date]) -> str:
+    total = report.total
+    head = f"Daily cost by backend, {days[0].isoformat()} to {days[-1].isoformat()} (UTC)\n"
+    if not total.local_price_set:
+        return (f"{head}fal {usd_text(total.fal_cost_usd)}; local: {NOT_SET}; "
+                f"all on fal {usd_text(total.all_on_fal_usd)}")
+    return (f"{head}total {usd_text(total.cost_usd)}; all on fal {usd_text(total.all_on_fal_usd)};"
+            f" saved {usd_text(total.saving_usd)}")
 
 
 def draw_cost_chart(report: CostReport, path: Path, *, width: int = 1200, height: int = 600) -> None:
@@ -45,14 +57,18 @@ def draw_cost_chart(report: CostReport, path: Path, *, width: int = 1200, height
     days = _days(report)
     x = mdates.date2num(days)  # type: ignore[no-untyped-call]  # matplotlib's day numbers
     index = {d.isoformat(): i for i, d in enumerate(days)}
-    backends = sorted({row.group["backend"] for row in report.rows})
+    priced = report.total.local_price_set
+    # Unpriced local work has no cost to draw: no bar at a made-up $0, and no "saved" area.
+    backends = sorted({row.group["backend"] for row in report.rows
+                       if priced or row.group["backend"] != "local"})
     cost = {b: [0.0] * len(days) for b in backends}
     all_on_fal = [Decimal(0)] * len(days)
     for row in report.rows:
         i = index.get(row.group["day"])
         if i is None:
             continue
-        cost[row.group["backend"]][i] = float(row.cost_usd)
+        if row.group["backend"] in cost:
+            cost[row.group["backend"]][i] = float(row.cost_usd)
         all_on_fal[i] += row.all_on_fal_usd
 
     fig, ax = plt.subplots(figsize=(width / DPI, height / DPI), dpi=DPI)
@@ -64,14 +80,10 @@ def draw_cost_chart(report: CostReport, path: Path, *, width: int = 1200, height
             bottom = [b + c for b, c in zip(bottom, cost[backend])]
         ax.plot(x, [float(v) for v in all_on_fal], color="#dc2626", linewidth=2, marker="o",
                 markersize=3, label="had it all run on fal")
-        ax.fill_between(x, bottom, [float(v) for v in all_on_fal], color="#dc2626", alpha=0.08,
-                        step=None, label="saved by running locally")
-        saved = report.total.saving_usd
-        ax.set_title(
-            f"Daily cost by backend, {days[0].isoformat()} to {days[-1].isoformat()} (UTC)\n"
-            f"total ${report.total.cost_usd:,.2f}; all on fal ${report.total.all_on_fal_usd:,.2f};"
-            f" saved ${saved:,.2f}"
-        )
+        if priced:
+            ax.fill_between(x, bottom, [float(v) for v in all_on_fal], color="#dc2626",
+                            alpha=0.08, step=None, label="saved by running locally")
+        ax.set_title(chart_title(report, days))
         ax.set_ylabel("USD per day")
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)

@@ -75,8 +75,15 @@ class ReportRow:
     fal_cost_usd: Decimal = ZERO
     local_cost_usd: Decimal = ZERO
     local_fal_equivalent_usd: Decimal = ZERO  # what fal would have charged for the local work
+    # Local attempts that spent seconds while no local price was set: their cost is unknown,
+    # so the local cost, the total and the saving are too (reports say "local price not set").
+    local_unpriced_attempts: int = 0
     latency_p50_seconds: float | None = None
     latency_p95_seconds: float | None = None
+
+    @property
+    def local_price_set(self) -> bool:
+        return self.local_unpriced_attempts == 0
 
     @property
     def saving_usd(self) -> Decimal:
@@ -173,6 +180,8 @@ def attempt_query(period: Period, group_by: Sequence[str], client: str | None) -
             func.coalesce(func.sum(attempts.c.cost_usd), zero).label("cost_usd"),
             func.coalesce(func.sum(attempts.c.fal_equivalent_usd), zero)
             .label("fal_equivalent_usd"),
+            func.count().filter(and_(attempts.c.cost_usd.is_(None),
+                                     attempts.c.compute_seconds.is_not(None))).label("unpriced"),
         )
         .select_from(source)
         .where(_in_period(attempts.c.started_at, period))
@@ -325,6 +334,7 @@ def _add_attempts(row: ReportRow, m: Any) -> None:
     elif m["backend"] == backends.LOCAL:
         row.local_cost_usd += m["cost_usd"]
         row.local_fal_equivalent_usd += m["fal_equivalent_usd"]
+        row.local_unpriced_attempts += m["unpriced"]
 
 
 def _sort_key(value: Any) -> tuple[int, str]:

@@ -31,10 +31,17 @@ FIGURES: list[tuple[str, str, str]] = [
     ("all_on_fal_usd", "all on fal $", "usd"),
     ("latency_p50_seconds", "p50 s", "latency"),
     ("latency_p95_seconds", "p95 s", "latency"),
+    ("local_unpriced_attempts", "local unpriced", "int"),
 ]
 
 
-TABLE_OMITS = frozenset({"attempts", "fal_cost_usd", "local_cost_usd", "all_on_fal_usd"})
+TABLE_OMITS = frozenset({"attempts", "fal_cost_usd", "local_cost_usd", "all_on_fal_usd",
+                         "local_unpriced_attempts"})
+
+#: Unknown while local work has no price: shown as NOT_SET (table, chart) or null / an empty
+#: cell with ``local_price: "not set"`` (JSON, CSV), never as a $0 that was never charged.
+NEEDS_LOCAL_PRICE = frozenset({"cost_usd", "local_cost_usd", "saving_usd"})
+NOT_SET = "local price not set"
 
 
 USD_PLACES = Decimal("0.000000001")  # the money columns' scale, Numeric(18, 9)
@@ -46,7 +53,9 @@ def row_values(row: ReportRow) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, _, kind in FIGURES:
         value = getattr(row, name)
-        if kind == "usd":
+        if name in NEEDS_LOCAL_PRICE and not row.local_price_set:
+            value = None
+        elif kind == "usd":
             value = Decimal(value).quantize(USD_PLACES)
         elif kind == "seconds":
             value = Decimal(value).quantize(SECONDS_PLACES)
@@ -61,6 +70,7 @@ def report_dict(report: CostReport) -> dict[str, Any]:
         out: dict[str, Any] = dict(row.group)
         for name, value in row_values(row).items():
             out[name] = format(value, "f") if isinstance(value, Decimal) else value
+        out["local_price"] = _local_price(row)
         return out
 
     return {
@@ -80,17 +90,21 @@ def report_csv(report: CostReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     names = [name for name, _, _ in FIGURES]
-    writer.writerow([*report.group_by, *names])
+    writer.writerow([*report.group_by, *names, "local_price"])
 
     def cells(row: ReportRow, group: list[str]) -> list[str]:
         values = row_values(row)
-        return [*group, *(_cell(values[n]) for n in names)]
+        return [*group, *(_cell(values[n]) for n in names), _local_price(row)]
 
     for row in report.rows:
         writer.writerow(cells(row, [row.group[g] for g in report.group_by]))
     total_group = [TOTAL_LABEL, *[""] * (len(report.group_by) - 1)] if report.group_by else []
     writer.writerow(cells(report.total, total_group))
     return buffer.getvalue()
+
+
+def _local_price(row: ReportRow) -> str:
+    return "set" if row.local_price_set else "not set"
 
 
 def _cell(value: Any) -> str:
@@ -111,13 +125,21 @@ def _show(value: Any, kind: str) -> str:
     return f"{value:,.2f}"
 
 
+def _table_cell(row: ReportRow, name: str, kind: str) -> str:
+    if name in NEEDS_LOCAL_PRICE and not row.local_price_set:
+        return "not set"
+    return _show(getattr(row, name), kind)
+
+
 def report_table(report: CostReport) -> Table:
     client = f", client {report.client}" if report.client else ""
-    table = Table(
-        title=f"Costs {report.period.describe()}{client}",
-        caption="money and seconds: sums of attempts by the UTC day they started; "
-        "jobs and latency (submit to done, succeeded jobs): by the UTC day submitted",
-    )
+    caption = ("money and seconds: sums of attempts by the UTC day they started; "
+               "jobs and latency (submit to done, succeeded jobs): by the UTC day submitted")
+    if not report.total.local_price_set:
+        caption += (f"\n{NOT_SET} for {report.total.local_unpriced_attempts:,} local attempt(s): "
+                    "their cost, the total and the saving are unknown (set "
+                    "ORCH_LOCAL_PRICE_PER_SECOND or ORCH_LOCAL_HOST_PRICE_PER_HOUR)")
+    table = Table(title=f"Costs {report.period.describe()}{client}", caption=caption)
     for name in report.group_by:
         table.add_column(name)
     shown = [(n, h, k) for n, h, k in FIGURES if n not in TABLE_OMITS]
@@ -125,8 +147,8 @@ def report_table(report: CostReport) -> Table:
         table.add_column(header, justify="right")
     for row in report.rows:
         table.add_row(*(row.group[g] for g in report.group_by),
-                      *(_show(getattr(row, n), k) for n, _, k in shown))
+                      *(_table_cell(row, n, k) for n, _, k in shown))
     total_group = [TOTAL_LABEL, *[""] * (len(report.group_by) - 1)] if report.group_by else []
-    table.add_row(*total_group, *(_show(getattr(report.total, n), k) for n, _, k in shown),
+    table.add_row(*total_group, *(_table_cell(report.total, n, k) for n, _, k in shown),
                   style="bold", end_section=True)
     return table

@@ -199,9 +199,16 @@ class LocalSettings(_Group):
         description="A custom ONNX model file (IS-Net/DIS family, as rembg's dis_custom); wins "
         "over ORCH_LOCAL_MODEL.",
     )
-    price_per_second: Decimal = _setting(
-        "local_price_per_second", Decimal(0), ge=0,
-        description="What one local compute second costs you (USD), for reports.",
+    price_per_second: Decimal | None = _setting(
+        "local_price_per_second", None, ge=0,
+        description="What one local compute second costs you (USD), for reports; wins over the "
+        "host price. Neither set: local costs are unknown and reports say \"local price not "
+        "set\" rather than $0.",
+    )
+    host_price_per_hour: Decimal | None = _setting(
+        "local_host_price_per_hour", None, ge=0,
+        description="A worker host's price per hour (USD), as a cloud bill states it; a local "
+        "compute second then costs this ÷ 3600 ÷ the host's inference slots (they run at once).",
     )
     onnx_threads: int = _setting("local_onnx_threads", 0, ge=0, le=256,
                                  description="ONNX intra-op threads per session; 0 = all cores.")
@@ -217,7 +224,7 @@ class LocalSettings(_Group):
         "asked for here is not really in use.",
     )
 
-    @field_validator("model_path", mode="before")
+    @field_validator("model_path", "price_per_second", "host_price_per_hour", mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -443,6 +450,15 @@ class Settings(BaseModel):
     def inference_slots(self) -> int:
         """Concurrent inferences per worker: slots × threads stays within the cores."""
         return self.local.inference_slots or max(1, _cpu_count() // self.onnx_threads())
+
+    def local_price(self) -> Decimal | None:
+        """USD per local compute second, or None when the operator has not said."""
+        if self.local.price_per_second is not None:
+            return self.local.price_per_second
+        if self.local.host_price_per_hour is not None:
+            per_second = self.local.host_price_per_hour / 3600 / self.inference_slots()
+            return per_second.quantize(Decimal("0.000000001"))  # the price column's scale
+        return None
 
     def concurrency(self) -> int:
         """Worker processes: one per inference slot unless set (benchmarks/README.md says why)."""

@@ -42,22 +42,44 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:
         self._serve()
 
-    def _read_body(self) -> bytes:
+    def _read_body(self) -> bytes | None:
+        """The whole body, or None when the client went away before sending all of it.
+
+        A real HTTP server never hands a request with a short body to its application: it
+        waits for the rest, then drops the connection. Reading to EOF and going on would turn
+        a client killed mid-upload into a request with an empty or cut body (fal would never
+        see it; the emulator must not either)."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             chunks: list[bytes] = []
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line.endswith(b"\n"):
+                    return None
+                try:
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                except ValueError:
+                    return None
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
+                    while (trailer := self.rfile.readline()) not in (b"\r\n", b"\n"):
+                        if not trailer.endswith(b"\n"):
+                            return None
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
+                chunk = self.rfile.read(size)
+                if len(chunk) < size or not self.rfile.readline().endswith(b"\n"):
+                    return None
+                chunks.append(chunk)
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+        if length <= 0:
+            return b""
+        body = self.rfile.read(length)
+        return body if len(body) == length else None
 
     def _serve(self) -> None:
         body = self._read_body()
+        if body is None:  # cut off mid-body: no request happened
+            self.close_connection = True
+            self._abort()
+            return
         request = Request(self.command, self.path, self.headers, body)  # type: ignore[arg-type]
         try:
             reply = self.server.app.handle(request)

@@ -197,6 +197,7 @@ def test_sigkill_storm_loses_nothing_and_pays_once(
     request whose id a kill lost is adopted: not one second payment."""
     chaos_env = {**webhook_env, "ORCH_FAL_ADOPT_WAIT_SECONDS": "8"}
     seed = int(os.environ.get("CHAOS_SEED", str(random.randrange(1 << 30))))
+    print(f"CHAOS_SEED={seed}  (set it to replay this run's kills)")  # shown when it fails
     rng = random.Random(seed)
     database_url = chaos_env["ORCH_DATABASE_URL"]
     wall_offset = time.time() - time.monotonic()

@@ -9,11 +9,13 @@ import base64
 import io
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -87,12 +89,29 @@ class Dev:
             cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True,
         )
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # printed once the API answers /readyz
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+        line = self.lines.get(timeout=180)  # printed once the API answers /readyz
         assert line, f"orchestrator dev exited with {self.proc.wait()}:\n{log.read_text()}"
         self.details: dict[str, Any] = json.loads(line)
         self.url = self.details["api_url"]
         self.ca = self.details["ca_cert"]
         self.key = self.details["api_key"]
+
+    def _read(self, stdout: IO[str]) -> None:
+        for line in stdout:
+            self.lines.put(line)
+        self.lines.put("")  # dev exited
+
+    def worker_ready(self, timeout: float = 180) -> dict[str, Any]:
+        """The line dev prints once a worker process has its model loaded and can take jobs."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"dev never said its worker was ready:\n"
+                                 f"{self.log_path.read_text()}") from None
+        ready: dict[str, Any] = json.loads(line)
+        return ready
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, verify=self.ca, timeout=30,
@@ -263,10 +282,16 @@ def test_dev_uses_the_database_and_broker_it_is_given(
         assert dev.details["broker_url"] == broker_url
         assert dev.details["fal_backend"] is True  # Redis is there: fal needs only FAL_KEY
         assert not (tmp_path / "orchestrator-data" / "orchestrator.db").exists()
+        # Issue 14.16: dev says when its worker can take jobs, not only that the API answers;
+        # a job sent then is done in about its inference time, not the model's load time.
+        ready = dev.worker_ready()
+        assert ready["worker_ready"] is True and ready["warm_processes"] >= 1, ready
+        sent = time.monotonic()
         with dev.client() as http:
             reply = http.post("/v1/uploads", files=[("files", ("pg.png", _png((40, 40)), "image/png"))])
             job_id = reply.json()[0]["id"]
         assert dev.wait_job(job_id)["state"] == "succeeded"
+        assert time.monotonic() - sent < 30, "a warm worker took long over one tiny job"
         assert job_by_id(database_url, job_id).state is JobState.SUCCEEDED  # in Postgres
         assert dev.interrupt() == 0
     finally:

@@ -735,3 +735,39 @@ def test_standalone_process_and_env_only_client(tmp_path: Path) -> None:
             proc.communicate()
             raise
     assert proc.returncode == 0, err
+
+
+# -- a client that dies mid-upload ----------------------------------------------------------
+
+
+def _raw_submit(emu: FalEmulator, body: bytes, *, declared: int | None = None,
+                chunked: bool = False) -> None:
+    """POST a submit over a raw TLS socket, send ``body`` (maybe less than declared), close."""
+    import socket
+    import ssl
+
+    head = [f"POST /{APP} HTTP/1.1", f"Host: {emu.host}", f"Authorization: Key {KEY}",
+            "Content-Type: application/json"]
+    head.append("Transfer-Encoding: chunked" if chunked
+                else f"Content-Length: {len(body) if declared is None else declared}")
+    context = ssl.create_default_context(cafile=emu.ca_file)
+    host, port = emu.host.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as conn:
+        conn.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        if declared is None and not chunked:  # a whole request: read its reply
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("sent", [0, 20], ids=["headers only", "part of the body"])
+def test_a_body_cut_off_by_a_dying_client_is_no_submission(emu: FalEmulator, sent: int) -> None:
+    """A real server never passes a body shorter than its Content-Length on (issue 14, 17):
+    such a request used to be taken as a submit without ``image_url`` and failed the job."""
+    body = json.dumps({"image_url": IMAGE["image_url"]}).encode()
+    _raw_submit(emu, body[:sent], declared=len(body))
+    _raw_submit(emu, b'5\r\n{"ima', chunked=True)  # a chunk cut short, no last chunk
+    time.sleep(0.5)  # the handler threads have seen EOF
+    assert len(emu.requests) == 0
+    assert emu.ledger == []
+    _raw_submit(emu, body)  # the same request whole is one submission
+    wait_until(lambda: len(emu.requests) == 1)

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from orchestrator import commands
 from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_of
@@ -35,14 +35,16 @@ class CostRow(BaseModel):
     attempts: int
     retries: int
     compute_seconds: str
-    cost_usd: str
+    cost_usd: str | None = Field(description="null: local price not set (see local_price)")
     fal_cost_usd: str
-    local_cost_usd: str
+    local_cost_usd: str | None = Field(description="null: local price not set")
     local_fal_equivalent_usd: str
-    saving_usd: str
+    saving_usd: str | None = Field(description="null: local price not set")
     all_on_fal_usd: str
     latency_p50_seconds: float | None
     latency_p95_seconds: float | None
+    local_unpriced_attempts: int
+    local_price: Literal["set", "not set"]
 
 
 class CostReportBody(BaseModel):

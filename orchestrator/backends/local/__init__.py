@@ -138,8 +138,8 @@ class LocalBackend(InlineBackend):
             )
         return None
 
-    def price_per_second(self) -> Decimal:
-        return self.settings.local.price_per_second
+    def price_per_second(self) -> Decimal | None:
+        return self.settings.local_price()
 
     @classmethod
     def preflight(cls, settings: Settings) -> None:

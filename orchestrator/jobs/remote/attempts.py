@@ -94,6 +94,10 @@ def _before_paying(session: Session, job: Job, settings: Settings) -> NotSubmitt
     if auto:
         routing.reroute(job, fallback, reason, settings)
         return NotSubmitted(reason, rerouted_to=fallback)
+    if verdict.waits_for_in_flight:  # may fit once the jobs in flight are costed
+        job.error_code = ErrorCode.BUDGET_EXCEEDED
+        job.error_message = f"waiting for {job.backend} jobs in flight to be costed: {reason}"
+        return NotSubmitted(reason, wait_seconds=budgets.IN_FLIGHT_RECHECK_SECONDS)
     if settings.budgets.over_budget == "fail":
         end_job(job, JobState.FAILED, code=ErrorCode.BUDGET_EXCEEDED,
                 message=f"not submitted to {job.backend}: {reason} (ORCH_FAL_OVER_BUDGET=fail)")
