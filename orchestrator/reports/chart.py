@@ -59,9 +59,9 @@ def draw_cost_chart(report: CostReport, path: Path, *, width: int = 1200, height
     index = {d.isoformat(): i for i, d in enumerate(days)}
     priced = report.total.local_price_set
     # Unpriced local work has no cost to draw: no bar at a made-up $0, and no "saved" area.
-    backends = sorted({row.group["backend"] for row in report.rows
-                       if priced or row.group["backend"] != "local"})
-    cost = {b: [0.0] * len(days) for b in backends}
+    names = sorted({row.group["backend"] for row in report.rows
+                    if priced or row.group["backend"] != backends.LOCAL})
+    cost = {b: [0.0] * len(days) for b in names}
     all_on_fal = [Decimal(0)] * len(days)
     for row in report.rows:
         i = index.get(row.group["day"])
@@ -74,7 +74,7 @@ def draw_cost_chart(report: CostReport, path: Path, *, width: int = 1200, height
     fig, ax = plt.subplots(figsize=(width / DPI, height / DPI), dpi=DPI)
     try:
         bottom = [0.0] * len(days)
-        for backend in backends:
+        for backend in names:
             ax.bar(x, cost[backend], bottom=bottom, width=0.8, label=f"cost on {backend}",
                    color=COLOURS.get(backend), edgecolor="none")
             bottom = [b + c for b, c in zip(bottom, cost[backend])]
