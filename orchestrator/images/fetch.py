@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import socket
 import ssl
 import time
@@ -41,6 +42,8 @@ import httpcore
 import httpx
 
 from orchestrator.errors import CorruptImage, FetchFailed, InputTooLarge, InputUnreachable
+
+log = logging.getLogger("orchestrator.images.fetch")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -211,12 +214,22 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _refused(host: str, detail: str) -> InputUnreachable:
+    """One message for "no such name" and "an internal address": the caller (a tenant) must not
+    learn which internal names exist or where they point. The detail goes to the log."""
+    log.warning("fetch refused: %s", detail)
+    return InputUnreachable(
+        f"the URL's host {host!r} cannot be reached from this service "
+        "(only public addresses are fetched); refused"
+    )
+
+
 def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         if exc.errno in _NAME_NOT_FOUND:
-            raise InputUnreachable(f"the URL's host {host!r} does not resolve") from None
+            raise _refused(host, f"the URL's host {host!r} does not resolve") from None
         raise FetchFailed(f"looking up the URL's host {host!r} failed ({exc})") from None
     return list(dict.fromkeys(_ip(str(info[4][0])) for info in infos))
 
@@ -224,7 +237,7 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
 def _refuse_if_forbidden(host: str, addr: IPAddress) -> None:
     reason = is_forbidden_address(addr)
     if reason is not None:
-        raise InputUnreachable(f"the URL's host {host!r} resolves to {addr}, {reason}; refused")
+        raise _refused(host, f"the URL's host {host!r} resolves to {addr}, {reason}")
 
 
 class _GuardedBackend(httpcore.NetworkBackend):
@@ -262,9 +275,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
             peer = _ip(str(stream.get_extra_info("server_addr")[0]))
             if peer != addr:
                 stream.close()
-                raise InputUnreachable(
-                    f"the connection to {host!r} reached {peer}, not the checked {addr}; refused"
-                )
+                raise _refused(host, f"the connection to {host!r} reached {peer}, not the checked {addr}")
             return _DeadlineStream(stream, self._deadline)
         if failure is None:
             raise httpcore.ConnectError(f"{host!r} resolves to no address")

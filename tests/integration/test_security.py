@@ -72,3 +72,33 @@ def test_malformed_webhook_url_is_a_422(env: dict[str, str], tmp_path: Path) -> 
         assert load_jobs(env["ORCH_DATABASE_URL"]) == []
     finally:
         server.stop()
+
+
+# --- 5: a refusal does not reveal internal DNS; the detail goes to the log ----------------------
+
+
+def test_refusals_do_not_reveal_internal_dns(env: dict[str, str], tmp_path: Path) -> None:
+    signing = run_cli(env, "keys", "signing-key").stdout.strip()
+    log = tmp_path / "api.log"
+    server = PlainApi({**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": ""},
+                      log)
+    try:
+        with _client(server, _key(env, "tenant-a")) as c:
+            internal = c.post("/fal-ai/imageutils/rembg", json={"image_url": "http://localhost/x"})
+            missing = c.post("/fal-ai/imageutils/rembg",
+                             json={"image_url": "http://no-such-host.invalid/x"})
+            hook = c.post("/fal-ai/imageutils/rembg", params={"fal_webhook": "http://localhost/h"},
+                          json={"image_url": _png_uri()})
+    finally:
+        server.stop()
+    for reply in (internal, missing, hook):
+        assert reply.status_code == 422, reply.text
+        detail = reply.json()["detail"]
+        assert "127.0.0.1" not in detail and "loopback" not in detail and "resolve" not in detail
+        assert "refused" in detail
+    # A name that exists inside and one that does not exist look the same to the caller.
+    assert internal.json() == missing.json()
+    assert "fal_webhook" in hook.json()["detail"] and "image_url" not in hook.json()["detail"]
+    logged = log.read_text()
+    assert "'localhost' resolves to 127.0.0.1, a loopback address" in logged
+    assert "'no-such-host.invalid' does not resolve" in logged

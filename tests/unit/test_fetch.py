@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import logging
 import socket
 import ssl
 import threading
@@ -472,19 +473,31 @@ def test_connect_time_guard_alone_refuses_internal_addresses(
     assert "refused" in str(error)
 
 
-def test_refusal_says_what_the_host_resolved_to(dns: FakeDNS) -> None:
+def test_refusal_is_generic_and_the_log_says_what_the_host_resolved_to(
+    dns: FakeDNS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tenant must not learn which internal names exist or where they point (issue 14.5)."""
+    generic = ("the URL's host {!r} cannot be reached from this service "
+               "(only public addresses are fetched); refused")
+    dns.answers["gone.example"] = [socket.gaierror(socket.EAI_NONAME, "Name or service not known")]
     with pytest.raises(InputUnreachable) as refused:
         fetch_url("http://evil.example/x.png", **LIMITS)
-    assert str(refused.value) == (
-        "the URL's host 'evil.example' resolves to 127.0.0.1, a loopback address; refused"
-    )
-    with pytest.raises(InputUnreachable, match="NAT64 encoding of 127.0.0.1, a loopback"):
+    assert str(refused.value) == generic.format("evil.example")
+    with pytest.raises(InputUnreachable) as missing:
+        fetch_url("http://gone.example/x.png", **LIMITS)
+    assert str(missing.value) == generic.format("gone.example")
+    with pytest.raises(InputUnreachable) as nat64:
         fetch_url("http://[64:ff9b::7f00:1]/", **LIMITS)
+    assert "127.0.0.1" not in str(nat64.value) and "loopback" not in str(nat64.value)
+    assert "'evil.example' resolves to 127.0.0.1, a loopback address" in caplog.text
+    assert "'gone.example' does not resolve" in caplog.text
+    assert "NAT64 encoding of 127.0.0.1, a loopback" in caplog.text
 
 
 @pytest.mark.parametrize("mode", ["all checks", "connect-time only"])
 def test_dns_rebinding_is_refused(
     mode: str,
+    caplog: pytest.LogCaptureFixture,
     dns: FakeDNS,
     connects: list[Any],
     canaries: Canaries,
@@ -502,8 +515,12 @@ def test_dns_rebinding_is_refused(
     assert first[0][4][0] == "93.184.216.34"
 
     port = ":{p4}" if mode == "connect-time only" else ""
-    error = _assert_refused_without_connecting(f"http://rebind.example{port}/", canaries, connects)
-    assert "resolves to 127.0.0.1" in str(error)
+    with caplog.at_level(logging.WARNING, "orchestrator.images.fetch"):
+        error = _assert_refused_without_connecting(
+            f"http://rebind.example{port}/", canaries, connects
+        )
+    assert "refused" in str(error)
+    assert "resolves to 127.0.0.1" in caplog.text
     assert dns.calls == ["rebind.example", "rebind.example"]
 
 
@@ -721,7 +738,7 @@ def test_a_refused_connection_is_transient(canaries: Canaries) -> None:
 def test_lookup_failures_are_permanent_or_transient_by_kind(dns: FakeDNS) -> None:
     dns.answers["gone.example"] = [socket.gaierror(socket.EAI_NONAME, "Name or service not known")]
     dns.answers["flaky.example"] = [socket.gaierror(socket.EAI_AGAIN, "Temporary failure")]
-    with pytest.raises(InputUnreachable, match="does not resolve"):
+    with pytest.raises(InputUnreachable, match="cannot be reached from this service"):
         fetch_url("http://gone.example/a.png", **LIMITS)
     with pytest.raises(FetchFailed, match="Temporary failure"):
         fetch_url("http://flaky.example/a.png", **LIMITS)
