@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     # --- results -------------------------------------------------------------------------
     result_store: Literal["database", "directory"] = "database"
     result_dir: Path = Path(".orchestrator/results")
+    # Security (issue 14.1): a result link (``image.url``, webhook payloads) opens the result
+    # without a key for this many seconds; each status or result request hands out a fresh one.
+    result_link_ttl_seconds: int = Field(default=24 * 3600, ge=10, le=30 * 24 * 3600)
     png_compress_level: int = Field(default=6, ge=0, le=9)
 
     @field_validator("database_url")

@@ -94,6 +94,12 @@ class ContextFilter(logging.Filter):
 _API_KEY = re.compile(r"orch_[A-Za-z0-9_\-]{20,}")
 _AUTH_VALUE = re.compile(r"(?i)\b((?:key|bearer)\s+)[A-Za-z0-9_\-.:=+/]{8,}")
 _URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@")
+# Query parameters that carry secrets: result-link tokens, webhook URLs (which may carry their
+# receiver's own secret), signed-URL signatures. A second defence: access lines have no query.
+_SECRET_PARAM = re.compile(
+    r"(?i)((?:^|[?&;\s\"'])(?:[a-z0-9_\-]*token|fal_webhook|signature|x-amz-signature|"
+    r"x-goog-signature|sig|api_key|access_key|secret|password)=)[^&\s\"']+"
+)
 
 
 def url_password(url: str) -> str | None:
@@ -132,6 +138,7 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, MASK)
         text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+        text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
         text = _API_KEY.sub("orch_" + MASK, text)
         return _AUTH_VALUE.sub(rf"\1{MASK}", text)
 
@@ -227,8 +234,15 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level if level is not None else settings.log_level)
     # Libraries that log through their own handlers (uvicorn, celery) propagate to the root.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task"):
+    for name in ("uvicorn", "uvicorn.error", "celery", "celery.task"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # uvicorn's access line carries the query string (result tokens, fal_webhook URLs) and is
+    # on by default under `uvicorn --factory …app_factory`; the API's own access line
+    # (orchestrator.api.request_log) has the path only, and the request id.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    access.disabled = True
     logging.captureWarnings(True)
     return handler

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from orchestrator.jobs.states import JobState
+from orchestrator.results.links import link_token
 from tests.conftest import run_cli
 from tests.support.api_server import PlainApi
-from tests.support.db import load_jobs
+from tests.support.db import job_by_id, load_jobs, wait_for_state
 from tests.support.images import subject
+from tests.support.servers import free_port
 
 
 def _key(env: dict[str, str], name: str, *extra: str) -> str:
@@ -102,3 +110,69 @@ def test_refusals_do_not_reveal_internal_dns(env: dict[str, str], tmp_path: Path
     logged = log.read_text()
     assert "'localhost' resolves to 127.0.0.1, a loopback address" in logged
     assert "'no-such-host.invalid' does not resolve" in logged
+
+
+# --- 1: no secret in the API's log; result links expire -----------------------------------------
+
+
+def test_no_token_or_webhook_url_in_the_log_under_plain_uvicorn(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`uvicorn --factory orchestrator.api.app:app_factory` (uvicorn's access log on by default)."""
+    signing = run_cli(env, "keys", "signing-key").stdout.strip()
+    port = free_port()
+    log_path = tmp_path / "uvicorn.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "orchestrator.api.app:app_factory",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env={**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_LOG_FORMAT": "text"},
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_healthy(base)
+        key = _key(env, "tenant-a")
+        with httpx.Client(base_url=base, timeout=30) as c:
+            c.get(f"/v1/jobs/{uuid.uuid4()}/result", params={"token": "CANARYTOKEN1"})
+            c.get("/healthz", params={"other": "CANARYQUERY3"})
+            c.post("/fal-ai/imageutils/rembg", headers={"Authorization": f"Key {key}"},
+                   params={"fal_webhook": "https://hooks.example/h?secret=CANARYHOOK2"},
+                   json={"image_url": _png_uri()})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    text = log_path.read_text()
+    assert "/healthz" in text  # the API's own access line is there, without its query
+    for canary in ("CANARYTOKEN1", "CANARYHOOK2", "CANARYQUERY3"):
+        assert canary not in text, text
+
+
+def test_result_links_expire_and_never_carry_the_jobs_secret(
+    env: dict[str, str], api: PlainApi, start_worker: Any
+) -> None:
+    start_worker()
+    with _client(api, _key(env, "tenant-a")) as c:
+        submitted = c.post("/fal-ai/imageutils/rembg", json={"image_url": _png_uri()}).json()
+        job_id = submitted["request_id"]
+        wait_for_state(env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED}, 60)
+        link = c.get(submitted["response_url"]).json()["image"]["url"]
+    secret = job_by_id(env["ORCH_DATABASE_URL"], job_id).result_token
+    assert secret and secret not in link
+    with httpx.Client(timeout=30) as anonymous:
+        assert anonymous.get(link).status_code == 200
+        result = f"{api.url}/v1/jobs/{job_id}/result"
+        # The job's stored secret itself (what links carried before) opens nothing.
+        assert anonymous.get(result, params={"token": secret}).status_code == 404
+        expired = link_token(secret, job_id, 86400, now=time.time() - 2 * 86400)
+        assert anonymous.get(result, params={"token": expired}).status_code == 404
+
+
+def _wait_healthy(base: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError("the API did not start")

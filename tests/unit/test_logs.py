@@ -123,3 +123,18 @@ def test_text_format_keeps_the_context(capture: io.StringIO) -> None:
         logging.getLogger("orchestrator.test").info("using %s", FAL_KEY)
     line = stream.getvalue().strip()
     assert line.endswith("using *** [job_id=j-7 attempt=1 backend=fal request_id=r-1]")
+
+
+def test_secret_query_parameters_are_masked() -> None:
+    """Issue 14.1's second defence: result tokens and webhook URLs in any line are masked."""
+    redact = Redactor()
+    assert redact("GET /v1/jobs/j/result?token=1764.abcDEF_123 200") == (
+        "GET /v1/jobs/j/result?token=*** 200"
+    )
+    assert redact("POST /fal-ai/imageutils/rembg?fal_webhook=https%3A%2F%2Fh%2Fx&a=1") == (
+        "POST /fal-ai/imageutils/rembg?fal_webhook=***&a=1"
+    )
+    assert redact("see https://s3/x.png?X-Amz-Signature=cafe&b=2") == (
+        "see https://s3/x.png?X-Amz-Signature=***&b=2"
+    )
+    assert redact("job_id=abc backend=local") == "job_id=abc backend=local"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
@@ -25,6 +24,7 @@ from orchestrator.jobs.serialize import job_dict
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import publish_run
 from orchestrator.results import read_result
+from orchestrator.results.links import token_valid
 from orchestrator.routing import AUTO
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -180,7 +180,6 @@ def _job_by_token(session: Any, job_id: str, token: str) -> Job:
         job = service.get_job(session, job_id)
     except Exception:
         raise HTTPException(404, f"no request with id {job_id}") from None
-    # Bytes, not str: compare_digest refuses non-ASCII strings (a 500 the fuzz run found).
-    if not job.result_token or not hmac.compare_digest(job.result_token.encode(), token.encode()):
+    if not token_valid(job.result_token, job.id, token):  # expired links are refused too
         raise HTTPException(404, f"no request with id {job_id}")
     return job
