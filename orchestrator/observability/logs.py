@@ -193,17 +193,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 
+# Control characters (and Unicode line breaks) shown as escapes in text lines, so a value a
+# caller chose (a path with %0a, a header) cannot end the line and forge the next one.
+_CONTROLS = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)
+}
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 class TextFormatter(logging.Formatter):
-    """Human text with the context appended, masked like the JSON lines."""
+    """Human text with the context appended, masked like the JSON lines. The message and the
+    context are one line each (control characters escaped); only a traceback spans lines."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.redact = redactor
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         ctx = " ".join(
-            f"{name}={getattr(record, name)}"
+            f"{name}={escape_controls(str(getattr(record, name)))}"
             for name in (*CONTEXT_FIELDS, "task_id")
             if getattr(record, name, None) is not None
         )

@@ -176,3 +176,22 @@ def _wait_healthy(base: str) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError("the API did not start")
+
+
+# --- 6: no forged log lines in the text format --------------------------------------------------
+
+
+def test_a_path_with_a_newline_cannot_forge_a_text_log_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "api.log"
+    server = PlainApi({**env, "ORCH_LOG_FORMAT": "text"}, log)
+    try:
+        forged = "2026-01-01%2000:00:00,000%20INFO%20orchestrator.api.access:%20GET%20/forged%20200"
+        with httpx.Client(timeout=30) as c:
+            assert c.get(f"{server.url}/x%0a{forged}%0d%0a").status_code == 404
+    finally:
+        server.stop()
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("2026-01-01")], lines
+    assert any("GET /x\\x0a2026-01-01 00:00:00,000 INFO" in line for line in lines), lines

@@ -138,3 +138,18 @@ def test_secret_query_parameters_are_masked() -> None:
         "see https://s3/x.png?X-Amz-Signature=***&b=2"
     )
     assert redact("job_id=abc backend=local") == "job_id=abc backend=local"
+
+
+def test_text_lines_cannot_be_forged_with_control_characters() -> None:
+    """Issue 14.6: a newline a caller put in a path or a value is escaped, not written."""
+    settings = load_settings(fal_key=FAL_KEY)
+    stream = io.StringIO()
+    configure_logging(settings, fmt="text", level="INFO", stream=stream)
+    forged = "/x\n2026-01-01 00:00:00,000 INFO orchestrator.api.access: GET /admin 200\r\x1b[2J\u2028"
+    with log_context(job_id="j\nfake"):
+        logging.getLogger("orchestrator.test").info("GET %s 404", forged)
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and "\r" not in text and "\x1b" not in text
+    assert "\u2028" not in text
+    assert "/x\\x0a2026-01-01" in text and "\\x0d\\x1b[2J\\u2028 404" in text
+    assert "job_id=j\\x0afake" in text
