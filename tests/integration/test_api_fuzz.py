@@ -65,6 +65,7 @@ from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.db.session import session_scope
 from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState
+from orchestrator.results.links import link_token
 from orchestrator.settings import load_settings
 from orchestrator.webhooks.signing import new_signing_key
 
@@ -128,7 +129,7 @@ class Fuzz:
     app: CapturingApp
     keys: dict[str, str]
     job_ids: list[str]
-    token: str  # the result token of a succeeded job
+    token: str  # a valid result-link token of a succeeded job
 
 
 def _seed_jobs(database_url: str) -> tuple[list[str], str]:
@@ -178,7 +179,8 @@ def _seed_jobs(database_url: str) -> tuple[list[str], str]:
             session.add(Result(job_id=ok.id, attempt_id=ok.attempts[-1].id,
                                content_type="image/png", sha256="0" * 64, size_bytes=len(png),
                                width=6, height=4, store="database", data=png))
-    return [str(j.id) for j in jobs], str(succeeded[0].result_token)
+    # A result link's token (issue 14.1): an expiry and a MAC under the job's stored secret.
+    return [str(j.id) for j in jobs], link_token(str(succeeded[0].result_token), succeeded[0].id, 3600)
 
 
 @pytest.fixture
