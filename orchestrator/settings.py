@@ -176,6 +176,13 @@ class Settings(BaseSettings):
 
     # --- HTTP API ------------------------------------------------------------------------
     api_requests_per_second: float = Field(default=50.0, gt=0)
+    # Security (issue 14.2): failed authentications (no key, a wrong or revoked key) allowed
+    # per client address per minute, after a burst of api_auth_failure_burst; then 429.
+    api_auth_failures_per_minute: float = Field(default=60.0, gt=0)
+    api_auth_failure_burst: int = Field(default=20, ge=1)
+    # Security (issue 14.2): the body limit of endpoints that take no image (everything but
+    # the submit, /v1/batches and /v1/uploads, which get max_input_bytes as base64 and more).
+    api_max_small_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # The API's address as callers reach it; webhook payloads link results there (else they
     # carry the image as a data URI).
     api_public_url: str | None = None

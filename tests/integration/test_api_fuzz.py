@@ -188,7 +188,10 @@ def fuzz(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Fuzz]
     # The limiter allows 50 requests per second per key. The fuzzer goes faster, and every request
     # over the limit would stop at a 429 before reaching the code under test. A signing key turns
     # webhooks on (without one, every fal_webhook is a 422); no worker runs, so none is sent.
+    # Likewise the per-address limit on failed authentication (every fuzzed call comes from
+    # one address, and many carry made-up keys).
     settings = load_settings(api_requests_per_second=1_000_000,
+                             api_auth_failures_per_minute=1_000_000, api_auth_failure_burst=1_000_000,
                              webhook_signing_key=new_signing_key())
     with session_scope(settings.database_url) as session:
         keys = {TENANT: create_key(session, TENANT), OTHER: create_key(session, OTHER),
