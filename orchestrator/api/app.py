@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fal_queue.router)
     app.include_router(v1.router)
     app.include_router(reports.router)
-    app.include_router(fal_webhook.router)
+    if settings.fal_webhook_url:  # nothing to receive otherwise (issue 14.3)
+        app.include_router(fal_webhook.router)
     app.include_router(health.router)
     return app
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +304,71 @@ def test_small_body_limit_where_no_image_travels(env: dict[str, str], api: Plain
         # The image endpoints keep the large limit.
         big = "data:image/png;base64," + "A" * (3 * 1024 * 1024)
         assert c.post("/fal-ai/imageutils/rembg", json={"image_url": big}).status_code == 422
+
+
+# --- 3: fal's webhook endpoint: mounted only when configured; a hanging JWKS host is harmless ---
+
+
+def _webhook_headers() -> dict[str, str]:
+    return {"X-Fal-Webhook-Request-Id": str(uuid.uuid4()), "X-Fal-Webhook-User-Id": "u",
+            "X-Fal-Webhook-Timestamp": str(int(time.time())),
+            "X-Fal-Webhook-Signature": "ab" * 64, "Content-Type": "application/json"}
+
+
+def test_fal_webhook_is_not_mounted_without_its_setting(env: dict[str, str], api: PlainApi) -> None:
+    reply = httpx.post(f"{api.url}/v1/fal/webhook?attempt=1", content=b"{}",
+                       headers=_webhook_headers(), timeout=30)
+    assert reply.status_code == 404, reply.text
+
+
+def test_a_hanging_jwks_host_costs_one_fetch_and_answers_503(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(100)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # accepts and never answers
+        hang.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(hang.accept()[0])
+            except OSError:
+                continue
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    jwks = f"http://127.0.0.1:{hang.getsockname()[1]}/.well-known/jwks.json"
+    server = PlainApi({**env, "ORCH_FAL_JWKS_URL": jwks,
+                       "ORCH_FAL_WEBHOOK_URL": "http://127.0.0.1:1/v1/fal/webhook"},
+                      tmp_path / "api.log")
+    # One client for all (a client per request would spend the test's own CPU on SSL contexts).
+    client = httpx.Client(base_url=server.url, timeout=30,
+                          limits=httpx.Limits(max_connections=60))
+    try:
+        def post(_: int) -> httpx.Response:
+            return client.post("/v1/fal/webhook?attempt=1", content=b"{}",
+                               headers=_webhook_headers())
+
+        with ThreadPoolExecutor(45) as pool:
+            replies = pool.map(post, range(45))
+            time.sleep(0.5)
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            healthz = time.perf_counter() - started
+            codes = [reply.status_code for reply in replies]
+        assert codes == [503] * 45, codes
+        assert healthz < 1.0, healthz
+        assert len(accepted) == 1  # one fetch, and the failure is remembered:
+        assert post(0).status_code == 503 and len(accepted) == 1
+        assert int(post(0).headers["Retry-After"]) >= 1
+    finally:
+        client.close()
+        stop.set()
+        acceptor.join(5)
+        server.stop()
+        for conn in accepted:
+            conn.close()
+        hang.close()
