@@ -189,6 +189,13 @@ class Settings(BaseSettings):
     # Ed25519 seed (base64url) that signs webhooks; `orchestrator keys signing-key` makes one.
     webhook_signing_key: SecretStr | None = None
 
+    # Security (issue 14.7): /metrics needs `Authorization: Bearer <this>` (Prometheus'
+    # `authorization: {credentials: ...}`) or an admin API key; unset, only an admin key.
+    metrics_key: SecretStr | None = None
+    # A scrape is served from a copy at most this old (one computation per interval per API
+    # process, however many scrapers): bounds the database work /metrics can cause.
+    metrics_cache_seconds: float = Field(default=15.0, ge=0)
+
     # --- results -------------------------------------------------------------------------
     result_store: Literal["database", "directory"] = "database"
     result_dir: Path = Path(".orchestrator/results")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from typing import Annotated
 
@@ -71,6 +72,21 @@ async def caller_unless_token(
     if token is not None:
         return None
     return await authenticated(request, authorization)
+
+
+async def metrics_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <metrics key>`")] = None,
+) -> None:
+    """/metrics shows every tenant's spend: the metrics key (ORCH_METRICS_KEY) or an admin key."""
+    settings = app_settings(request)
+    key = key_from(authorization)
+    if key is not None and settings.metrics_key is not None and hmac.compare_digest(
+            key.encode(), settings.metrics_key.get_secret_value().encode()):
+        return
+    principal = await authenticated(request, authorization)
+    if not principal.admin:
+        raise HTTPException(403, "/metrics needs the metrics key or an admin key")
 
 
 def require_admin(principal: PrincipalDep) -> Principal:

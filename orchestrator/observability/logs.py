@@ -113,7 +113,7 @@ def url_password(url: str) -> str | None:
 def secret_values(settings: Settings) -> list[str]:
     """Every secret value the settings hold, as it could appear in text."""
     values: list[str] = []
-    for secret in (settings.fal_key, settings.webhook_signing_key):
+    for secret in (settings.fal_key, settings.webhook_signing_key, settings.metrics_key):
         if secret is not None and secret.get_secret_value():
             text = secret.get_secret_value()
             values.append(text)

@@ -292,9 +292,12 @@ def test_health_readiness_metrics_and_openapi(env: dict[str, str], api: Api) -> 
         checks = ready.json()["checks"]
         assert checks["database"] == "ok" and checks["broker"] == "ok"
         assert checks["backends"]["fal"].startswith("unavailable: FAL_KEY is not set")
+        assert c.get("/metrics").status_code == 401  # every tenant's spend: a key (issue 14.7)
+    with api.client(_key(env, "ops", "--admin")) as c:
         text = c.get("/metrics").text
         for name in ("orchestrator_jobs", "orchestrator_queue_depth", "orchestrator_cost_usd"):
             assert name in text
+    with api.client(None) as c:
         spec = c.get("/openapi.json").json()
         assert "/fal-ai/imageutils/rembg" in spec["paths"] and "/v1/uploads" in spec["paths"]
 

@@ -372,3 +372,29 @@ def test_a_hanging_jwks_host_costs_one_fetch_and_answers_503(
         for conn in accepted:
             conn.close()
         hang.close()
+
+
+# --- 7: /metrics needs the metrics key or an admin key; scrapes are served from a short cache ----
+
+
+def test_metrics_need_the_metrics_key_or_an_admin_key(env: dict[str, str], tmp_path: Path) -> None:
+    server = PlainApi({**env, "ORCH_METRICS_KEY": "metrics-secret-0123456789",
+                       "ORCH_METRICS_CACHE_SECONDS": "60"}, tmp_path / "api.log")
+    try:
+        tenant, admin = _key(env, "tenant-a"), _key(env, "ops", "--admin")
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.get("/metrics").status_code == 401
+            assert c.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            tenant_reply = c.get("/metrics", headers={"Authorization": f"Key {tenant}"})
+            assert tenant_reply.status_code == 403
+            first = c.get("/metrics", headers={"Authorization": "Bearer metrics-secret-0123456789"})
+            assert first.status_code == 200 and "orchestrator_cost_usd" in first.text
+            with _client(server, tenant) as submitter:
+                assert submitter.post("/fal-ai/imageutils/rembg",
+                                      json={"image_url": _png_uri()}).status_code == 200
+            again = c.get("/metrics", headers={"Authorization": f"Key {admin}"})
+            # Within the cache interval a scrape costs no queries: the same figures.
+            assert again.status_code == 200 and again.text == first.text
+    finally:
+        server.stop()
+    assert "metrics-secret-0123456789" not in (tmp_path / "api.log").read_text()
