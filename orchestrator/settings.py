@@ -143,7 +143,12 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(default=20.0, gt=0)
     fetch_max_redirects: int = Field(default=5, ge=0, le=20)
     # Hosts trusted although they resolve to private addresses (comma-separated in the env).
+    # Security (issue 14.9): entries are `host` (ports 80 and 443 only), `host:port` or
+    # `host:*` (any port); see orchestrator/images/allow.py.
     fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Security (issue 14.9): the same, for webhook targets (fal_webhook), a separate list: a
+    # host trusted for image fetches is not a place tenants may POST to.
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- retries and delivery ------------------------------------------------------------
     max_attempts: int = Field(default=4, ge=1, le=50)
@@ -213,11 +218,23 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
 
-    @field_validator("fetch_allow_hosts", mode="before")
+    @field_validator("fetch_allow_hosts", "webhook_allow_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("fetch_allow_hosts", "webhook_allow_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from orchestrator.images.allow import parse_entry
+
+        for entry in value:
+            try:
+                parse_entry(entry)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("local_providers", mode="before")

@@ -11,6 +11,7 @@ import socket
 from urllib.parse import SplitResult, unquote_to_bytes, urlsplit
 
 from orchestrator.errors import InputError, InputTooLarge, InputUnreachable, UnsupportedFormat
+from orchestrator.images.allow import AllowList
 from orchestrator.images.fetch import is_forbidden_address
 from orchestrator.jobs.producer import Source
 from orchestrator.settings import Settings
@@ -64,7 +65,8 @@ def split_url(url: str, field: str) -> SplitResult:
     return parts
 
 
-def check_url_target(url: str, settings: Settings, field: str = "image_url") -> None:
+def check_url_target(url: str, settings: Settings, field: str = "image_url",
+                     allow: AllowList | None = None) -> None:
     """Refuse a URL whose host resolves inside the network, before queueing it. The worker's
     fetch checks the address it actually connects to again (DNS may change in between).
 
@@ -74,7 +76,8 @@ def check_url_target(url: str, settings: Settings, field: str = "image_url") -> 
     host = (parts.hostname or "").lower()
     if not host:
         raise InputUnreachable(f"the {field} has no host")
-    if host in {h.lower() for h in settings.fetch_allow_hosts}:
+    allow = allow if allow is not None else AllowList(settings.fetch_allow_hosts)
+    if allow.trusts(host, parts.port or (443 if parts.scheme.lower() == "https" else 80)):
         return
     refused = InputUnreachable(
         f"the {field}'s host cannot be reached from this service "
@@ -100,7 +103,7 @@ def check_webhook_url(url: str, settings: Settings) -> None:
         raise InputUnreachable("fal_webhook needs the orchestrator's ORCH_WEBHOOK_SIGNING_KEY to be set")
     if split_url(url, "fal_webhook").scheme.lower() not in ("http", "https"):
         raise InputUnreachable("fal_webhook must be an http(s) URL")
-    check_url_target(url, settings, "fal_webhook")
+    check_url_target(url, settings, "fal_webhook", AllowList(settings.webhook_allow_hosts))
 
 
 def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> Source:

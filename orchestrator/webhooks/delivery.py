@@ -51,7 +51,7 @@ def deliver(job_id: uuid.UUID, settings: Settings) -> bool:
     headers = signed_headers(settings, request_id=str(job_id), user_id=client, body=body)
     try:
         status = post_json(url, body, headers, timeout=15.0,
-                           allow_hosts=frozenset(settings.fetch_allow_hosts))
+                           allow_hosts=frozenset(settings.webhook_allow_hosts))
     except InputUnreachable as exc:
         log.warning("webhook for job %s refused: %s", job_id, exc)
         return True  # a URL that points inside the network will never be allowed

@@ -46,7 +46,8 @@ def _client(api: PlainApi, key: str | None = None) -> httpx.Client:
 
 @pytest.fixture
 def api(env: dict[str, str], tmp_path: Path) -> Iterator[PlainApi]:
-    server = PlainApi({**env, "ORCH_FETCH_ALLOW_HOSTS": ""}, tmp_path / "api.log")
+    server = PlainApi({**env, "ORCH_FETCH_ALLOW_HOSTS": "", "ORCH_WEBHOOK_ALLOW_HOSTS": ""},
+                      tmp_path / "api.log")
     yield server
     server.stop()
 
@@ -91,8 +92,8 @@ def test_malformed_webhook_url_is_a_422(env: dict[str, str], tmp_path: Path) -> 
 def test_refusals_do_not_reveal_internal_dns(env: dict[str, str], tmp_path: Path) -> None:
     signing = run_cli(env, "keys", "signing-key").stdout.strip()
     log = tmp_path / "api.log"
-    server = PlainApi({**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": ""},
-                      log)
+    server = PlainApi({**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": "",
+                       "ORCH_WEBHOOK_ALLOW_HOSTS": ""}, log)
     try:
         with _client(server, _key(env, "tenant-a")) as c:
             internal = c.post("/fal-ai/imageutils/rembg", json={"image_url": "http://localhost/x"})
@@ -398,3 +399,31 @@ def test_metrics_need_the_metrics_key_or_an_admin_key(env: dict[str, str], tmp_p
     finally:
         server.stop()
     assert "metrics-secret-0123456789" not in (tmp_path / "api.log").read_text()
+
+
+# --- 9: allow lists name ports; webhooks have their own list ------------------------------------
+
+
+def test_allow_lists_name_ports_and_webhooks_have_their_own(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    signing = run_cli(env, "keys", "signing-key").stdout.strip()
+    server = PlainApi({**env, "ORCH_WEBHOOK_SIGNING_KEY": signing,
+                       "ORCH_FETCH_ALLOW_HOSTS": "localhost:8080",
+                       "ORCH_WEBHOOK_ALLOW_HOSTS": "localhost:9090"}, tmp_path / "api.log")
+    try:
+        with _client(server, _key(env, "tenant-a")) as c:
+            def submit(image_url: str, hook: str | None = None) -> int:
+                params = {"fal_webhook": hook} if hook else {}
+                return c.post("/fal-ai/imageutils/rembg", params=params,
+                              json={"image_url": image_url}).status_code
+
+            assert submit("http://localhost:8080/a.png") == 200  # the named port
+            assert submit("http://localhost:6379/a.png") == 422  # another port of that host
+            assert submit("http://localhost/a.png") == 422
+            data = _png_uri()
+            assert submit(data, "http://localhost:9090/hook") == 200
+            assert submit(data, "http://localhost:8080/hook") == 422  # trusted for images only
+            assert submit(data, "http://localhost:5432/hook") == 422
+    finally:
+        server.stop()

@@ -33,7 +33,7 @@ from orchestrator.errors import (
 from orchestrator.images import fetch as safe_fetch
 from orchestrator.images.fetch import fetch_url, is_forbidden_address
 
-LOCAL = frozenset({"127.0.0.1"})
+LOCAL = frozenset({"127.0.0.1:*"})  # test servers listen on random ports
 LIMITS: dict[str, Any] = {"max_bytes": 1_000_000, "timeout": 3.0, "max_redirects": 3}
 
 
@@ -531,7 +531,7 @@ def test_connects_to_the_address_it_checked_without_a_second_lookup(
     # A second lookup would get an address nobody answers on.
     dns.answers["pinned.example"] = [["127.0.0.1"], ["10.255.255.1"]]
     url = server.url("/a.png", host="pinned.example")
-    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"pinned.example"})) == PNG
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"pinned.example:*"})) == PNG
     assert dns.calls == ["pinned.example"]
     assert connects == [("127.0.0.1", server.port)]
 
@@ -571,7 +571,7 @@ def test_a_redirect_into_the_network_is_refused(
         fetch_url(
             server.url("/go", host="images.example"),
             **LIMITS,
-            allow_hosts=frozenset({"images.example"}),
+            allow_hosts=frozenset({"images.example:*"}),
         )
     assert server.hits == ["/go"]
     assert connects == [("127.0.0.1", server.port)]  # only the allow-listed first hop
@@ -624,7 +624,7 @@ def test_allow_hosts_entries_are_matched_case_and_dot_insensitively(
 ) -> None:
     server = serve({"/a.png": reply(200, PNG)})
     url = server.url("/a.png", host="images.example.")
-    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"Images.Example"})) == PNG
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"Images.Example:*"})) == PNG
 
 
 def test_a_redirect_chain_within_the_limit_is_followed(serve: Callable[..., Server]) -> None:
@@ -771,7 +771,7 @@ def test_https_verifies_the_host_name_while_connecting_to_the_checked_ip(
     server, trust, sni = tls_server
     dns.answers["images.test"] = [["127.0.0.1"]]
     url = server.url("/a.png", host="images.test", scheme="https")
-    got = fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test"}), ssl_context=trust)
+    got = fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test:*"}), ssl_context=trust)
     assert got == PNG
     assert sni == ["images.test"]
     assert connects == [("127.0.0.1", server.port)]
@@ -785,7 +785,7 @@ def test_https_refuses_a_certificate_for_another_name(
     dns.answers["other.test"] = [["127.0.0.1"]]
     url = server.url("/a.png", host=host, scheme="https")
     with pytest.raises(InputUnreachable, match="certificate"):
-        fetch_url(url, **LIMITS, allow_hosts=frozenset({host}), ssl_context=trust)
+        fetch_url(url, **LIMITS, allow_hosts=frozenset({f"{host}:*"}), ssl_context=trust)
     assert server.hits == []
 
 
@@ -796,4 +796,18 @@ def test_https_refuses_an_untrusted_ca_by_default(
     dns.answers["images.test"] = [["127.0.0.1"]]
     url = server.url("/a.png", host="images.test", scheme="https")
     with pytest.raises(InputUnreachable, match="certificate"):
-        fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test"}))
+        fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test:*"}))
+
+
+# --- issue 14.9: a trusted host is trusted on the port its entry names ------------------------
+
+
+def test_an_allow_listed_host_is_trusted_only_on_its_ports(serve: Callable[..., Server]) -> None:
+    server = serve({"/a.png": reply(200, PNG)})
+    url = server.url("/a.png")
+    for entries in ({"127.0.0.1"}, {"127.0.0.1:1"}, {"127.0.0.2:*"}):
+        with pytest.raises(InputUnreachable, match="refused"):
+            fetch_url(url, **LIMITS, allow_hosts=frozenset(entries))
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({f"127.0.0.1:{server.port}"})) == PNG
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"127.0.0.1:*"})) == PNG
+    assert server.hits == ["/a.png", "/a.png"]
