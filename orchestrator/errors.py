@@ -10,6 +10,7 @@ OrchestratorError                      code
 ├── KeyError_                          api_key_invalid     an API key operation that cannot be done
 ├── BudgetError                        budget_invalid      a budget that cannot be set
 ├── WebhookRejected                    webhook_rejected    a provider webhook whose signature does not verify
+├── CallbackKeysUnavailable            callback_keys_unavailable  the provider's signing keys cannot be fetched now
 └── JobError                                               raised while running a job; its type decides retry or not
     ├── PermanentJobError                                  retrying cannot help: the job fails at once
     │   ├── InputError                 input_invalid       the input is not a usable image (message is for people)
@@ -52,6 +53,7 @@ class ErrorCode(StrEnum):
     API_KEY_INVALID = "api_key_invalid"
     BUDGET_INVALID = "budget_invalid"
     WEBHOOK_REJECTED = "webhook_rejected"
+    CALLBACK_KEYS_UNAVAILABLE = "callback_keys_unavailable"
     PROVIDER_FALLBACK = "provider_fallback"
     INPUT_INVALID = "input_invalid"
     INPUT_TOO_LARGE = "input_too_large"
@@ -164,6 +166,17 @@ class WebhookRejected(OrchestratorError):
     """Not a webhook the provider signed (or too old to trust)."""
 
     code = ErrorCode.WEBHOOK_REJECTED
+
+
+class CallbackKeysUnavailable(OrchestratorError):
+    """The provider's signing keys could not be fetched (and none are cached): its callback
+    cannot be checked now; the provider retries it."""
+
+    code = ErrorCode.CALLBACK_KEYS_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class JobError(OrchestratorError):

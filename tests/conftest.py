@@ -103,7 +103,9 @@ def base_env(database_url: str, broker_url: str, tiny_model: Path) -> dict[str, 
         "ORCH_RETRY_BACKOFF_BASE_SECONDS": "0.2",
         "ORCH_RETRY_BACKOFF_MAX_SECONDS": "1",
         "ORCH_LEASE_SECONDS": "6",
-        "ORCH_FETCH_ALLOW_HOSTS": "127.0.0.1,localhost",
+        # Test servers listen on loopback at random ports (issue 14.9: a port must be named).
+        "ORCH_FETCH_ALLOW_HOSTS": "127.0.0.1:*,localhost:*",
+        "ORCH_WEBHOOK_ALLOW_HOSTS": "127.0.0.1:*,localhost:*",
     }
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator.api.gate import AuthGate, BodyLimit, FailedAuthLimiter
 from orchestrator.api.ratelimit import RateLimiter
 from orchestrator.api.request_log import RequestLog
 from orchestrator.api.routes import fal_queue, fal_webhook, health, reports, v1
@@ -32,51 +32,6 @@ from orchestrator.errors import (
 )
 from orchestrator.queue.prepare import prepare_broker
 from orchestrator.settings import Settings, get_settings
-
-
-class BodyLimit:
-    """Refuse bodies over the limit with 413, whether or not they declare their length."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _too_large(self.max_bytes, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge()
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(self.max_bytes, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _too_large(limit: int, send: Send) -> None:
-    body = b'{"detail":"the request body is over the limit of %d bytes"}' % limit
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
 
 STATUS_FOR: list[tuple[type[Exception], int]] = [
     (JobNotFound, 404),
@@ -133,6 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.rate_limiter = limiter
+    failures = FailedAuthLimiter(settings.api.auth_failures_per_minute,
+                                 settings.api.auth_failure_burst)
+    app.state.auth_failures = failures
     app.state.submitter = SubmitBatcher(settings)
     app.add_exception_handler(OrchestratorError, _error_response)
     app.add_exception_handler(DataError, _unstorable)
@@ -140,12 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(InterfaceError, _database_unavailable)
     # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
     max_body = settings.inputs.max_bytes * 4 // 3 + 64 * 1024
-    app.add_middleware(BodyLimit, max_bytes=max_body)
+    app.add_middleware(BodyLimit, large=max_body, small=settings.api.max_small_body_bytes)
+    # Before the body limit and the body: a request without a valid key costs no body read.
+    app.add_middleware(AuthGate, settings=settings, failures=failures)
     app.add_middleware(RequestLog)  # outermost: every reply carries X-Request-Id
     app.include_router(fal_queue.router)
     app.include_router(v1.router)
     app.include_router(reports.router)
-    app.include_router(fal_webhook.router)
+    if settings.fal.webhook_url:  # nothing to receive otherwise (issue 14.3)
+        app.include_router(fal_webhook.router)
     app.include_router(health.router)
     return app
 

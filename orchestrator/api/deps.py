@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
+from orchestrator.api.gate import FailedAuthLimiter, client_address, key_from, lookup_principal
 from orchestrator.api.ratelimit import RateLimiter
-from orchestrator.auth.keys import Principal, authenticate, cached_principal
+from orchestrator.auth.keys import Principal
 from orchestrator.commands.caller import Caller
 from orchestrator.commands.caller import visible_job as commands_visible_job
 from orchestrator.db.models import Job
-from orchestrator.db.session import session_scope
 from orchestrator.settings import Settings
 
 
@@ -29,20 +29,6 @@ async def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def _key_from(authorization: str | None) -> str | None:
-    if not authorization:
-        return None
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() in ("key", "bearer") and value.strip():
-        return value.strip()
-    return None
-
-
-def _lookup(settings: Settings, key: str) -> Principal | None:
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        return authenticate(session, key)
-
-
 # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, and a thread
 # hop per dependency per request cost more than the work most of them do.
 # (FastAPI solves each dependency node on every request, so the hot ones take the request
@@ -52,13 +38,18 @@ async def authenticated(
     authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
 ) -> Principal:
     settings = app_settings(request)
-    key = _key_from(authorization)
+    failures: FailedAuthLimiter = request.app.state.auth_failures
+    address = client_address(request.scope)
+    if failures.blocked(address):
+        raise HTTPException(429, "too many failed authentications from this address",
+                            headers={"Retry-After": "10"})
+    key = key_from(authorization)
     if key is None:
+        failures.failed(address)
         raise HTTPException(401, "missing API key: send `Authorization: Key <key>`")
-    principal = cached_principal(key)
+    principal = await lookup_principal(settings, key)
     if principal is None:
-        principal = await run_in_threadpool(_lookup, settings, key)
-    if principal is None:
+        failures.failed(address)
         raise HTTPException(401, "invalid or revoked API key")
     limiter: RateLimiter = request.app.state.rate_limiter
     if not await limiter.allow(principal.key_id):
@@ -82,6 +73,21 @@ async def caller_unless_token(
     if token is not None:
         return None
     return await authenticated(request, authorization)
+
+
+async def metrics_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="`Bearer <metrics key>`")] = None,
+) -> None:
+    """/metrics shows every tenant's spend: the metrics key (ORCH_METRICS_KEY) or an admin key."""
+    settings = app_settings(request)
+    key = key_from(authorization)
+    if key is not None and settings.api.metrics_key is not None and hmac.compare_digest(
+            key.encode(), settings.api.metrics_key.get_secret_value().encode()):
+        return
+    principal = await authenticated(request, authorization)
+    if not principal.admin:
+        raise HTTPException(403, "/metrics needs the metrics key or an admin key")
 
 
 def require_admin(principal: PrincipalDep) -> Principal:

@@ -6,13 +6,17 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import logging
 import socket
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import SplitResult, unquote_to_bytes, urlsplit
 
 from orchestrator.errors import InputError, InputTooLarge, InputUnreachable, UnsupportedFormat
+from orchestrator.images.allow import AllowList
 from orchestrator.images.fetch import is_forbidden_address
 from orchestrator.jobs.producer import Source
 from orchestrator.settings import Settings
+
+log = logging.getLogger("orchestrator.api.inputs")
 
 IMAGE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -51,24 +55,45 @@ def decode_data_uri(uri: str, *, max_bytes: int) -> bytes:
     return data
 
 
-def check_url_target(url: str, settings: Settings) -> None:
+def split_url(url: str, field: str) -> SplitResult:
+    """``urlsplit`` that answers a malformed URL (``http://[::1/x``, port 99999) with a 422."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
+    except ValueError:
+        raise InputUnreachable(f"{field} is not a valid URL") from None
+    return parts
+
+
+def check_url_target(url: str, settings: Settings, field: str = "image_url",
+                     allow: AllowList | None = None) -> None:
     """Refuse a URL whose host resolves inside the network, before queueing it. The worker's
-    fetch checks the address it actually connects to again (DNS may change in between)."""
-    parts = urlsplit(url)
+    fetch checks the address it actually connects to again (DNS may change in between).
+
+    The caller gets one generic refusal whether the name does not resolve or resolves to an
+    internal address, so the API cannot be used to map internal DNS; the detail is logged."""
+    parts = split_url(url, field)
     host = (parts.hostname or "").lower()
     if not host:
-        raise InputUnreachable("the image_url has no host")
-    if host in {h.lower() for h in settings.inputs.fetch_allow_hosts}:
+        raise InputUnreachable(f"the {field} has no host")
+    allow = allow if allow is not None else AllowList(settings.inputs.fetch_allow_hosts)
+    if allow.trusts(host, parts.port or (443 if parts.scheme.lower() == "https" else 80)):
         return
+    refused = InputUnreachable(
+        f"the {field}'s host cannot be reached from this service "
+        "(only public addresses are fetched); refused"
+    )
     try:
         infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
                                    proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError, ValueError):
-        raise InputUnreachable(f"the image_url's host {host!r} does not resolve") from None
+        log.warning("%s refused: host %r does not resolve", field, host)
+        raise refused from None
     for info in infos:
         reason = is_forbidden_address(ipaddress.ip_address(info[4][0]))
         if reason:
-            raise InputUnreachable(f"the image_url's host {host!r} resolves to {info[4][0]}, {reason}; refused")
+            log.warning("%s refused: host %r resolves to %s, %s", field, host, info[4][0], reason)
+            raise refused
 
 
 def check_webhook_url(url: str, settings: Settings) -> None:
@@ -76,16 +101,16 @@ def check_webhook_url(url: str, settings: Settings) -> None:
     and refuse webhooks when no signing key is configured (receivers could not verify them)."""
     if settings.api.webhook_signing_key is None:
         raise InputUnreachable("fal_webhook needs the orchestrator's ORCH_WEBHOOK_SIGNING_KEY to be set")
-    if urlsplit(url).scheme.lower() not in ("http", "https"):
+    if split_url(url, "fal_webhook").scheme.lower() not in ("http", "https"):
         raise InputUnreachable("fal_webhook must be an http(s) URL")
-    check_url_target(url, settings)
+    check_url_target(url, settings, "fal_webhook", AllowList(settings.inputs.webhook_allow_hosts))
 
 
 def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> Source:
     if image_url.startswith("data:"):
         return Source(name=name, data=decode_data_uri(image_url, max_bytes=settings.inputs.max_bytes),
                       origin="data URI")
-    scheme = urlsplit(image_url).scheme.lower()
+    scheme = split_url(image_url, "image_url").scheme.lower()
     if scheme not in ("http", "https"):
         raise InputUnreachable("image_url must be an http(s) URL or a data: URI")
     if len(image_url) > 2048:

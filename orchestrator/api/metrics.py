@@ -3,10 +3,12 @@ the same numbers, and nothing is lost when a process restarts."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -80,6 +82,21 @@ class OrchestratorCollector(Collector):
 
 
 _registries: dict[tuple[str, str], CollectorRegistry] = {}
+_scrape_lock = threading.Lock()
+_scrapes: dict[tuple[str, str], tuple[float, bytes]] = {}
+
+
+def scrape(settings: Settings) -> bytes:
+    """The exposition text, computed at most once per ``metrics_cache_seconds`` per process
+    (concurrent scrapes wait for the one computation rather than each running the queries)."""
+    key = (settings.database.url.get_secret_value(), settings.broker.url.get_secret_value())
+    with _scrape_lock:
+        cached = _scrapes.get(key)
+        if cached is not None and time.monotonic() - cached[0] < settings.api.metrics_cache_seconds:
+            return cached[1]
+        text = generate_latest(registry_for(settings))
+        _scrapes[key] = (time.monotonic(), text)
+        return text
 
 
 def registry_for(settings: Settings) -> CollectorRegistry:

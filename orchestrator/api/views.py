@@ -13,6 +13,7 @@ from orchestrator.db.models import Job
 from orchestrator.errors import INPUT_ERROR_CODES, ErrorCode
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.results import read_result
+from orchestrator.results.links import result_url
 from orchestrator.settings import Settings
 
 REQUESTS_PATH = "/fal-ai/imageutils/requests"
@@ -96,7 +97,7 @@ def result_body(job: Job, base: str, settings: Settings) -> tuple[int, dict[str,
         if job.options.get("sync_mode"):
             url = f"data:{r.content_type};base64," + base64.b64encode(read_result(settings, r)).decode()
         else:
-            url = f"{base}/v1/jobs/{job.id}/result?token={job.result_token}"
+            url = result_url(base, job.id, job.result_token, settings.results.link_ttl_seconds)
         return 200, {"image": {"url": url, "content_type": r.content_type,
                                "file_name": f"{job.source_name or job.id}.png",
                                "file_size": r.size_bytes, "width": r.width, "height": r.height}}

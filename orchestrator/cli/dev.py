@@ -66,6 +66,9 @@ def dev(
             print(f"export {name}={shlex.quote(value)}")
         return
 
+    # Everything this run and its children create (database, broker, logs, TLS files) is the
+    # owner's only; what an earlier run or `mkdir -p` left is fixed by create() (issue 14.8).
+    os.umask(0o077)
     data.create()
     lock = _lock(data)
     os.environ.update(urls)  # this process (migrate, key) and its children use the same URLs
@@ -89,6 +92,7 @@ def dev(
     hosts = list(dict.fromkeys([h for h in (host, "127.0.0.1", "localhost", "::1")
                                 if h not in ("0.0.0.0", "::")]))
     tls = ensure_certificates(data.tls, hosts)
+    data.secure()  # the database and broker files the migration and broker set-up created
     api_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     api_url = f"https://{_url_host(api_host)}:{port}"
 

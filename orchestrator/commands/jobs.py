@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from orchestrator.jobs import transitions
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import publish_run
 from orchestrator.results import read_result
+from orchestrator.results.links import token_valid
 from orchestrator.settings import Settings
 
 MAX_PAGE = 500
@@ -113,8 +113,8 @@ def result_by_token(settings: Settings, job_id: uuid.UUID | str, token: str) -> 
     key = parse_job_id(job_id)
     with session_scope(settings.database.url.get_secret_value()) as session:
         job = session.get(Job, key)
-        # Bytes, not str: compare_digest refuses non-ASCII strings.
-        if job is None or not job.result_token or not hmac.compare_digest(
-                job.result_token.encode(), token.encode()):
+        # A link carries an expiry and an HMAC of it under the job's stored secret, never the
+        # secret itself; an expired or forged one is indistinguishable from a missing job.
+        if job is None or not token_valid(job.result_token, job.id, token):
             raise JobNotFound(str(key))
         return _result_of(settings, job)

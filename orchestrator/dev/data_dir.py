@@ -25,7 +25,22 @@ class DataDir:
 
     def create(self) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        self.logs.mkdir(mode=0o700, exist_ok=True)
+        self.secure()
+
+    def secure(self) -> None:
+        """Folders 0700 and files 0600 under the root, whatever they were made with (``mkdir -p``
+        leaves 0755, the umask 0644): run on every start (issue 14.8)."""
+        self.root.chmod(0o700)
+        for folder, dirs, files in os.walk(self.root):
+            for name in dirs:
+                path = Path(folder, name)
+                if not path.is_symlink():
+                    path.chmod(0o700)
+            for name in files:
+                path = Path(folder, name)
+                if not path.is_symlink():
+                    path.chmod(0o600)
 
     @property
     def database(self) -> Path:

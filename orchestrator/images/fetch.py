@@ -15,8 +15,8 @@ What is checked, and where:
   rebinding (public when someone checked, private when we connect) and redirects into the
   network are refused. TLS is still verified against the URL's host name (SNI and certificate),
   because only the TCP connect is replaced.
-* Hosts in ``allow_hosts`` (trusted internal hosts) skip the name, port and address checks, not
-  the limits.
+* Hosts in ``allow_hosts`` (trusted internal hosts, ``orchestrator.images.allow``) skip the
+  name and address checks on the port their entry names (bare: 80 and 443), not the limits.
 * Limits: at most ``max_redirects`` redirects; ``max_bytes`` (Content-Length first, then the
   streamed body); ``timeout`` is one deadline for the whole fetch, applied to every connect,
   read and write, so a server that trickles bytes is cut off.
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import logging
 import socket
 import ssl
 import time
@@ -41,6 +42,9 @@ import httpcore
 import httpx
 
 from orchestrator.errors import CorruptImage, FetchFailed, InputTooLarge, InputUnreachable
+from orchestrator.images.allow import AllowList
+
+log = logging.getLogger("orchestrator.images.fetch")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -211,12 +215,22 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _refused(host: str, detail: str) -> InputUnreachable:
+    """One message for "no such name" and "an internal address": the caller (a tenant) must not
+    learn which internal names exist or where they point. The detail goes to the log."""
+    log.warning("fetch refused: %s", detail)
+    return InputUnreachable(
+        f"the URL's host {host!r} cannot be reached from this service "
+        "(only public addresses are fetched); refused"
+    )
+
+
 def _resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         if exc.errno in _NAME_NOT_FOUND:
-            raise InputUnreachable(f"the URL's host {host!r} does not resolve") from None
+            raise _refused(host, f"the URL's host {host!r} does not resolve") from None
         raise FetchFailed(f"looking up the URL's host {host!r} failed ({exc})") from None
     return list(dict.fromkeys(_ip(str(info[4][0])) for info in infos))
 
@@ -224,13 +238,13 @@ def _resolve(host: str, port: int) -> list[IPAddress]:
 def _refuse_if_forbidden(host: str, addr: IPAddress) -> None:
     reason = is_forbidden_address(addr)
     if reason is not None:
-        raise InputUnreachable(f"the URL's host {host!r} resolves to {addr}, {reason}; refused")
+        raise _refused(host, f"the URL's host {host!r} resolves to {addr}, {reason}")
 
 
 class _GuardedBackend(httpcore.NetworkBackend):
     """Resolves the host itself, so the address it checks is the address it connects to."""
 
-    def __init__(self, allow_hosts: frozenset[str], deadline: float) -> None:
+    def __init__(self, allow_hosts: AllowList, deadline: float) -> None:
         self._allow_hosts = allow_hosts
         self._deadline = deadline
         self._plain = httpcore.SyncBackend()
@@ -243,7 +257,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.NetworkStream:
-        trusted = _normalise_host(host) in self._allow_hosts
+        trusted = self._allow_hosts.trusts(host, port)
         addresses = _resolve(host, port)
         if not trusted:
             for addr in addresses:  # one bad address is enough: the OS may pick any of them
@@ -262,9 +276,7 @@ class _GuardedBackend(httpcore.NetworkBackend):
             peer = _ip(str(stream.get_extra_info("server_addr")[0]))
             if peer != addr:
                 stream.close()
-                raise InputUnreachable(
-                    f"the connection to {host!r} reached {peer}, not the checked {addr}; refused"
-                )
+                raise _refused(host, f"the connection to {host!r} reached {peer}, not the checked {addr}")
             return _DeadlineStream(stream, self._deadline)
         if failure is None:
             raise httpcore.ConnectError(f"{host!r} resolves to no address")
@@ -277,7 +289,7 @@ def _default_ssl_context() -> ssl.SSLContext:
 
 
 def _client(
-    allow_hosts: frozenset[str], deadline: float, timeout: float, ssl_context: ssl.SSLContext
+    allow_hosts: AllowList, deadline: float, timeout: float, ssl_context: ssl.SSLContext
 ) -> httpx.Client:
     transport = httpx.HTTPTransport(verify=ssl_context, trust_env=False)
     # httpx 0.28 has no network_backend option, so the pool it built (idle, nothing to close)
@@ -316,7 +328,7 @@ def _nonstandard_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return None
 
 
-def _check_url(url: httpx.URL, allow_hosts: frozenset[str]) -> None:
+def _check_url(url: httpx.URL, allow_hosts: AllowList) -> None:
     if url.scheme not in ("http", "https"):
         raise InputUnreachable(f"only http and https URLs can be fetched, not {url.scheme!r}")
     if url.userinfo:
@@ -324,7 +336,7 @@ def _check_url(url: httpx.URL, allow_hosts: frozenset[str]) -> None:
     host = _normalise_host(url.raw_host.decode("ascii"))
     if not host:
         raise InputUnreachable("the URL has no host")
-    if host in allow_hosts:
+    if allow_hosts.trusts(host, url.port or (443 if url.scheme == "https" else 80)):
         return
     if url.port is not None and url.port not in _PUBLIC_PORTS:
         raise InputUnreachable(f"the URL's port {url.port} is not 80 or 443; refused")
@@ -394,13 +406,14 @@ def fetch_url(
 ) -> bytes:
     """Fetch the image at ``url``, with the checks and limits above; return its bytes.
 
-    ``allow_hosts`` holds lower-case host names (IDNs in their xn-- form) or IP literals.
+    ``allow_hosts`` holds ``host``, ``host:port`` or ``host:*`` entries (host names in their
+    xn-- form for IDNs, or IP literals); see orchestrator.images.allow.
     ``ssl_context`` replaces the default CA trust (certifi), e.g. for an internal CA.
     Raises InputUnreachable (refused, invalid, or an HTTP status that will not change),
     FetchFailed (network errors, the deadline, HTTP 408/425/429/5xx), InputTooLarge, or
     CorruptImage (the body is not an image).
     """
-    trusted = frozenset(_normalise_host(host) for host in allow_hosts)
+    trusted = AllowList(allow_hosts)
     deadline = time.monotonic() + timeout
     first = current = _parse(url)
     context = ssl_context if ssl_context is not None else _default_ssl_context()
@@ -436,7 +449,7 @@ def post_json(
 ) -> int:
     """POST ``body`` to ``url`` under the same address checks (webhooks are user URLs too);
     redirects are not followed. Returns the status code; raises InputUnreachable or FetchFailed."""
-    trusted = frozenset(_normalise_host(host) for host in allow_hosts)
+    trusted = AllowList(allow_hosts)
     target = _parse(url)
     _check_url(target, trusted)
     with _client(trusted, time.monotonic() + timeout, timeout, _default_ssl_context()) as client:

@@ -94,6 +94,12 @@ class ContextFilter(logging.Filter):
 _API_KEY = re.compile(r"orch_[A-Za-z0-9_\-]{20,}")
 _AUTH_VALUE = re.compile(r"(?i)\b((?:key|bearer)\s+)[A-Za-z0-9_\-.:=+/]{8,}")
 _URL_PASSWORD = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]*:)[^@\s/]+@")
+# Query parameters that carry secrets: result-link tokens, webhook URLs (which may carry their
+# receiver's own secret), signed-URL signatures. A second defence: access lines have no query.
+_SECRET_PARAM = re.compile(
+    r"(?i)((?:^|[?&;\s\"'])(?:[a-z0-9_\-]*token|fal_webhook|signature|x-amz-signature|"
+    r"x-goog-signature|sig|api_key|access_key|secret|password)=)[^&\s\"']+"
+)
 
 
 def url_password(url: str) -> str | None:
@@ -107,7 +113,7 @@ def url_password(url: str) -> str | None:
 def secret_values(settings: Settings) -> list[str]:
     """Every secret value the settings hold, as it could appear in text."""
     values: list[str] = []
-    for secret in (settings.fal.key, settings.api.webhook_signing_key):
+    for secret in (settings.fal.key, settings.api.webhook_signing_key, settings.api.metrics_key):
         if secret is not None and secret.get_secret_value():
             text = secret.get_secret_value()
             values.append(text)
@@ -132,6 +138,7 @@ class Redactor:
             if secret in text:
                 text = text.replace(secret, MASK)
         text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+        text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
         text = _API_KEY.sub("orch_" + MASK, text)
         return _AUTH_VALUE.sub(rf"\1{MASK}", text)
 
@@ -186,17 +193,34 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 
+# Control characters (and Unicode line breaks) shown as escapes in text lines, so a value a
+# caller chose (a path with %0a, a header) cannot end the line and forge the next one.
+_CONTROLS = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)
+}
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 class TextFormatter(logging.Formatter):
-    """Human text with the context appended, masked like the JSON lines."""
+    """Human text with the context appended, masked like the JSON lines. The message and the
+    context are one line each (control characters escaped); only a traceback spans lines."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
         self.redact = redactor
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         ctx = " ".join(
-            f"{name}={getattr(record, name)}"
+            f"{name}={escape_controls(str(getattr(record, name)))}"
             for name in (*CONTEXT_FIELDS, "task_id")
             if getattr(record, name, None) is not None
         )
@@ -227,8 +251,15 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level if level is not None else settings.logs.level)
     # Libraries that log through their own handlers (uvicorn, celery) propagate to the root.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task"):
+    for name in ("uvicorn", "uvicorn.error", "celery", "celery.task"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
+    # uvicorn's access line carries the query string (result tokens, fal_webhook URLs) and is
+    # on by default under `uvicorn --factory …app_factory`; the API's own access line
+    # (orchestrator.api.request_log) has the path only, and the request id.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    access.disabled = True
     logging.captureWarnings(True)
     return handler

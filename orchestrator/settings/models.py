@@ -336,8 +336,14 @@ class InputSettings(_Group):
                                         description="Redirects followed when fetching an input URL.")
     fetch_allow_hosts: list[str] = _setting(
         "fetch_allow_hosts", default_factory=list,
-        description="Hosts trusted although they resolve to private addresses (comma-separated "
-        "in the environment).",
+        description="Hosts trusted for input URLs although they resolve to private addresses "
+        "(comma-separated in the environment): `host` (ports 80 and 443 only), `host:port` or "
+        "`host:*` (any port).",
+    )
+    webhook_allow_hosts: list[str] = _setting(
+        "webhook_allow_hosts", default_factory=list,
+        description="The same, for webhook targets (fal_webhook): a separate list, so a host "
+        "trusted for image fetches is not a place tenants may POST to.",
     )
     dedup_window_seconds: float = _setting(
         "dedup_window_seconds", 600.0, ge=0,
@@ -346,11 +352,24 @@ class InputSettings(_Group):
         "flight. 0 = off.",
     )
 
-    @field_validator("fetch_allow_hosts", mode="before")
+    @field_validator("fetch_allow_hosts", "webhook_allow_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         value = _split_list(value)
         return [h.lower() for h in value] if isinstance(value, list) else value
+
+    @field_validator("fetch_allow_hosts", "webhook_allow_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        from orchestrator.errors import ConfigError
+        from orchestrator.images.allow import parse_entry
+
+        for entry in value:
+            try:
+                parse_entry(entry)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class RetrySettings(_Group):
@@ -402,6 +421,30 @@ class ApiSettings(_Group):
         description="Ed25519 seed (base64url) that signs webhooks; `orchestrator keys "
         "signing-key` makes one.",
     )
+    auth_failures_per_minute: float = _setting(
+        "api_auth_failures_per_minute", 60.0, gt=0,
+        description="Failed authentications (no key, a wrong or revoked key) allowed per client "
+        "address per minute, after a burst of ORCH_API_AUTH_FAILURE_BURST; then 429.",
+    )
+    auth_failure_burst: int = _setting(
+        "api_auth_failure_burst", 20, ge=1,
+        description="Failed authentications allowed at once before the per-minute rate applies.",
+    )
+    max_small_body_bytes: int = _setting(
+        "api_max_small_body_bytes", 1024 * 1024, ge=1024,
+        description="Body limit of endpoints that take no image (all but the submit, "
+        "/v1/batches and /v1/uploads, which take ORCH_MAX_INPUT_BYTES as base64 and more).",
+    )
+    metrics_key: SecretStr | None = _setting(
+        "metrics_key", None,
+        description="/metrics needs `Authorization: Bearer <this>` (Prometheus' "
+        "`authorization: {credentials: ...}`) or an admin API key; unset, only an admin key.",
+    )
+    metrics_cache_seconds: float = _setting(
+        "metrics_cache_seconds", 15.0, ge=0,
+        description="A scrape is served from a copy at most this old (one computation per "
+        "interval per API process, however many scrapers).",
+    )
 
 
 class ResultSettings(_Group):
@@ -413,6 +456,11 @@ class ResultSettings(_Group):
                          description="Directory of result images when ORCH_RESULT_STORE=directory.")
     png_compress_level: int = _setting("png_compress_level", 6, ge=0, le=9,
                                        description="zlib level of result PNGs (0 fastest, 9 smallest).")
+    link_ttl_seconds: int = _setting(
+        "result_link_ttl_seconds", 24 * 3600, ge=10, le=30 * 24 * 3600,
+        description="A result link (image.url, webhook payloads) opens the result without a key "
+        "for this many seconds; each status or result request hands out a fresh one.",
+    )
 
 
 class Settings(BaseModel):

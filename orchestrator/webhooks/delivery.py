@@ -15,6 +15,7 @@ from orchestrator.errors import InputUnreachable
 from orchestrator.images.fetch import post_json
 from orchestrator.jobs.states import JobState
 from orchestrator.results import read_result
+from orchestrator.results.links import result_url
 from orchestrator.settings import Settings
 from orchestrator.webhooks.signing import signed_headers
 
@@ -28,7 +29,8 @@ def webhook_body(job: Job, settings: Settings) -> dict[str, Any]:
     if job.state is JobState.SUCCEEDED and job.result is not None:
         r = job.result
         if settings.api.public_url:
-            url = f"{settings.api.public_url.rstrip('/')}/v1/jobs/{job.id}/result?token={job.result_token}"
+            url = result_url(settings.api.public_url, job.id, job.result_token,
+                             settings.results.link_ttl_seconds)
         else:  # no public address configured: carry the bytes, as fal's sync_mode does
             url = f"data:{r.content_type};base64," + base64.b64encode(read_result(settings, r)).decode()
         image = {"url": url, "content_type": r.content_type, "file_name": f"{job.source_name}.png",
@@ -49,7 +51,7 @@ def deliver(job_id: uuid.UUID, settings: Settings) -> bool:
     headers = signed_headers(settings, request_id=str(job_id), user_id=client, body=body)
     try:
         status = post_json(url, body, headers, timeout=15.0,
-                           allow_hosts=frozenset(settings.inputs.fetch_allow_hosts))
+                           allow_hosts=frozenset(settings.inputs.webhook_allow_hosts))
     except InputUnreachable as exc:
         log.warning("webhook for job %s refused: %s", job_id, exc)
         return True  # a URL that points inside the network will never be allowed

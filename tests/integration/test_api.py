@@ -292,9 +292,12 @@ def test_health_readiness_metrics_and_openapi(env: dict[str, str], api: Api) -> 
         checks = ready.json()["checks"]
         assert checks["database"] == "ok" and checks["broker"] == "ok"
         assert checks["backends"]["fal"].startswith("unavailable: FAL_KEY is not set")
+        assert c.get("/metrics").status_code == 401  # every tenant's spend: a key (issue 14.7)
+    with api.client(_key(env, "ops", "--admin")) as c:
         text = c.get("/metrics").text
         for name in ("orchestrator_jobs", "orchestrator_queue_depth", "orchestrator_cost_usd"):
             assert name in text
+    with api.client(None) as c:
         spec = c.get("/openapi.json").json()
         assert "/fal-ai/imageutils/rembg" in spec["paths"] and "/v1/uploads" in spec["paths"]
 
@@ -339,7 +342,7 @@ def test_fal_webhook_is_delivered_signed_and_verifiable(
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     signing = run_cli(env, "keys", "signing-key").stdout.strip()
-    hooks = {**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": "127.0.0.1",
+    hooks = {**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_WEBHOOK_ALLOW_HOSTS": "127.0.0.1:*",
              "ORCH_RETRY_BACKOFF_MAX_SECONDS": "1"}
     server = Api(hooks, tls, tmp_path / "api.log")
     try:
@@ -377,7 +380,8 @@ def test_fal_webhook_is_delivered_signed_and_verifiable(
 
 def test_webhook_into_the_network_is_refused(env: dict[str, str], tls: dict[str, str], tmp_path: Path) -> None:
     signing = run_cli(env, "keys", "signing-key").stdout.strip()
-    server = Api({**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": ""}, tls,
+    server = Api({**env, "ORCH_WEBHOOK_SIGNING_KEY": signing, "ORCH_FETCH_ALLOW_HOSTS": "",
+                  "ORCH_WEBHOOK_ALLOW_HOSTS": ""}, tls,
                  tmp_path / "api.log")
     try:
         key = _key(env, "tenant-a")

@@ -65,6 +65,7 @@ from orchestrator.db.models import Attempt, Job, Result
 from orchestrator.db.session import session_scope
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState
 from orchestrator.jobs.transitions import utcnow
+from orchestrator.results.links import link_token
 from orchestrator.settings import load_settings
 from orchestrator.webhooks.signing import new_signing_key
 
@@ -128,7 +129,7 @@ class Fuzz:
     app: CapturingApp
     keys: dict[str, str]
     job_ids: list[str]
-    token: str  # the result token of a succeeded job
+    token: str  # a valid result-link token of a succeeded job
 
 
 def _seed_jobs(database_url: str) -> tuple[list[str], str]:
@@ -178,7 +179,8 @@ def _seed_jobs(database_url: str) -> tuple[list[str], str]:
             session.add(Result(job_id=ok.id, attempt_id=ok.attempts[-1].id,
                                content_type="image/png", sha256="0" * 64, size_bytes=len(png),
                                width=6, height=4, store="database", data=png))
-    return [str(j.id) for j in jobs], str(succeeded[0].result_token)
+    # A result link's token (issue 14.1): an expiry and a MAC under the job's stored secret.
+    return [str(j.id) for j in jobs], link_token(str(succeeded[0].result_token), succeeded[0].id, 3600)
 
 
 @pytest.fixture
@@ -186,7 +188,10 @@ def fuzz(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Fuzz]
     # The limiter allows 50 requests per second per key. The fuzzer goes faster, and every request
     # over the limit would stop at a 429 before reaching the code under test. A signing key turns
     # webhooks on (without one, every fal_webhook is a 422); no worker runs, so none is sent.
+    # Likewise the per-address limit on failed authentication (every fuzzed call comes from
+    # one address, and many carry made-up keys).
     settings = load_settings(api_requests_per_second=1_000_000,
+                             api_auth_failures_per_minute=1_000_000, api_auth_failure_burst=1_000_000,
                              webhook_signing_key=new_signing_key())
     with session_scope(settings.database.url.get_secret_value()) as session:
         keys = {TENANT: create_key(session, TENANT), OTHER: create_key(session, OTHER),

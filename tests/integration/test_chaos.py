@@ -336,9 +336,12 @@ def test_a_crash_between_fals_accept_and_the_commit_is_counted_as_a_duplicate(
 @pytest.fixture
 def webhook_env(chaos_env: dict[str, str], emulator: FalEmulator,
                 tmp_path: Any) -> Iterator[dict[str, str]]:
-    env = {**chaos_env, "ORCH_FAL_JWKS_URL": f"{emulator.base_url}/.well-known/jwks.json"}
-    api = PlainApi(env, tmp_path / "api.log")
-    yield {**env, "ORCH_FAL_WEBHOOK_URL": f"{api.url}/v1/fal/webhook"}
+    # The API mounts /v1/fal/webhook only with ORCH_FAL_WEBHOOK_URL set (issue 14.3).
+    port = free_port()
+    env = {**chaos_env, "ORCH_FAL_JWKS_URL": f"{emulator.base_url}/.well-known/jwks.json",
+           "ORCH_FAL_WEBHOOK_URL": f"http://127.0.0.1:{port}/v1/fal/webhook"}
+    api = PlainApi(env, tmp_path / "api.log", port=port)
+    yield env
     api.stop()
 
 

@@ -273,7 +273,9 @@ def test_url_inputs_permanent_and_transient_failures(
 
     private = job_by_id(db, ids["private"])
     assert private.error_code == "input_unreachable"
-    assert "a private address; refused" in (private.error_message or "")
+    # A tenant sees a generic refusal, not what the host resolves to (issue 14.5).
+    assert "cannot be reached from this service" in (private.error_message or "")
+    assert "private address" not in (private.error_message or "")
 
     busy = job_by_id(db, ids["busy"])
     assert busy.state is JobState.FAILED

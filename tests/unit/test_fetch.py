@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import logging
 import socket
 import ssl
 import threading
@@ -32,7 +33,7 @@ from orchestrator.errors import (
 from orchestrator.images import fetch as safe_fetch
 from orchestrator.images.fetch import fetch_url, is_forbidden_address
 
-LOCAL = frozenset({"127.0.0.1"})
+LOCAL = frozenset({"127.0.0.1:*"})  # test servers listen on random ports
 LIMITS: dict[str, Any] = {"max_bytes": 1_000_000, "timeout": 3.0, "max_redirects": 3}
 
 
@@ -472,19 +473,31 @@ def test_connect_time_guard_alone_refuses_internal_addresses(
     assert "refused" in str(error)
 
 
-def test_refusal_says_what_the_host_resolved_to(dns: FakeDNS) -> None:
+def test_refusal_is_generic_and_the_log_says_what_the_host_resolved_to(
+    dns: FakeDNS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tenant must not learn which internal names exist or where they point (issue 14.5)."""
+    generic = ("the URL's host {!r} cannot be reached from this service "
+               "(only public addresses are fetched); refused")
+    dns.answers["gone.example"] = [socket.gaierror(socket.EAI_NONAME, "Name or service not known")]
     with pytest.raises(InputUnreachable) as refused:
         fetch_url("http://evil.example/x.png", **LIMITS)
-    assert str(refused.value) == (
-        "the URL's host 'evil.example' resolves to 127.0.0.1, a loopback address; refused"
-    )
-    with pytest.raises(InputUnreachable, match="NAT64 encoding of 127.0.0.1, a loopback"):
+    assert str(refused.value) == generic.format("evil.example")
+    with pytest.raises(InputUnreachable) as missing:
+        fetch_url("http://gone.example/x.png", **LIMITS)
+    assert str(missing.value) == generic.format("gone.example")
+    with pytest.raises(InputUnreachable) as nat64:
         fetch_url("http://[64:ff9b::7f00:1]/", **LIMITS)
+    assert "127.0.0.1" not in str(nat64.value) and "loopback" not in str(nat64.value)
+    assert "'evil.example' resolves to 127.0.0.1, a loopback address" in caplog.text
+    assert "'gone.example' does not resolve" in caplog.text
+    assert "NAT64 encoding of 127.0.0.1, a loopback" in caplog.text
 
 
 @pytest.mark.parametrize("mode", ["all checks", "connect-time only"])
 def test_dns_rebinding_is_refused(
     mode: str,
+    caplog: pytest.LogCaptureFixture,
     dns: FakeDNS,
     connects: list[Any],
     canaries: Canaries,
@@ -502,8 +515,12 @@ def test_dns_rebinding_is_refused(
     assert first[0][4][0] == "93.184.216.34"
 
     port = ":{p4}" if mode == "connect-time only" else ""
-    error = _assert_refused_without_connecting(f"http://rebind.example{port}/", canaries, connects)
-    assert "resolves to 127.0.0.1" in str(error)
+    with caplog.at_level(logging.WARNING, "orchestrator.images.fetch"):
+        error = _assert_refused_without_connecting(
+            f"http://rebind.example{port}/", canaries, connects
+        )
+    assert "refused" in str(error)
+    assert "resolves to 127.0.0.1" in caplog.text
     assert dns.calls == ["rebind.example", "rebind.example"]
 
 
@@ -514,7 +531,7 @@ def test_connects_to_the_address_it_checked_without_a_second_lookup(
     # A second lookup would get an address nobody answers on.
     dns.answers["pinned.example"] = [["127.0.0.1"], ["10.255.255.1"]]
     url = server.url("/a.png", host="pinned.example")
-    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"pinned.example"})) == PNG
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"pinned.example:*"})) == PNG
     assert dns.calls == ["pinned.example"]
     assert connects == [("127.0.0.1", server.port)]
 
@@ -554,7 +571,7 @@ def test_a_redirect_into_the_network_is_refused(
         fetch_url(
             server.url("/go", host="images.example"),
             **LIMITS,
-            allow_hosts=frozenset({"images.example"}),
+            allow_hosts=frozenset({"images.example:*"}),
         )
     assert server.hits == ["/go"]
     assert connects == [("127.0.0.1", server.port)]  # only the allow-listed first hop
@@ -607,7 +624,7 @@ def test_allow_hosts_entries_are_matched_case_and_dot_insensitively(
 ) -> None:
     server = serve({"/a.png": reply(200, PNG)})
     url = server.url("/a.png", host="images.example.")
-    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"Images.Example"})) == PNG
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"Images.Example:*"})) == PNG
 
 
 def test_a_redirect_chain_within_the_limit_is_followed(serve: Callable[..., Server]) -> None:
@@ -721,7 +738,7 @@ def test_a_refused_connection_is_transient(canaries: Canaries) -> None:
 def test_lookup_failures_are_permanent_or_transient_by_kind(dns: FakeDNS) -> None:
     dns.answers["gone.example"] = [socket.gaierror(socket.EAI_NONAME, "Name or service not known")]
     dns.answers["flaky.example"] = [socket.gaierror(socket.EAI_AGAIN, "Temporary failure")]
-    with pytest.raises(InputUnreachable, match="does not resolve"):
+    with pytest.raises(InputUnreachable, match="cannot be reached from this service"):
         fetch_url("http://gone.example/a.png", **LIMITS)
     with pytest.raises(FetchFailed, match="Temporary failure"):
         fetch_url("http://flaky.example/a.png", **LIMITS)
@@ -754,7 +771,7 @@ def test_https_verifies_the_host_name_while_connecting_to_the_checked_ip(
     server, trust, sni = tls_server
     dns.answers["images.test"] = [["127.0.0.1"]]
     url = server.url("/a.png", host="images.test", scheme="https")
-    got = fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test"}), ssl_context=trust)
+    got = fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test:*"}), ssl_context=trust)
     assert got == PNG
     assert sni == ["images.test"]
     assert connects == [("127.0.0.1", server.port)]
@@ -768,7 +785,7 @@ def test_https_refuses_a_certificate_for_another_name(
     dns.answers["other.test"] = [["127.0.0.1"]]
     url = server.url("/a.png", host=host, scheme="https")
     with pytest.raises(InputUnreachable, match="certificate"):
-        fetch_url(url, **LIMITS, allow_hosts=frozenset({host}), ssl_context=trust)
+        fetch_url(url, **LIMITS, allow_hosts=frozenset({f"{host}:*"}), ssl_context=trust)
     assert server.hits == []
 
 
@@ -779,4 +796,18 @@ def test_https_refuses_an_untrusted_ca_by_default(
     dns.answers["images.test"] = [["127.0.0.1"]]
     url = server.url("/a.png", host="images.test", scheme="https")
     with pytest.raises(InputUnreachable, match="certificate"):
-        fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test"}))
+        fetch_url(url, **LIMITS, allow_hosts=frozenset({"images.test:*"}))
+
+
+# --- issue 14.9: a trusted host is trusted on the port its entry names ------------------------
+
+
+def test_an_allow_listed_host_is_trusted_only_on_its_ports(serve: Callable[..., Server]) -> None:
+    server = serve({"/a.png": reply(200, PNG)})
+    url = server.url("/a.png")
+    for entries in ({"127.0.0.1"}, {"127.0.0.1:1"}, {"127.0.0.2:*"}):
+        with pytest.raises(InputUnreachable, match="refused"):
+            fetch_url(url, **LIMITS, allow_hosts=frozenset(entries))
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({f"127.0.0.1:{server.port}"})) == PNG
+    assert fetch_url(url, **LIMITS, allow_hosts=frozenset({"127.0.0.1:*"})) == PNG
+    assert server.hits == ["/a.png", "/a.png"]

@@ -123,3 +123,33 @@ def test_text_format_keeps_the_context(capture: io.StringIO) -> None:
         logging.getLogger("orchestrator.test").info("using %s", FAL_KEY)
     line = stream.getvalue().strip()
     assert line.endswith("using *** [job_id=j-7 attempt=1 backend=fal request_id=r-1]")
+
+
+def test_secret_query_parameters_are_masked() -> None:
+    """Issue 14.1's second defence: result tokens and webhook URLs in any line are masked."""
+    redact = Redactor()
+    assert redact("GET /v1/jobs/j/result?token=1764.abcDEF_123 200") == (
+        "GET /v1/jobs/j/result?token=*** 200"
+    )
+    assert redact("POST /fal-ai/imageutils/rembg?fal_webhook=https%3A%2F%2Fh%2Fx&a=1") == (
+        "POST /fal-ai/imageutils/rembg?fal_webhook=***&a=1"
+    )
+    assert redact("see https://s3/x.png?X-Amz-Signature=cafe&b=2") == (
+        "see https://s3/x.png?X-Amz-Signature=***&b=2"
+    )
+    assert redact("job_id=abc backend=local") == "job_id=abc backend=local"
+
+
+def test_text_lines_cannot_be_forged_with_control_characters() -> None:
+    """Issue 14.6: a newline a caller put in a path or a value is escaped, not written."""
+    settings = load_settings(fal_key=FAL_KEY)
+    stream = io.StringIO()
+    configure_logging(settings, fmt="text", level="INFO", stream=stream)
+    forged = "/x\n2026-01-01 00:00:00,000 INFO orchestrator.api.access: GET /admin 200\r\x1b[2J\u2028"
+    with log_context(job_id="j\nfake"):
+        logging.getLogger("orchestrator.test").info("GET %s 404", forged)
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and "\r" not in text and "\x1b" not in text
+    assert "\u2028" not in text
+    assert "/x\\x0a2026-01-01" in text and "\\x0d\\x1b[2J\\u2028 404" in text
+    assert "job_id=j\\x0afake" in text

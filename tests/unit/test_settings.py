@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 # The environment variables of before the grouping: users' deployments set these, so none may
 # be renamed or lost (the product contract fixes them).
 ENV_NAMES_BEFORE_GROUPING = {
-    "FAL_KEY", "ORCH_FAKE_BACKENDS", "ORCH_API_PUBLIC_URL", "ORCH_API_REQUESTS_PER_SECOND", "ORCH_AUTO_DEADLINE_SECONDS",
+    "FAL_KEY", "ORCH_FAKE_BACKENDS", "ORCH_WEBHOOK_ALLOW_HOSTS", "ORCH_API_AUTH_FAILURES_PER_MINUTE",
+    "ORCH_API_AUTH_FAILURE_BURST", "ORCH_API_MAX_SMALL_BODY_BYTES", "ORCH_METRICS_KEY",
+    "ORCH_METRICS_CACHE_SECONDS", "ORCH_RESULT_LINK_TTL_SECONDS", "ORCH_API_PUBLIC_URL", "ORCH_API_REQUESTS_PER_SECOND", "ORCH_AUTO_DEADLINE_SECONDS",
     "ORCH_AUTO_FAL_MAX_ERROR_RATE", "ORCH_AUTO_LOCAL_PARALLELISM",
     "ORCH_AUTO_LOCAL_SECONDS_PER_JOB", "ORCH_BREAKER_COOLDOWN_SECONDS", "ORCH_BREAKER_FAILURES",
     "ORCH_BROKER_URL", "ORCH_BUDGET_ALERT_WEBHOOK_URL", "ORCH_DATABASE_URL",
@@ -197,6 +199,7 @@ def _sample(entry: Entry, tmp_path: Path) -> tuple[str, Any]:
         "local_providers": ("CUDAExecutionProvider, CPUExecutionProvider",
                             ["CUDAExecutionProvider", "CPUExecutionProvider"]),
         "fetch_allow_hosts": ("A.test,b.test", ["a.test", "b.test"]),
+        "webhook_allow_hosts": ("Hooks.test:8443,c.test:*", ["hooks.test:8443", "c.test:*"]),
         "log_level": ("debug", "DEBUG"),
     }
     if entry.flat in special:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from orchestrator import backends
-from orchestrator.api.deps import SettingsDep
-from orchestrator.api.metrics import registry_for
+from orchestrator.api.deps import SettingsDep, metrics_caller
+from orchestrator.api.metrics import scrape
+from orchestrator.api.responses import AUTH, errors
 from orchestrator.db.session import get_engine
 from orchestrator.jobs.availability import unavailable_reason
 from orchestrator.queue import broker
@@ -61,7 +62,9 @@ def readyz(settings: SettingsDep) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, dependencies=[Depends(metrics_caller)],
+            responses=errors(*AUTH, 403))
 def metrics(settings: SettingsDep) -> Response:
-    """Prometheus metrics: jobs by state and backend, latency, queue depth, cost."""
-    return Response(generate_latest(registry_for(settings)), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: jobs by state and backend, latency, queue depth, cost (every
+    tenant's: the metrics key or an admin key)."""
+    return Response(scrape(settings), media_type=CONTENT_TYPE_LATEST)
