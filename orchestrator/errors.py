@@ -5,13 +5,15 @@ OrchestratorError
 ├── JobNotFound            no job with that id
 ├── JobStateError          the action does not fit the job's current state
 ├── ReportError            a report was asked for with options that do not fit
+├── ResultExpired          the result's bytes were deleted by retention (the API's 410)
 └── JobError               raised while running a job; its type decides retry or not
     ├── PermanentJobError  retrying cannot help: the job fails at once
     │   ├── InputError             the input is not a usable image (message is for people)
     │   │   ├── InputTooLarge
     │   │   ├── UnsupportedFormat
     │   │   ├── CorruptImage
-    │   │   └── InputUnreachable   a URL that cannot be fetched, for a reason that will not change
+    │   │   ├── InputUnreachable   a URL that cannot be fetched, for a reason that will not change
+    │   │   └── InputExpired       the stored input was deleted by retention
     │   ├── BudgetExceeded         a fal budget is used up and the job may not wait for it
     │   ├── BackendUnavailable     the backend cannot run here (no model, no credentials)
     │   │   └── CredentialsRefused fal answered 401/403 to FAL_KEY
@@ -19,7 +21,11 @@ OrchestratorError
     └── TransientJobError  may succeed later: retried with exponential backoff and jitter
         ├── FetchFailed            a URL fetch that timed out or got a 5xx
         ├── BackendBusy            the backend refused for now (429, 5xx before accepting)
-        └── RemoteRunFailed        the backend accepted and ran it, then failed (runner error)
+        ├── RemoteRunFailed        the backend accepted and ran it, then failed (runner error)
+        └── StoreError             the object store failed a call (orchestrator/storage)
+            ├── StoreUnavailable       unreachable, timed out or 5xx: try again later
+            ├── StoreCredentialsRefused the store refused the AWS credentials
+            └── StoreBucketMissing     the bucket of ORCH_OBJECT_STORE_URL does not exist
 
 Errors not derived from JobError are treated as transient (a database hiccup, a bug that a
 redeploy fixes) and retried up to the attempt limit.
@@ -84,6 +90,10 @@ class InputUnreachable(InputError):
     pass
 
 
+class InputExpired(InputError):
+    pass
+
+
 class BudgetExceeded(PermanentJobError):
     """A fal spend limit is reached (ORCH_FAL_OVER_BUDGET=fail)."""
 
@@ -119,3 +129,28 @@ class SubmitReplyLost(TransientJobError):
 def error_type(exc: BaseException) -> str:
     """A stable name for an error, stored on attempts and jobs."""
     return type(exc).__name__
+
+
+class ResultExpired(OrchestratorError):
+    """The result's bytes were deleted by retention; the job and its costs remain."""
+
+
+class StoreError(TransientJobError):
+    """An object store call failed. Transient for jobs: they retry with backoff, so a store
+    that comes back (or whose credentials are fixed) lets them finish."""
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class StoreCredentialsRefused(StoreError):
+    pass
+
+
+class StoreBucketMissing(StoreError):
+    pass
+
+
+class ObjectMissing(OrchestratorError):
+    """A stored object is not where its row says (deleted outside the orchestrator)."""

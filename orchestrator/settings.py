@@ -187,6 +187,33 @@ class Settings(BaseSettings):
     result_dir: Path = Path(".orchestrator/results")
     png_compress_level: int = Field(default=6, ge=0, le=9)
 
+    # --- object store (issue 12): inputs and results in S3 instead of the database ------
+    # s3://bucket/prefix; set, every new input and result goes there (result_store is then
+    # only where older rows may still be). Credentials and region: the standard AWS variables.
+    object_store_url: str | None = None
+    # The S3 API of a store that is not AWS (SeaweedFS, MinIO, R2), as workers reach it.
+    s3_endpoint_url: str | None = None
+    # The same store as callers reach it: presigned URLs sign the host, so they are made by a
+    # client on this address (default: s3_endpoint_url).
+    s3_public_endpoint_url: str | None = None
+    # Per request to the store; the API fails fast (503) rather than hold a caller.
+    s3_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    s3_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    # botocore "standard" retries (5xx, throttling, timeouts) inside one store call.
+    s3_max_attempts: int = Field(default=3, ge=1, le=10)
+    # Lifetime of the presigned GET URLs in image.url, /v1 results and webhooks (SigV4: <= 7 days).
+    result_url_ttl_seconds: int = Field(default=900, ge=1, le=604800)
+
+    # --- retention (orchestrator gc, and the reconciler's loop) -----------------------------
+    # Inputs are deleted this long after their job ends (a failed job can be retried until then).
+    input_retention_seconds: float = Field(default=86400.0, ge=0)
+    # Results are deleted this many days after they were stored; 0 keeps them forever.
+    result_retention_days: float = Field(default=0.0, ge=0)
+    # The orphan sweep leaves objects younger than this alone: their row may still commit.
+    orphan_grace_seconds: float = Field(default=3600.0, ge=0)
+    # How often the reconciler's loop runs the retention sweep; 0 = never (run `orchestrator gc`).
+    gc_interval_seconds: float = Field(default=300.0, ge=0)
+
     @field_validator("database_url")
     @classmethod
     def _normalise_database_url(cls, value: str) -> str:
@@ -194,6 +221,30 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("object_store_url", "s3_endpoint_url", "s3_public_endpoint_url",
+                     mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("object_store_url")
+    @classmethod
+    def _check_object_store_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(value)
+            if parts.scheme != "s3" or not parts.netloc:
+                raise ValueError("must be s3://bucket or s3://bucket/prefix")
+        return value
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return value
 
     @field_validator("fetch_allow_hosts", mode="before")

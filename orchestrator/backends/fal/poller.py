@@ -29,14 +29,14 @@ from orchestrator.backends.fal.client import async_client, download, key_fingerp
 from orchestrator.backends.fal.limits import FalLimits, mark_key_refused
 from orchestrator.db.retry import retry_db
 from orchestrator.db.session import session_scope
-from orchestrator.errors import BackendRejected, CredentialsRefused, RemoteRunFailed
+from orchestrator.errors import BackendRejected, CredentialsRefused, RemoteRunFailed, StoreError
 from orchestrator.jobs import remote, service
 from orchestrator.jobs.remote import PollItem
 from orchestrator.jobs.service import Cost, Pricing, utcnow
 from orchestrator.jobs.states import ComputeBasis
 from orchestrator.observability.logs import log_context
-from orchestrator.results import result_store
 from orchestrator.settings import Settings
+from orchestrator.storage.results import put_result
 
 log = logging.getLogger("orchestrator.fal.poller")
 
@@ -169,6 +169,8 @@ class FalPoller(threading.Thread):
             await self._retry_later(item, str(exc))
         except (httpx.HTTPError, OSError, ValueError) as exc:
             await self._retry_later(item, f"talking to fal failed: {exc!r}")
+        except StoreError as exc:  # the object store is away: fetch and store it again later
+            await self._retry_later(item, str(exc))
         except Exception:
             log.exception("polling fal request %s failed", item.request_id)
             await self._retry_later(item, "unexpected error while polling")
@@ -268,8 +270,7 @@ class FalPoller(threading.Thread):
             width, height = probe.size
         output = BackendOutput(data=data, content_type=content_type, width=width, height=height,
                                compute_seconds=cost.compute_seconds, compute_basis=cost.basis)
-        store = result_store(self.settings)
-        stored = store.put(item.job_id, item.attempt_id, data)
+        store, stored = put_result(self.settings, item.job_id, item.attempt_id, data, content_type)
         digest = hashlib.sha256(data).hexdigest()
 
         def store_result(session: Any) -> bool:

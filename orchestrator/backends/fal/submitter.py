@@ -21,6 +21,7 @@ from orchestrator.errors import (
     BackendRejected,
     CredentialsRefused,
     PermanentJobError,
+    StoreError,
     SubmitReplyLost,
 )
 from orchestrator.jobs import remote, service
@@ -28,6 +29,7 @@ from orchestrator.jobs.runner import RunReport, in_transaction
 from orchestrator.jobs.service import Busy, Claim, Cost, Pricing, Skip
 from orchestrator.observability.logs import bind, log_context
 from orchestrator.settings import Settings
+from orchestrator.storage.inputs import load_input
 
 log = logging.getLogger("orchestrator.fal")
 
@@ -37,8 +39,7 @@ Publish = Callable[[uuid.UUID, str, float], None]
 def _input_bytes(claim: Claim, settings: Settings) -> bytes | None:
     if claim.source_kind == "url":
         return None
-    return in_transaction(settings, "reading the input",
-                          lambda session: service.stored_input(session, claim.job_id))
+    return load_input(settings, claim.job_id)
 
 
 def _fail(claim: Claim, exc: Exception, settings: Settings) -> None:
@@ -95,6 +96,14 @@ def _submit_delivery(
         limits.release(slot)
         _fail(claim, exc, settings)
         return RunReport("failed", str(exc))
+    except StoreError as exc:  # the input's store is away: retry with backoff, nothing paid
+        limits.release(slot)
+        store_error = exc
+        retry_in = in_transaction(settings, "recording a store fault", lambda session: (
+            remote.record_refused(session, claim, store_error, retryable=True, settings=settings)))
+        if retry_in is not None:
+            publish(job_id, FalBackend.name, retry_in)
+        return RunReport("retry", str(exc))
 
     try:
         accepted = submit_once(key, settings.fal_endpoint, arguments,
