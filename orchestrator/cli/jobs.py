@@ -15,8 +15,8 @@ from orchestrator.jobs import service
 from orchestrator.jobs.serialize import job_dict
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.queue.celery_app import publish_run
-from orchestrator.results import read_result
 from orchestrator.settings import get_settings
+from orchestrator.storage.results import read_result
 
 app = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True)
 

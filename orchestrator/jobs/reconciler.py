@@ -51,6 +51,7 @@ from orchestrator.jobs.states import AttemptOutcome, JobState, SubmitState
 from orchestrator.queue.broker import is_redis, sqla_messages
 from orchestrator.queue.celery_app import QUEUE_NAMES, publish_run, publisher_for
 from orchestrator.settings import Settings
+from orchestrator.storage.retention import GcSchedule
 
 log = logging.getLogger("orchestrator.reconciler")
 
@@ -331,9 +332,11 @@ class ReconcilerLoop(threading.Thread):
         self.interval = interval or settings.reconcile_interval_seconds
         self.on_pass = on_pass
         self._stopping = threading.Event()
+        self.gc = GcSchedule(settings)  # retention and the orphan sweep, every gc_interval
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
+            self.gc.maybe_start()
             try:
                 report = self.reconciler.run_pass()
             except Exception as exc:  # noqa: BLE001 - the next pass tries again

@@ -42,6 +42,7 @@ def job_dict(job: Job, *, with_attempts: bool = True) -> dict[str, Any]:
             "height": r.height,
             "store": r.store,
             "cropped": r.cropped,
+            "expired_at": r.expired_at,  # set when retention deleted the bytes
         }
     if with_attempts:
         out["routing"] = job.routing  # auto: the decision and what it was made on

@@ -7,6 +7,8 @@ the variables; no bucket → ``StoreBucketMissing``; no key → ``ObjectMissing`
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -143,8 +145,10 @@ class S3Store(BlobStore):
 
     def put(self, key: str, data: bytes, content_type: str) -> StoredBytes:
         full = self._key(key)
+        # Content-MD5: the store checks the bytes it received against it.
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
         self._call("storing an object", self.client.put_object, Bucket=self.bucket, Key=full,
-                   Body=data, ContentType=content_type)
+                   Body=data, ContentType=content_type, ContentMD5=md5)
         return StoredBytes(store=self.name, location=full, data=None)
 
     def get(self, stored: StoredBytes) -> bytes:

@@ -6,7 +6,7 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -24,8 +24,8 @@ from orchestrator.jobs.producer import JobRequest, Source, Submitted, submit, su
 from orchestrator.jobs.serialize import job_dict
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import publish_run
-from orchestrator.results import read_result
 from orchestrator.routing import AUTO
+from orchestrator.storage.results import presigned_url, read_result
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
@@ -131,7 +131,13 @@ def list_jobs(
 @router.get("/jobs/{job_id}", responses=errors(*AUTH, 404, 422))
 def get_job(job_id: str, principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
     with session_scope(settings.database_url) as session:
-        return job_dict(visible_job(session, job_id, principal))
+        job = visible_job(session, job_id, principal)
+        out = job_dict(job)
+        if job.result is not None and job.result.expired_at is None:
+            url = presigned_url(settings, job)
+            if url is not None:
+                out["result"]["url"] = url
+        return out
 
 
 @router.post("/jobs/{job_id}/retry", responses=errors(*AUTH, 404, 409, 422))
@@ -169,6 +175,9 @@ def job_result(
             job = _job_by_token(session, job_id, token or "")
         if job.result is None:
             raise HTTPException(404, f"request {job_id} has no result (it is {job.state.value})")
+        presigned = presigned_url(settings, job)  # an expired result raises: 410
+        if presigned is not None:  # the object store serves the bytes, not the API
+            return RedirectResponse(presigned, status_code=307)
         data = read_result(settings, job.result)
         content_type = job.result.content_type
     return Response(data, media_type=content_type,
