@@ -97,10 +97,12 @@ class SeaweedFS:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.proc.returncode}:\n{self.log_text()}")
             try:
-                client.list_buckets()
-                # The filer and volume server must be up too: a write is the real test.
-                client.create_bucket(Bucket="readiness-probe")
+                names = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+                if "readiness-probe" not in names:  # there already after a restart
+                    client.create_bucket(Bucket="readiness-probe")
+                # The filer and volume server must be up too: a write and a read are the test.
                 client.put_object(Bucket="readiness-probe", Key="probe", Body=b"ok")
+                client.get_object(Bucket="readiness-probe", Key="probe")["Body"].read()
                 return
             except Exception:  # noqa: BLE001 - not up yet
                 time.sleep(0.2)
