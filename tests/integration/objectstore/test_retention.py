@@ -6,9 +6,9 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 
 from orchestrator.backends.local import LocalBackend
 from orchestrator.db.models import Job, JobInput, Result
@@ -20,6 +20,7 @@ from orchestrator.settings import get_settings
 from orchestrator.storage import store_for_new
 from orchestrator.storage.retention import collect
 from tests.conftest import run_cli
+from tests.support.api_server import PlainApi
 from tests.support.images import subject
 from tests.support.seaweed import SeaweedFS
 
@@ -64,8 +65,15 @@ RETENTION = {"ORCH_INPUT_RETENTION_SECONDS": "86400", "ORCH_RESULT_RETENTION_DAY
              "ORCH_ORPHAN_GRACE_SECONDS": "3600"}
 
 
+def _key(env: dict[str, str]) -> str:
+    out = run_cli(env, "keys", "create", "default")
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_s3_sweep_removes_expired_and_orphans_and_nothing_else(
-    s3_env: dict[str, str], seaweed: SeaweedFS, bucket: str, monkeypatch: pytest.MonkeyPatch
+    s3_env: dict[str, str], seaweed: SeaweedFS, bucket: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     for name, value in RETENTION.items():
         monkeypatch.setenv(name, value)
@@ -111,18 +119,23 @@ def test_s3_sweep_removes_expired_and_orphans_and_nothing_else(
             client.head_object(Bucket=bucket, Key=row.location)
 
     # An expired result: 410 with a clear message in the API, a clear line in the CLI.
-    from orchestrator.api.app import create_app
-
     expired_id, kept_id = ids[0], ids[5]
     with session_scope(db) as session:
         tokens = {j.id: j.result_token for j in session.query(Job)}
-    with TestClient(create_app(get_settings())) as api:
-        gone = api.get(f"/v1/jobs/{expired_id}/result", params={"token": tokens[expired_id]})
+    api = PlainApi({**s3_env, **RETENTION}, tmp_path / "api.log")
+    try:
+        gone = httpx.get(f"{api.url}/v1/jobs/{expired_id}/result",
+                         params={"token": tokens[expired_id]})
         assert gone.status_code == 410, gone.text
-        assert "expired" in gone.json()["detail"] and "ORCH_RESULT_RETENTION_DAYS" in gone.json()["detail"]
-        kept = api.get(f"/v1/jobs/{kept_id}/result", params={"token": tokens[kept_id]},
-                       follow_redirects=False)
+        detail = gone.json()["detail"]
+        assert "expired" in detail and "ORCH_RESULT_RETENTION_DAYS" in detail
+        kept = httpx.get(f"{api.url}/v1/jobs/{kept_id}/result", params={"token": tokens[kept_id]})
         assert kept.status_code == 307
+        fal = httpx.get(f"{api.url}/fal-ai/imageutils/requests/{expired_id}",
+                        headers={"Authorization": f"Key {_key(s3_env)}"})
+        assert fal.status_code == 410 and "expired" in fal.text
+    finally:
+        api.stop()
     cli = run_cli({**s3_env, **RETENTION}, "jobs", "result", str(expired_id), "-o", "/dev/null")
     assert cli.returncode == 1
     assert "has expired" in cli.stderr and "Traceback" not in cli.stderr
