@@ -14,7 +14,8 @@ from orchestrator.jobs.service import utcnow
 from orchestrator.jobs.states import AttemptOutcome, JobState
 
 
-def insert_succeeded_jobs(database_url: str, n: int, *, size: int = 2048) -> dict[uuid.UUID, bytes]:
+def insert_succeeded_jobs(database_url: str, n: int, *, size: int = 2048,
+                          input_size: int | None = None) -> dict[uuid.UUID, bytes]:
     """``n`` succeeded jobs whose input and result bytes are in the database; job id → result."""
     out: dict[uuid.UUID, bytes] = {}
     now = utcnow()
@@ -22,7 +23,7 @@ def insert_succeeded_jobs(database_url: str, n: int, *, size: int = 2048) -> dic
         for i in range(n):
             job_id = uuid.uuid4()
             data = os.urandom(size)
-            source = os.urandom(size // 2)
+            source = os.urandom(size // 2 if input_size is None else input_size)
             job = Job(id=job_id, state=JobState.SUCCEEDED, backend="local", model="tiny",
                       options={}, client="default", source_kind="file", source_name=f"img{i}",
                       input_sha256=hashlib.sha256(source).hexdigest(), max_attempts=4,

@@ -59,7 +59,7 @@ def test_migrate_interrupted_and_resumed_moves_everything_byte_identical(
     thread.start()
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "results", "migrate", "--to",
                              "s3", "--batch-size", "25"], env=s3_env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while _moved(db) < 500 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -176,3 +177,27 @@ def test_retention_on_the_database_and_directory_stores(
     else:
         left = sorted(p for p in (tmp_path / "objects").rglob("*") if p.is_file())
         assert len(left) == 8 - 3
+
+
+def test_the_reconcilers_loop_runs_retention(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.jobs.reconciler import ReconcilerLoop
+    from tests.support.stored_jobs import insert_succeeded_jobs
+
+    monkeypatch.setenv("ORCH_INPUT_RETENTION_SECONDS", "3600")
+    monkeypatch.setenv("ORCH_GC_INTERVAL_SECONDS", "0.5")
+    get_settings.cache_clear()
+    db = env["ORCH_DATABASE_URL"]
+    ids = list(insert_succeeded_jobs(db, 4, size=256))
+    _backdate(db, finished=ids[:2], stored=[])
+    loop = ReconcilerLoop(get_settings(), interval=0.2)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while _expired(db)[0] != set(ids[:2]):
+            assert time.monotonic() < deadline, _expired(db)
+            time.sleep(0.1)
+    finally:
+        loop.stop()
+    assert _expired(db) == (set(ids[:2]), set())
