@@ -17,7 +17,7 @@ and its own Postgres database (migrated; dropped at the end), and uses the Redis
    Postgres (``/v1/jobs/{id}/result?token=``, database store), (b) through the API's 307 to a
    presigned URL, followed to the store, (c) straight from the presigned URL the job carries.
    Latency (median, p95) per download, and the API process's CPU time per download (user +
-   system, from /proc).
+   system, from /proc); plus the API's 307 alone (what a caller pays to get a fresh URL).
 """
 
 from __future__ import annotations
@@ -172,8 +172,13 @@ def bench_downloads(env: dict[str, str], n: int, tmp: Path) -> dict[str, dict[st
             def direct(job_id: uuid.UUID) -> bytes:
                 return store.get(presigned[job_id]).content
 
+            def redirect_only(job_id: uuid.UUID) -> bytes:
+                client.get(f"/v1/jobs/{job_id}/result", params={"token": tokens[job_id]})
+                return originals[job_id]  # the API's part alone: no bytes through it
+
             for name, fn, batch in (("api_from_postgres", via_api, db_ids),
                                     ("api_redirect_then_store", via_redirect, s3_ids),
+                                    ("api_redirect_only", redirect_only, s3_ids),
                                     ("presigned_direct", direct, s3_ids)):
                 for job_id in batch[:10]:  # warm-up
                     fn(job_id)
