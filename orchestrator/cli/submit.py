@@ -16,9 +16,9 @@ from orchestrator.errors import ConfigError
 from orchestrator.jobs.producer import Submitted, expand_sources, wait_for
 from orchestrator.jobs.producer import submit as submit_jobs
 from orchestrator.jobs.states import JobState
-from orchestrator.results import read_result
 from orchestrator.routing import AUTO, submit_auto
 from orchestrator.settings import Settings, get_settings
+from orchestrator.storage.results import read_result
 
 
 def submit(
