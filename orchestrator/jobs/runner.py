@@ -131,10 +131,12 @@ def _run_delivery(
     pricing = Pricing(backend.price_per_second(), settings.fal_price_per_second)
     heartbeat = _Heartbeat(claim, settings)
     heartbeat.start()
+    ran = Cost()  # the compute spent, kept on the attempt if storing the result fails
     try:
         try:
             data = _load_input(claim, settings)
             output = backend.run(BackendInput(data=data, options=claim.options))
+            ran = Cost(output.compute_seconds, output.compute_basis)
             # Before the row: a store fault is transient (retried with backoff below).
             store, stored = put_result(settings, claim.job_id, claim.attempt_id, output.data,
                                        output.content_type)
@@ -148,7 +150,7 @@ def _run_delivery(
             log.warning("job %s attempt %d failed: %r", job_id, claim.attempt_number, exc)
             transient = exc
             retry_in = in_transaction(settings, "scheduling a retry", lambda session: (
-                service.schedule_retry(session, claim, transient, Cost(), pricing, settings)))
+                service.schedule_retry(session, claim, transient, ran, pricing, settings)))
             if retry_in is None:
                 return RunReport("failed", str(exc))
             publish(job_id, claim.backend, retry_in)
