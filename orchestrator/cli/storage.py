@@ -27,9 +27,6 @@ def gc(
     if json_out:
         print_json({**report.as_dict(), "bytes_freed": report.bytes_freed})
         return
-    if not report.ran:
-        console_err.print("another gc is running (it holds the lock); nothing done")
-        return
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb}: {report.inputs} input(s) ({report.input_bytes} bytes), "
                   f"{report.results} result(s) ({report.result_bytes} bytes), "

@@ -336,12 +336,13 @@ class ReconcilerLoop(threading.Thread):
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
-            self.gc.maybe_start()
             try:
                 report = self.reconciler.run_pass()
             except Exception as exc:  # noqa: BLE001 - the next pass tries again
                 log.warning("reconciler pass failed: %s", str(exc).splitlines()[0][:300])
                 continue
+            if report.ran:  # the worker whose pass acted also sweeps, when it is due
+                self.gc.maybe_start()
             if self.on_pass is not None:
                 self.on_pass(report)
         self.reconciler.close()
@@ -350,6 +351,7 @@ class ReconcilerLoop(threading.Thread):
         self._stopping.set()
         if self.is_alive():
             self.join(timeout)
+        self.gc.join(timeout)
 
 
 def reconcile_once(settings: Settings) -> PassReport:

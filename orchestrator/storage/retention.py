@@ -6,6 +6,9 @@
   a row never points at a missing object; a crash in between leaves an orphan, swept below.
 - Orphans: objects under ``inputs/`` and ``results/`` that no row names (a crash between the
   PUT and the commit), older than ``orphan_grace_seconds`` (younger ones may still commit).
+
+Two sweeps at once are safe (a worker's loop and ``orchestrator gc``): expiry locks its rows
+with ``SKIP LOCKED``, and deleting an orphan twice deletes it once.
 """
 
 from __future__ import annotations
@@ -13,17 +16,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import Job, JobInput, Result
-from orchestrator.db.session import get_engine, session_scope
+from orchestrator.db.session import session_scope
 from orchestrator.jobs.states import FINAL_STATES
 from orchestrator.settings import Settings
 from orchestrator.storage import BlobStore, Listed, store_named
@@ -33,7 +35,6 @@ log = logging.getLogger("orchestrator.gc")
 
 BATCH = 500
 LIST_BATCH = 1000
-GC_LOCK_KEY = 0x6763_5F6F_7263  # "gc_orc": one sweep at a time across workers
 
 
 @dataclass
@@ -45,7 +46,6 @@ class GcReport:
     orphans: int = 0
     orphan_bytes: int = 0
     dry_run: bool = False
-    ran: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,13 +66,10 @@ def collect(settings: Settings, *, dry_run: bool = False, now: datetime | None =
     """One retention pass over every store; with ``dry_run``, only count what would go."""
     now = now or _now()
     report = GcReport(dry_run=dry_run)
-    with _exclusive(settings) as mine:
-        if not mine:
-            return GcReport(dry_run=dry_run, ran=False)
-        _expire_inputs(settings, now, dry_run, report)
-        _expire_results(settings, now, dry_run, report)
-        for store in external_stores(settings):
-            _sweep_orphans(settings, store, now, dry_run, report, on_progress)
+    _expire_inputs(settings, now, dry_run, report)
+    _expire_results(settings, now, dry_run, report)
+    for store in external_stores(settings):
+        _sweep_orphans(settings, store, now, dry_run, report, on_progress)
     return report
 
 
@@ -80,23 +77,6 @@ def external_stores(settings: Settings) -> list[BlobStore]:
     """The stores that hold objects of their own (the database store has none to sweep)."""
     names = {settings.result_store} | ({"s3"} if settings.object_store_url else set())
     return [store_named(settings, name) for name in sorted(names) if name != "database"]
-
-
-@contextmanager
-def _exclusive(settings: Settings) -> Iterator[bool]:
-    engine = get_engine(settings.database_url)
-    if engine.dialect.name != "postgresql":
-        yield True  # the embedded single-process database: nobody to exclude
-        return
-    with engine.connect() as conn:
-        got = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": GC_LOCK_KEY}))
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": GC_LOCK_KEY})
-                conn.commit()
 
 
 def _expire_inputs(settings: Settings, now: datetime, dry_run: bool, report: GcReport) -> None:
@@ -229,6 +209,10 @@ class GcSchedule:
         self.thread = threading.Thread(target=self._run, name="gc", daemon=True)
         self.thread.start()
         return True
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
 
     def _run(self) -> None:
         try:
