@@ -197,7 +197,8 @@ class GcSchedule:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._next = time.monotonic()
+        # Not at start-up: a worker (re)starting has better things to do first.
+        self._next = time.monotonic() + min(settings.gc_interval_seconds, 60.0)
         self._running = threading.Lock()
         self.thread: threading.Thread | None = None
 
