@@ -11,13 +11,16 @@ OrchestratorError                      code
 ├── BudgetError                        budget_invalid      a budget that cannot be set
 ├── WebhookRejected                    webhook_rejected    a provider webhook whose signature does not verify
 ├── CallbackKeysUnavailable            callback_keys_unavailable  the provider's signing keys cannot be fetched now
+├── ResultExpired                      result_expired      the result's bytes were deleted by retention (the API's 410)
+├── ObjectMissing                      object_missing      a stored object is not where its row says
 └── JobError                                               raised while running a job; its type decides retry or not
     ├── PermanentJobError                                  retrying cannot help: the job fails at once
     │   ├── InputError                 input_invalid       the input is not a usable image (message is for people)
     │   │   ├── InputTooLarge          input_too_large
     │   │   ├── UnsupportedFormat      unsupported_format
     │   │   ├── CorruptImage           corrupt_image
-    │   │   └── InputUnreachable       input_unreachable   a URL that cannot be fetched, for a reason that will not change
+    │   │   ├── InputUnreachable       input_unreachable   a URL that cannot be fetched, for a reason that will not change
+    │   │   └── InputExpired           input_expired       the stored input was deleted by retention
     │   ├── BudgetExceeded             budget_exceeded     a fal budget is used up and the job may not wait for it
     │   ├── BackendUnavailable         backend_unavailable the backend cannot run here (no model, no credentials)
     │   │   ├── CredentialsRefused     credentials_refused the provider answered 401/403 to its key
@@ -28,7 +31,11 @@ OrchestratorError                      code
         ├── BackendBusy                backend_busy        the backend refused for now (429, 5xx before accepting)
         ├── ProviderCallFailed         provider_call_failed a status/result/cancel call failed in a way asking again can fix
         ├── RemoteRunFailed            remote_run_failed   the backend accepted and ran it, then failed (runner error)
-        └── SubmitReplyLost            submit_reply_lost   a paid submission may have been accepted, its reply never came
+        ├── SubmitReplyLost            submit_reply_lost   a paid submission may have been accepted, its reply never came
+        └── StoreError                 store_error         the object store failed a call (orchestrator/storage)
+            ├── StoreUnavailable       store_unavailable   unreachable, timed out or 5xx: try again later
+            ├── StoreCredentialsRefused store_credentials_refused  the store refused the AWS credentials
+            └── StoreBucketMissing     store_bucket_missing  the bucket of ORCH_OBJECT_STORE_URL does not exist
 
 Outcomes that are no exception have codes too (:class:`ErrorCode`): ``worker_lost`` (the worker
 died running it), ``attempts_exhausted``, ``cancelled`` and ``internal_error`` (any exception
@@ -54,6 +61,13 @@ class ErrorCode(StrEnum):
     BUDGET_INVALID = "budget_invalid"
     WEBHOOK_REJECTED = "webhook_rejected"
     CALLBACK_KEYS_UNAVAILABLE = "callback_keys_unavailable"
+    RESULT_EXPIRED = "result_expired"
+    OBJECT_MISSING = "object_missing"
+    INPUT_EXPIRED = "input_expired"
+    STORE_ERROR = "store_error"
+    STORE_UNAVAILABLE = "store_unavailable"
+    STORE_CREDENTIALS_REFUSED = "store_credentials_refused"
+    STORE_BUCKET_MISSING = "store_bucket_missing"
     PROVIDER_FALLBACK = "provider_fallback"
     INPUT_INVALID = "input_invalid"
     INPUT_TOO_LARGE = "input_too_large"
@@ -218,6 +232,12 @@ class InputUnreachable(InputError):
     code = ErrorCode.INPUT_UNREACHABLE
 
 
+class InputExpired(InputError):
+    """The stored input was deleted by retention (ORCH_INPUT_RETENTION_SECONDS)."""
+
+    code = ErrorCode.INPUT_EXPIRED
+
+
 class BudgetExceeded(PermanentJobError):
     """A fal spend limit is reached (ORCH_FAL_OVER_BUDGET=fail)."""
 
@@ -265,6 +285,37 @@ class SubmitReplyLost(TransientJobError):
     """A paid submission may have been accepted, but its reply never arrived."""
 
     code = ErrorCode.SUBMIT_REPLY_LOST
+
+
+class StoreError(TransientJobError):
+    """An object store call failed. Transient for jobs: they retry with backoff, so a store
+    that comes back (or whose credentials are fixed) lets them finish."""
+
+    code = ErrorCode.STORE_ERROR
+
+
+class StoreUnavailable(StoreError):
+    code = ErrorCode.STORE_UNAVAILABLE
+
+
+class StoreCredentialsRefused(StoreError):
+    code = ErrorCode.STORE_CREDENTIALS_REFUSED
+
+
+class StoreBucketMissing(StoreError):
+    code = ErrorCode.STORE_BUCKET_MISSING
+
+
+class ResultExpired(OrchestratorError):
+    """The result's bytes were deleted by retention; the job and its costs remain."""
+
+    code = ErrorCode.RESULT_EXPIRED
+
+
+class ObjectMissing(OrchestratorError):
+    """A stored object is not where its row says (deleted outside the orchestrator)."""
+
+    code = ErrorCode.OBJECT_MISSING
 
 
 # Input errors: the job's input, not the system, is at fault (the API answers them like fal's 422).

@@ -6,6 +6,7 @@ in one place.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,12 +30,19 @@ from orchestrator.errors import (
     JobStateError,
     OrchestratorError,
     RequestError,
+    ResultExpired,
+    StoreError,
 )
 from orchestrator.queue.prepare import prepare_broker
 from orchestrator.settings import Settings, get_settings
 
+log = logging.getLogger("orchestrator.api")
+
 STATUS_FOR: list[tuple[type[Exception], int]] = [
     (JobNotFound, 404),
+    (ResultExpired, 410),
+    # The object store is away or refuses us: nothing was accepted, the caller retries.
+    (StoreError, 503),
     (IdempotencyConflict, 422),
     (InputTooLarge, 413),
     (InputError, 422),
@@ -63,7 +71,14 @@ def _error_response(request: Request, exc: Exception) -> JSONResponse:
     status = next(code for cls, code in STATUS_FOR if isinstance(exc, cls))
     if isinstance(exc, RequestError) and exc.forbidden:
         status = 403
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    headers = {"Retry-After": "5"} if isinstance(exc, StoreError) else None
+    if isinstance(exc, StoreError):
+        log.warning("object store fault: %s", exc)
+        # Say what failed, not the store's address or codes: those are for the operator's log.
+        detail = "the object store is unavailable; retry later"
+    else:
+        detail = str(exc)
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -12,9 +12,8 @@ from sqlalchemy.orm import Session
 from orchestrator.db.models import Job
 from orchestrator.errors import INPUT_ERROR_CODES, ErrorCode
 from orchestrator.jobs.states import AttemptOutcome, JobState
-from orchestrator.results import read_result
-from orchestrator.results.links import result_url
 from orchestrator.settings import Settings
+from orchestrator.storage.results import download_url, read_result
 
 REQUESTS_PATH = "/fal-ai/imageutils/requests"
 
@@ -96,8 +95,8 @@ def result_body(job: Job, base: str, settings: Settings) -> tuple[int, dict[str,
         r = job.result
         if job.options.get("sync_mode"):
             url = f"data:{r.content_type};base64," + base64.b64encode(read_result(settings, r)).decode()
-        else:
-            url = result_url(base, job.id, job.result_token, settings.results.link_ttl_seconds)
+        else:  # presigned when an object store holds it, else the API's token URL
+            url = download_url(settings, job, base)
         return 200, {"image": {"url": url, "content_type": r.content_type,
                                "file_name": f"{job.source_name or job.id}.png",
                                "file_size": r.size_bytes, "width": r.width, "height": r.height}}

@@ -15,6 +15,7 @@ from orchestrator.cli import (
     keys,
     reconcile,
     report,
+    storage,
     submit,
     worker,
     workers,
@@ -39,6 +40,7 @@ def migrate() -> None:
 
     upgrade(get_settings().database.url.get_secret_value())
     console_err.print("[green]database schema is at the newest revision[/green]")
+    storage.ensure_bucket(get_settings())  # the object store's bucket, when one is configured
 
 
 app.command(name="worker")(worker.worker)
@@ -47,6 +49,8 @@ app.command(name="submit")(submit.submit)
 app.command(name="api")(api.api)
 app.command(name="dev")(dev.dev)
 app.command(name="reconcile")(reconcile.reconcile)
+app.command(name="gc")(storage.gc)
+app.add_typer(storage.results_app, name="results")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(keys.app, name="keys")
 app.add_typer(report.app, name="report")

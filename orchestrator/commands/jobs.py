@@ -22,6 +22,7 @@ from orchestrator.queue.celery_app import publish_run
 from orchestrator.results import read_result
 from orchestrator.results.links import token_valid
 from orchestrator.settings import Settings
+from orchestrator.storage.results import presigned_url
 
 MAX_PAGE = 500
 
@@ -29,7 +30,11 @@ MAX_PAGE = 500
 def show(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> JobView:
     """A job with its attempts, costs, result metadata and routing decision."""
     with session_scope(settings.database.url.get_secret_value()) as session:
-        return JobView.of(visible_job(session, caller, job_id), detailed=True)
+        job = visible_job(session, caller, job_id)
+        url = None
+        if job.result is not None and job.result.expired_at is None:
+            url = presigned_url(settings, job)
+        return JobView.of(job, detailed=True, result_url=url)
 
 
 @dataclass(frozen=True)
@@ -95,19 +100,25 @@ def retry(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> JobVie
         return JobView.of(transitions.get_job(session, key))
 
 
-def _result_of(settings: Settings, job: Job) -> ResultFile:
+def _result_of(settings: Settings, job: Job, *, presign: bool = False) -> ResultFile:
+    """Raises ResultExpired when retention deleted the bytes (the API's 410)."""
     if job.result is None:
         raise JobStateError(f"job {job.id} has no result (it is {job.state.value})")
+    url = presigned_url(settings, job) if presign else None  # checks the expiry too
+    if url is not None:  # the object store serves the bytes, not us
+        return ResultFile(job.id, b"", job.result.content_type, url=url)
     return ResultFile(job.id, read_result(settings, job.result), job.result.content_type)
 
 
-def result(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> ResultFile:
-    """A succeeded job's cut-out."""
+def result(settings: Settings, caller: Caller, job_id: uuid.UUID | str, *,
+           presign: bool = False) -> ResultFile:
+    """A succeeded job's cut-out (``presign``: a URL of the object store where it has one)."""
     with session_scope(settings.database.url.get_secret_value()) as session:
-        return _result_of(settings, visible_job(session, caller, job_id))
+        return _result_of(settings, visible_job(session, caller, job_id), presign=presign)
 
 
-def result_by_token(settings: Settings, job_id: uuid.UUID | str, token: str) -> ResultFile:
+def result_by_token(settings: Settings, job_id: uuid.UUID | str, token: str, *,
+                    presign: bool = False) -> ResultFile:
     """The cut-out behind a link handed out with a per-job token (no key needed). A wrong
     token is indistinguishable from a missing job."""
     key = parse_job_id(job_id)
@@ -117,4 +128,4 @@ def result_by_token(settings: Settings, job_id: uuid.UUID | str, token: str) -> 
         # secret itself; an expired or forged one is indistinguishable from a missing job.
         if job is None or not token_valid(job.result_token, job.id, token):
             raise JobNotFound(str(key))
-        return _result_of(settings, job)
+        return _result_of(settings, job, presign=presign)

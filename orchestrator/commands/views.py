@@ -20,11 +20,16 @@ class ResultMeta:
     height: int
     store: str
     cropped: bool
+    expired_at: datetime | None = None  # set when retention deleted the bytes
+    url: str | None = None  # a presigned download URL, when an object store holds the bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"content_type": self.content_type, "sha256": self.sha256,
-                "size_bytes": self.size_bytes, "width": self.width, "height": self.height,
-                "store": self.store, "cropped": self.cropped}
+        out = {"content_type": self.content_type, "sha256": self.sha256,
+               "size_bytes": self.size_bytes, "width": self.width, "height": self.height,
+               "store": self.store, "cropped": self.cropped, "expired_at": self.expired_at}
+        if self.url is not None:
+            out["url"] = self.url
+        return out
 
 
 def plain_decimal(value: Decimal | None) -> str | None:
@@ -101,11 +106,12 @@ class JobView:
     attempt_log: tuple[AttemptView, ...] = ()
 
     @classmethod
-    def of(cls, job: Job, *, detailed: bool = False) -> JobView:
+    def of(cls, job: Job, *, detailed: bool = False, result_url: str | None = None) -> JobView:
         r = job.result
         result = None if r is None else ResultMeta(
             content_type=r.content_type, sha256=r.sha256, size_bytes=r.size_bytes,
-            width=r.width, height=r.height, store=r.store, cropped=r.cropped)
+            width=r.width, height=r.height, store=r.store, cropped=r.cropped,
+            expired_at=r.expired_at, url=result_url)
         return cls(
             id=job.id, state=job.state.value, backend=job.backend,
             requested_backend=job.requested_backend or job.backend, model=job.model,
@@ -153,6 +159,9 @@ class JobPage:
 
 @dataclass(frozen=True)
 class ResultFile:
+    """A result's bytes, or (``url`` set, ``data`` empty) where the object store serves them."""
+
     job_id: uuid.UUID
     data: bytes
     content_type: str
+    url: str | None = None

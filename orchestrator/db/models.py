@@ -168,8 +168,15 @@ class JobInput(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
     )
-    data: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # Where the bytes are (orchestrator/storage): in ``data`` ("database"), or at ``location``
+    # in a directory or an S3 bucket.
+    data: Mapped[bytes | None] = mapped_column(LargeBinary)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    store: Mapped[str] = mapped_column(String(16), nullable=False, default="database",
+                                       server_default="database")
+    location: Mapped[str | None] = mapped_column(Text, index=True)
+    # Set when retention deleted the bytes (data and location are then NULL).
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Attempt(Base):
@@ -244,13 +251,15 @@ class Result(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
-    store: Mapped[str] = mapped_column(String(16), nullable=False)  # "database" | "directory"
-    location: Mapped[str | None] = mapped_column(Text)
+    store: Mapped[str] = mapped_column(String(16), nullable=False)  # database|directory|s3
+    location: Mapped[str | None] = mapped_column(Text, index=True)
     data: Mapped[bytes | None] = mapped_column(LargeBinary)
     cropped: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(
-        UTCDateTime, server_default=func.now(), nullable=False
+        UTCDateTime, server_default=func.now(), nullable=False, index=True
     )
+    # Set when retention deleted the bytes: the row (size, hash, cost history) stays.
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     job: Mapped[Job] = relationship(back_populates="result")
 

@@ -79,10 +79,20 @@ class DataDir:
     def environment(self, environ: Mapping[str, str]) -> dict[str, str]:
         """The database and broker for this run: the ones in ``environ`` when set, else the
         embedded SQLite files in this folder."""
-        return {
+        env = {
             "ORCH_DATABASE_URL": environ.get("ORCH_DATABASE_URL") or self.database_url(),
             "ORCH_BROKER_URL": environ.get("ORCH_BROKER_URL") or self.broker_url(),
         }
+        # Image bytes as files in this folder (no server to run), unless an object store or
+        # another result store is configured.
+        if not environ.get("ORCH_OBJECT_STORE_URL") and not environ.get("ORCH_RESULT_STORE"):
+            env["ORCH_RESULT_STORE"] = "directory"
+            env["ORCH_RESULT_DIR"] = environ.get("ORCH_RESULT_DIR") or str(self.objects)
+        return env
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects"
 
 
 def write_secret(path: Path, text: str) -> None:

@@ -12,6 +12,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -40,6 +41,8 @@ from orchestrator.jobs.states import JobState
 from orchestrator.jobs.transitions import utcnow
 from orchestrator.queue.celery_app import publish_many
 from orchestrator.settings import Settings
+from orchestrator.storage import StoredBytes
+from orchestrator.storage.inputs import discard_inputs, input_row, put_inputs
 
 log = logging.getLogger("orchestrator.producer")
 
@@ -244,11 +247,11 @@ def _new_job(request: JobRequest, settings: Settings, unavailable: str | None) -
     return job
 
 
-def _stored_input(request: JobRequest, job: Job) -> JobInput | None:
+def _input_data(request: JobRequest, job: Job) -> bytes | None:
     data = request.source.data
     if data is None or job.state is JobState.FAILED:
         return None
-    return JobInput(job_id=job.id, data=data, size_bytes=len(data))
+    return data
 
 
 def _dedupable(request: JobRequest, job: Job, settings: Settings) -> bool:
@@ -271,8 +274,9 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> lis
     against each other."""
     out: list[Submitted] = []
     new_jobs: list[Job] = []
-    inputs: list[dict[str, object]] = []
-    with session_scope(settings.database.url.get_secret_value()) as session:
+    pending: list[tuple[uuid.UUID, bytes]] = []
+    written: dict[uuid.UUID, StoredBytes] = {}
+    with _discard_on_error(settings, written), session_scope(settings.database.url.get_secret_value()) as session:
         wanted = [job for request, job in jobs if _dedupable(request, job, settings)]
         originals = _dedup_candidates(session, wanted, settings)
         for request, job in jobs:
@@ -288,21 +292,33 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> lis
                 out.append(Submitted(job.id, request.source, True, job.state, job.backend))
                 continue
             new_jobs.append(job)
-            stored = _stored_input(request, job)
-            if stored is not None:
-                inputs.append({"job_id": job.id, "data": stored.data,
-                               "size_bytes": stored.size_bytes})
+            data = _input_data(request, job)
+            if data is not None:
+                pending.append((job.id, data))
             if _dedupable(request, job, settings):
                 originals[key] = job  # later identical requests of this batch attach to it
             out.append(Submitted(job.id, request.source, True, job.state, job.backend))
         # Bulk INSERTs without RETURNING: one executemany each (psycopg pipelines it), instead
         # of a unit-of-work flush or one huge multi-VALUES statement that psycopg re-parses.
         connection = session.connection()
+        # The bytes are stored before their rows commit (a store fault refuses the batch).
+        written.update(put_inputs(settings, pending))
         if new_jobs:
             connection.execute(insert(JOBS), [_job_row(job) for job in new_jobs])
-        if inputs:
-            connection.execute(insert(JOB_INPUTS), inputs)
+        if pending:
+            connection.execute(insert(JOB_INPUTS), [input_row(job_id, written[job_id], len(data))
+                                                    for job_id, data in pending])
     return out
+
+
+@contextmanager
+def _discard_on_error(settings: Settings, written: dict[uuid.UUID, StoredBytes]) -> Iterator[None]:
+    """Inputs stored for rows that then did not commit are removed again."""
+    try:
+        yield
+    except BaseException:
+        discard_inputs(settings, list(written.values()))
+        raise
 
 
 def _job_row(job: Job) -> dict[str, object]:
@@ -356,13 +372,15 @@ def _copy_result(session: Session, job: Job, original: Job) -> None:
 def _record_keyed(request: JobRequest, job: Job, settings: Settings) -> Submitted:
     """Record a job under its idempotency key, or return the job the key already names."""
     source, key = request.source, request.idempotency_key
+    written: dict[uuid.UUID, StoredBytes] = {}
     try:
-        with session_scope(settings.database.url.get_secret_value()) as session:
+        with _discard_on_error(settings, written), session_scope(settings.database.url.get_secret_value()) as session:
             session.add(job)
             session.flush()
-            stored = _stored_input(request, job)
-            if stored is not None:
-                session.add(stored)
+            data = _input_data(request, job)
+            if data is not None:
+                written.update(put_inputs(settings, [(job.id, data)]))
+                session.add(JobInput(**input_row(job.id, written[job.id], len(data))))
         return Submitted(job.id, source, True, job.state, job.backend)
     except IntegrityError:
         pass

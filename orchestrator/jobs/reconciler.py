@@ -54,6 +54,7 @@ from orchestrator.jobs.transitions import utcnow
 from orchestrator.queue.broker import is_redis, sqla_messages
 from orchestrator.queue.celery_app import QUEUE_NAMES, publish_run, publisher_for
 from orchestrator.settings import Settings
+from orchestrator.storage.retention import GcSchedule
 
 log = logging.getLogger("orchestrator.reconciler")
 
@@ -363,6 +364,7 @@ class ReconcilerLoop(threading.Thread):
         self.interval = interval or settings.reconciler.interval_seconds
         self.on_pass = on_pass
         self._stopping = threading.Event()
+        self.gc = GcSchedule(settings)  # retention and the orphan sweep, every gc_interval
 
     def run(self) -> None:
         while not self._stopping.wait(self.interval):
@@ -371,6 +373,8 @@ class ReconcilerLoop(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - the next pass tries again
                 log.warning("reconciler pass failed: %s", str(exc).splitlines()[0][:300])
                 continue
+            if report.ran:  # the worker whose pass acted also sweeps, when it is due
+                self.gc.maybe_start()
             if self.on_pass is not None:
                 self.on_pass(report)
         self.reconciler.close()
@@ -379,6 +383,7 @@ class ReconcilerLoop(threading.Thread):
         self._stopping.set()
         if self.is_alive():
             self.join(timeout)
+        self.gc.join(timeout)
 
 
 def reconcile_once(settings: Settings) -> PassReport:

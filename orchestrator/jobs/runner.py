@@ -21,8 +21,9 @@ from orchestrator.images.fetch import fetch_url
 from orchestrator.jobs import transitions
 from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip
 from orchestrator.observability.logs import bind, log_context
-from orchestrator.results import result_store
 from orchestrator.settings import Settings
+from orchestrator.storage.inputs import load_input
+from orchestrator.storage.results import put_result
 
 log = logging.getLogger("orchestrator.runner")
 
@@ -91,8 +92,7 @@ def _load_input(claim: Claim, settings: Settings) -> bytes:
 
         in_transaction(settings, "recording the input digest", record_digest)
         return data
-    return in_transaction(settings, "reading the input",
-                          lambda session: transitions.stored_input(session, claim.job_id))
+    return load_input(settings, claim.job_id)
 
 
 def run_delivery(
@@ -131,10 +131,15 @@ def _run_delivery(
     pricing = Pricing(backend.price_per_second(), settings.fal.price_per_second)
     heartbeat = _Heartbeat(claim, settings)
     heartbeat.start()
+    ran = Cost()  # the compute spent, kept on the attempt if storing the result fails
     try:
         try:
             data = _load_input(claim, settings)
             output = backend.run(BackendInput(data=data, options=claim.options))
+            ran = Cost(output.compute_seconds, output.compute_basis)
+            # Before the row: a store fault is transient (retried with backoff below).
+            store, stored = put_result(settings, claim.job_id, claim.attempt_id, output.data,
+                                       output.content_type)
         except PermanentJobError as exc:
             permanent = exc
             in_transaction(settings, "failing a job", lambda session: (
@@ -145,14 +150,12 @@ def _run_delivery(
             log.warning("job %s attempt %d failed: %r", job_id, claim.attempt_number, exc)
             transient = exc
             retry_in = in_transaction(settings, "scheduling a retry", lambda session: (
-                transitions.schedule_retry(session, claim, transient, Cost(), pricing, settings)))
+                transitions.schedule_retry(session, claim, transient, ran, pricing, settings)))
             if retry_in is None:
                 return RunReport("failed", str(exc))
             publish(job_id, claim.backend, retry_in)
             return RunReport("retry", f"retry in {retry_in:.1f} s")
 
-        store = result_store(settings)
-        stored = store.put(claim.job_id, claim.attempt_id, output.data)
         sha256 = hashlib.sha256(output.data).hexdigest()
 
         def store_result(session: Session) -> bool:

@@ -413,7 +413,7 @@ def result_attempt_id(session: Session, job_id: uuid.UUID) -> int | None:
 def stored_input(session: Session, job_id: uuid.UUID) -> bytes:
     """The bytes of a file or upload job, as the producer stored them."""
     row = session.get(JobInput, job_id)
-    if row is None:
+    if row is None or row.data is None:  # elsewhere: orchestrator.storage.inputs.load_input
         raise CorruptImage("the job's stored input is missing")
     return row.data
 

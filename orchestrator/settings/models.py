@@ -463,6 +463,90 @@ class ResultSettings(_Group):
     )
 
 
+class StorageSettings(_Group):
+    object_store_url: str | None = _setting(
+        "object_store_url", None,
+        description="`s3://bucket/prefix`: every new input and result goes to this S3-compatible "
+        "object store (ORCH_RESULT_STORE is then only where older rows may still be). "
+        "Credentials and region: the standard AWS variables.",
+    )
+    s3_endpoint_url: str | None = _setting(
+        "s3_endpoint_url", None,
+        description="The S3 API of a store that is not AWS (SeaweedFS, MinIO, R2), as workers "
+        "reach it.",
+    )
+    s3_public_endpoint_url: str | None = _setting(
+        "s3_public_endpoint_url", None,
+        description="The same store as callers reach it: presigned URLs sign the host, so they "
+        "are made by a client on this address (default: ORCH_S3_ENDPOINT_URL).",
+    )
+    s3_connect_timeout_seconds: float = _setting(
+        "s3_connect_timeout_seconds", 5.0, gt=0,
+        description="Connect timeout per request to the store; the API fails fast (503) rather "
+        "than hold a caller.",
+    )
+    s3_read_timeout_seconds: float = _setting(
+        "s3_read_timeout_seconds", 30.0, gt=0, description="Read timeout per request to the store.",
+    )
+    s3_max_attempts: int = _setting(
+        "s3_max_attempts", 3, ge=1, le=10,
+        description="botocore \"standard\" retries (5xx, throttling, timeouts) inside one store "
+        "call.",
+    )
+    result_url_ttl_seconds: int = _setting(
+        "result_url_ttl_seconds", 900, ge=1, le=604800,
+        description="Lifetime of the presigned GET URLs in image.url, /v1 results and webhooks "
+        "(SigV4: at most 7 days).",
+    )
+
+    @field_validator("object_store_url", "s3_endpoint_url", "s3_public_endpoint_url",
+                     mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("object_store_url")
+    @classmethod
+    def _check_object_store_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(value)
+            if parts.scheme != "s3" or not parts.netloc:
+                raise ValueError("must be s3://bucket or s3://bucket/prefix")
+        return value
+
+    @field_validator("s3_endpoint_url", "s3_public_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class RetentionSettings(_Group):
+    input_retention_seconds: float = _setting(
+        "input_retention_seconds", 86400.0, ge=0,
+        description="Inputs are deleted this long after their job ends (a failed job can be "
+        "retried until then).",
+    )
+    result_retention_days: float = _setting(
+        "result_retention_days", 0.0, ge=0,
+        description="Results are deleted this many days after they were stored; 0 keeps them "
+        "forever. The job and attempt rows (the cost history) stay.",
+    )
+    orphan_grace_seconds: float = _setting(
+        "orphan_grace_seconds", 3600.0, ge=0,
+        description="The orphan sweep leaves objects younger than this alone: their row may "
+        "still commit.",
+    )
+    gc_interval_seconds: float = _setting(
+        "gc_interval_seconds", 300.0, ge=0,
+        description="How often the reconciler's loop runs the retention sweep; 0 = never (run "
+        "`orchestrator gc`).",
+    )
+
+
 class Settings(BaseModel):
     """All settings; build it with :func:`orchestrator.settings.load_settings`."""
 
@@ -486,6 +570,10 @@ class Settings(BaseModel):
                                            description="Reconciler")
     api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API")
     results: ResultSettings = Field(default_factory=ResultSettings, description="Results")
+    storage: StorageSettings = Field(default_factory=StorageSettings,
+                                     description="Object store (S3) for inputs and results")
+    retention: RetentionSettings = Field(default_factory=RetentionSettings,
+                                         description="Retention of inputs and results")
 
     def accelerators(self) -> list[str]:
         """The non-CPU execution providers asked for."""

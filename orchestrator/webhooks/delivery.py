@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import random
@@ -14,9 +13,8 @@ from orchestrator.db.session import session_scope
 from orchestrator.errors import InputUnreachable
 from orchestrator.images.fetch import post_json
 from orchestrator.jobs.states import JobState
-from orchestrator.results import read_result
-from orchestrator.results.links import result_url
 from orchestrator.settings import Settings
+from orchestrator.storage.results import download_url
 from orchestrator.webhooks.signing import signed_headers
 
 log = logging.getLogger("orchestrator.webhooks")
@@ -28,11 +26,9 @@ def webhook_body(job: Job, settings: Settings) -> dict[str, Any]:
     base: dict[str, Any] = {"request_id": str(job.id), "gateway_request_id": str(job.id)}
     if job.state is JobState.SUCCEEDED and job.result is not None:
         r = job.result
-        if settings.api.public_url:
-            url = result_url(settings.api.public_url, job.id, job.result_token,
-                             settings.results.link_ttl_seconds)
-        else:  # no public address configured: carry the bytes, as fal's sync_mode does
-            url = f"data:{r.content_type};base64," + base64.b64encode(read_result(settings, r)).decode()
+        # Presigned from the object store; else the API's public address; else (none
+        # configured) the bytes themselves, as fal's sync_mode does.
+        url = download_url(settings, job, settings.api.public_url)
         image = {"url": url, "content_type": r.content_type, "file_name": f"{job.source_name}.png",
                  "file_size": r.size_bytes, "width": r.width, "height": r.height}
         return {**base, "status": "OK", "payload": {"image": image}}

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SERVICES = {"postgres", "redis", "migrate", "api", "worker-local", "worker-fal", "reconciler",
+SERVICES = {"postgres", "redis", "objectstore", "migrate", "api", "worker-local", "worker-fal", "reconciler",
             "flower"}
 
 

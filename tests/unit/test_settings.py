@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 # The environment variables of before the grouping: users' deployments set these, so none may
 # be renamed or lost (the product contract fixes them).
 ENV_NAMES_BEFORE_GROUPING = {
-    "FAL_KEY", "ORCH_FAKE_BACKENDS", "ORCH_WEBHOOK_ALLOW_HOSTS", "ORCH_API_AUTH_FAILURES_PER_MINUTE",
+    "FAL_KEY", "ORCH_FAKE_BACKENDS", "ORCH_OBJECT_STORE_URL", "ORCH_S3_ENDPOINT_URL", "ORCH_S3_PUBLIC_ENDPOINT_URL", "ORCH_S3_CONNECT_TIMEOUT_SECONDS", "ORCH_S3_READ_TIMEOUT_SECONDS", "ORCH_S3_MAX_ATTEMPTS", "ORCH_RESULT_URL_TTL_SECONDS", "ORCH_INPUT_RETENTION_SECONDS", "ORCH_RESULT_RETENTION_DAYS", "ORCH_ORPHAN_GRACE_SECONDS", "ORCH_GC_INTERVAL_SECONDS", "ORCH_WEBHOOK_ALLOW_HOSTS", "ORCH_API_AUTH_FAILURES_PER_MINUTE",
     "ORCH_API_AUTH_FAILURE_BURST", "ORCH_API_MAX_SMALL_BODY_BYTES", "ORCH_METRICS_KEY",
     "ORCH_METRICS_CACHE_SECONDS", "ORCH_RESULT_LINK_TTL_SECONDS", "ORCH_API_PUBLIC_URL", "ORCH_API_REQUESTS_PER_SECOND", "ORCH_AUTO_DEADLINE_SECONDS",
     "ORCH_AUTO_FAL_MAX_ERROR_RATE", "ORCH_AUTO_LOCAL_PARALLELISM",
@@ -199,6 +199,8 @@ def _sample(entry: Entry, tmp_path: Path) -> tuple[str, Any]:
         "local_providers": ("CUDAExecutionProvider, CPUExecutionProvider",
                             ["CUDAExecutionProvider", "CPUExecutionProvider"]),
         "fetch_allow_hosts": ("A.test,b.test", ["a.test", "b.test"]),
+        "object_store_url": ("s3://bucket/prefix", "s3://bucket/prefix"),
+        "result_retention_days": ("30", 30.0),
         "webhook_allow_hosts": ("Hooks.test:8443,c.test:*", ["hooks.test:8443", "c.test:*"]),
         "log_level": ("debug", "DEBUG"),
     }

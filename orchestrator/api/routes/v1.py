@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from orchestrator import commands
@@ -138,10 +138,12 @@ def job_result(
     """The result file. ``image.url`` carries a per-job token, so it works without a key."""
     try:
         if principal is not None:
-            found = commands.result(settings, caller_of(principal), job_id)
+            found = commands.result(settings, caller_of(principal), job_id, presign=True)
         else:
-            found = commands.result_by_token(settings, job_id, token or "")
+            found = commands.result_by_token(settings, job_id, token or "", presign=True)
     except JobStateError as exc:
         raise HTTPException(404, str(exc)) from None
+    if found.url is not None:  # the object store serves the bytes, not the API
+        return RedirectResponse(found.url, status_code=307)
     return Response(found.data, media_type=found.content_type,
                     headers={"Content-Disposition": f'inline; filename="{found.job_id}.png"'})

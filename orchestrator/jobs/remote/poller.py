@@ -30,6 +30,7 @@ from orchestrator.errors import (
     PermanentJobError,
     ProviderCallFailed,
     RemoteRunFailed,
+    StoreError,
 )
 from orchestrator.jobs import transitions
 from orchestrator.jobs.remote import attempts
@@ -39,8 +40,8 @@ from orchestrator.jobs.remote.submit import limits_for, pricing_for
 from orchestrator.jobs.states import ComputeBasis
 from orchestrator.jobs.transitions import Cost, utcnow
 from orchestrator.observability.logs import log_context
-from orchestrator.results import result_store
 from orchestrator.settings import Settings
+from orchestrator.storage.results import put_result
 
 log = logging.getLogger("orchestrator.remote.poller")
 
@@ -163,6 +164,8 @@ class RemotePoller(threading.Thread):
             await self._end_failed(item, exc, NO_COST, retryable=False)
         except RemoteRunFailed as exc:  # the provider no longer knows the request
             await self._end_failed(item, exc, NO_COST, retryable=True)
+        except StoreError as exc:  # the object store is away: fetch and store it again later
+            await self._retry_later(item, str(exc))
         except (OSError, ValueError) as exc:
             await self._retry_later(item, f"talking to {self.backend.name} failed: {exc!r}")
         except Exception:
@@ -226,8 +229,7 @@ class RemotePoller(threading.Thread):
             width, height = probe.size
         output = BackendOutput(data=data, content_type=content_type, width=width, height=height,
                                compute_seconds=cost.compute_seconds, compute_basis=cost.basis)
-        store = result_store(self.settings)
-        stored = store.put(item.job_id, item.attempt_id, data)
+        store, stored = put_result(self.settings, item.job_id, item.attempt_id, data, content_type)
         digest = hashlib.sha256(data).hexdigest()
 
         def store_result(session: Any) -> bool:

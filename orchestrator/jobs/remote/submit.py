@@ -12,6 +12,7 @@ from orchestrator.errors import (
     BackendBusy,
     CredentialsRefused,
     PermanentJobError,
+    StoreError,
     SubmitReplyLost,
 )
 from orchestrator.jobs import transitions
@@ -21,6 +22,7 @@ from orchestrator.jobs.runner import RunReport, in_transaction
 from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip
 from orchestrator.observability.logs import bind, log_context
 from orchestrator.settings import Settings
+from orchestrator.storage.inputs import load_input
 
 log = logging.getLogger("orchestrator.remote")
 
@@ -40,9 +42,7 @@ def pricing_for(backend: RemoteBackend, settings: Settings) -> Pricing:
 def _input(claim: Claim, settings: Settings) -> RemoteInput:
     if claim.source_kind == "url":
         return RemoteInput(url=claim.source_url, data=None, options=claim.options)
-    data = in_transaction(settings, "reading the input",
-                          lambda session: transitions.stored_input(session, claim.job_id))
-    return RemoteInput(url=None, data=data, options=claim.options)
+    return RemoteInput(url=None, data=load_input(settings, claim.job_id), options=claim.options)
 
 
 def _fail(claim: Claim, exc: Exception, pricing: Pricing, settings: Settings) -> None:
@@ -98,6 +98,15 @@ def _submit_delivery(
         limits.release(slot)
         _fail(claim, exc, pricing, settings)
         return RunReport("failed", str(exc))
+    except StoreError as exc:  # the input's store is away: retry with backoff, nothing paid
+        limits.release(slot)
+        store_error = exc
+        retry_in = in_transaction(settings, "recording a store fault", lambda session: (
+            attempts.record_refused(session, claim, store_error, retryable=True, pricing=pricing,
+                                    settings=settings)))
+        if retry_in is not None:
+            publish(job_id, backend.name, retry_in)
+        return RunReport("retry", str(exc))
 
     try:
         accepted = backend.submit(payload,
