@@ -4,7 +4,6 @@ and the fal emulator with the real fal_client."""
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -21,8 +20,10 @@ import pytest
 from orchestrator.jobs.states import JobState
 from tests.conftest import EMULATOR_FAL_KEY, emulator_env, run_cli
 from tests.fal_emulator import FalEmulator
+from tests.support.cli import submit_json
 from tests.support.db import job_by_id, wait_all_final, wait_for_state
-from tests.support.images import subject
+from tests.support.images import data_uri, png
+from tests.support.wait import wait_for_log, wait_until
 
 FAL_KEY = EMULATOR_FAL_KEY
 JOB_COST = Decimal("0.00111")  # the emulator bills 1.0 s per request at fal's price
@@ -72,30 +73,17 @@ def alert_url() -> Iterator[str]:
 
 
 def _folder(tmp_path: Path, name: str, n: int, offset: int) -> Path:
+    """``n`` different images, ``offset`` on in one series (no two tests' inputs fold by dedup)."""
     folder = tmp_path / name
     folder.mkdir()
     for i in range(n):
-        buf = io.BytesIO()
-        subject((60 + (offset + i) % 40, 40 + (offset + i) // 40)).save(buf, "PNG")
-        (folder / f"{name}-{i:03d}.png").write_bytes(buf.getvalue())
+        size = (60 + (offset + i) % 40, 40 + (offset + i) // 40)
+        (folder / f"{name}-{i:03d}.png").write_bytes(png(size))
     return folder
 
 
-def _submit(env: dict[str, str], *args: str) -> list[dict[str, Any]]:
-    out = run_cli(env, "submit", *args, "--json")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-
-
 def _wait_text(worker: Any, *needles: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = worker.text()
-        if all(text.count(n) >= 1 for n in needles) and " ready." in text:
-            return
-        assert worker.proc.poll() is None, text
-        time.sleep(0.1)
-    raise AssertionError(worker.text())
+    wait_for_log(worker, *needles, timeout=timeout)
 
 
 def _fal_spend_today(db: str) -> Decimal:
@@ -117,7 +105,7 @@ def test_fifty_concurrent_submits_overshoot_a_nearly_spent_budget_by_at_most_one
     worker = start_worker("--queues", "fal", "--concurrency", "4", extra_env=env, ready=False)
     _wait_text(worker, "fal poller running")
     # Spend first: three jobs, no budget yet.
-    _submit(env, str(_folder(tmp_path, "first", 3, 0)), "--backend", "fal")
+    submit_json(env, str(_folder(tmp_path, "first", 3, 0)), "--backend", "fal")
     wait_all_final(db, timeout=60)
     spent = _fal_spend_today(db)
     assert spent == 3 * JOB_COST
@@ -125,7 +113,7 @@ def test_fifty_concurrent_submits_overshoot_a_nearly_spent_budget_by_at_most_one
     limit = spent + JOB_COST / 2
     out = run_cli(env, "budget", "set", "--daily", str(limit))
     assert out.returncode == 0, out.stderr
-    _submit(env, str(_folder(tmp_path, "rush", 50, 3)), "--backend", "fal")
+    submit_json(env, str(_folder(tmp_path, "rush", 50, 3)), "--backend", "fal")
     jobs = wait_all_final(db, timeout=120)
 
     total = _fal_spend_today(db)
@@ -138,10 +126,11 @@ def test_fifty_concurrent_submits_overshoot_a_nearly_spent_budget_by_at_most_one
     assert all(j.state is JobState.FAILED and not j.attempts for j in refused)
     assert "not submitted to fal: the fal daily budget of $" in (refused[0].error_message or "")
     # 80 % and 100 % crossed: each logged and POSTed once.
-    deadline = time.monotonic() + 10
-    while len(_Alerts.received) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    wait_until(lambda: len(_Alerts.received) >= 2, timeout=10, what="two alert POSTs")
+    # Alerts are announced right after the claim that crossed commits, before that job goes on,
+    # so with every job final every alert is logged; each POST follows its log line: two lines,
+    # no third POST.
+    assert worker.text().count("fal budget: ") == 2, worker.text()
     assert sorted(a["threshold_percent"] for a in _Alerts.received) == [80, 100]
     assert {a["scope"] for a in _Alerts.received} == {"*"}
     assert "fal budget: 100% of the daily limit" in worker.text()
@@ -157,11 +146,9 @@ def test_an_explicit_fal_job_over_budget_waits_and_goes_when_the_budget_allows(
     env = {**fal_env, "ORCH_FAL_BUDGET_DAILY_USD": "0", "ORCH_FAL_BUDGET_WAIT_SECONDS": "0.5"}
     worker = start_worker("--queues", "fal", "--concurrency", "1", extra_env=env, ready=False)
     _wait_text(worker, "fal poller running")
-    [line] = _submit(env, str(_folder(tmp_path, "wait", 1, 60)), "--backend", "fal")
-    deadline = time.monotonic() + 30
-    while job_by_id(db, line["id"]).error_type != "BudgetExceeded":
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    [line] = submit_json(env, str(_folder(tmp_path, "wait", 1, 60)), "--backend", "fal")
+    wait_until(lambda: job_by_id(db, line["id"]).error_type == "BudgetExceeded", timeout=30,
+               what="the job to wait on the budget")
     job = job_by_id(db, line["id"])
     assert job.state is JobState.QUEUED and not job.attempts
     assert (job.error_message or "").startswith("waiting: the fal daily budget of $0.00")
@@ -171,7 +158,7 @@ def test_an_explicit_fal_job_over_budget_waits_and_goes_when_the_budget_allows(
 
 
 def _auto(env: dict[str, str], folder: Path, *extra: str) -> list[dict[str, Any]]:
-    return _submit(env, str(folder), "--backend", "auto", *extra)
+    return submit_json(env, str(folder), "--backend", "auto", *extra)
 
 
 @pytest.mark.slow  # ~20 s: a worker for both backends runs nine jobs
@@ -182,7 +169,7 @@ def test_auto_routing_deep_queue_unavailable_fal_exhausted_budget_and_reroute(
     env = {**fal_env, "ORCH_AUTO_LOCAL_SECONDS_PER_JOB": "2", "ORCH_AUTO_LOCAL_PARALLELISM": "1",
            "ORCH_AUTO_DEADLINE_SECONDS": "5"}
     # A deep local queue: six jobs waiting (no worker yet) → ~14 s > the 5 s deadline.
-    _submit(env, str(_folder(tmp_path, "backlog", 6, 100)), "--backend", "local")
+    submit_json(env, str(_folder(tmp_path, "backlog", 6, 100)), "--backend", "local")
 
     [deep] = _auto(env, _folder(tmp_path, "deep", 1, 200))
     job = job_by_id(db, deep["id"])
@@ -271,7 +258,7 @@ def test_circuit_breaker_opens_after_repeated_fal_failures_and_recovers(
     signals, decision = route()
     assert signals.fal_breaker.open and signals.fal_breaker.failures_in_a_row == 3
     assert decision.backend == "local" and "circuit is open" in decision.reason
-    time.sleep(2.1)  # the cooldown passes: half-open, fal gets work again
+    time.sleep(2.1)  # the sleep IS the test: the 2 s cooldown passes; half-open, fal gets work
     signals, decision = route()
     assert not signals.fal_breaker.open and decision.backend == "fal"
 
@@ -306,9 +293,7 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
                            monthly=None)
     jobs = []
     for i in range(50):
-        buf = io.BytesIO()
-        subject((60 + i, 40)).save(buf, "PNG")
-        jobs += submit([Source(f"race-{i}", data=buf.getvalue())], settings=settings,
+        jobs += submit([Source(f"race-{i}", data=png((60 + i, 40)))], settings=settings,
                        backend="fal")
     barrier = threading.Barrier(50)
     results: list[object] = []
@@ -316,7 +301,7 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
     def claim(job_id: Any) -> None:
         barrier.wait()
         with session_scope(settings.database_url) as session:
-            results.append(remote.claim_submit(session, job_id, settings))
+            results.append(remote.claimsubmit_json(session, job_id, settings))
 
     threads = [threading.Thread(target=claim, args=(j.job_id,)) for j in jobs]
     for t in threads:
@@ -334,7 +319,6 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
 
 def test_the_api_takes_backend_auto(fal_env: dict[str, str]) -> None:
     import asyncio
-    import base64
 
     import httpx
 
@@ -347,9 +331,7 @@ def test_the_api_takes_backend_auto(fal_env: dict[str, str]) -> None:
                              broker_url=fal_env["ORCH_BROKER_URL"])  # no FAL_KEY: local
     with session_scope(settings.database_url) as session:
         key = create_key(session, "svc")
-    buf = io.BytesIO()
-    subject().save(buf, "PNG")
-    body = {"image_url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()}
+    body = {"image_url": data_uri(png())}
 
     async def post() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(settings))

@@ -5,7 +5,6 @@ variables set, it uses those servers instead."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -26,21 +25,10 @@ from PIL import Image
 
 from orchestrator.jobs.states import JobState
 from tests.support.db import job_by_id
-from tests.support.images import subject
+from tests.support.images import data_uri, png
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _png(size: tuple[int, int]) -> bytes:
-    buf = io.BytesIO()
-    subject(size).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _bare_env(tiny_model: Path, **extra: str) -> dict[str, str]:
@@ -78,7 +66,7 @@ class Dev:
     """``orchestrator dev --json`` in a subprocess; ``details`` is what it printed when ready."""
 
     def __init__(self, cwd: Path, env: dict[str, str], log: Path, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = log
         self.log: IO[str] = open(log, "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -131,7 +119,7 @@ class Dev:
 
 def _fal_subscribe(dev: Dev, image: bytes) -> dict[str, Any]:
     """The real fal_client in a fresh process, configured only by fal's own variables."""
-    uri = "data:image/png;base64," + base64.b64encode(image).decode()
+    uri = data_uri(image)
     code = textwrap.dedent(f"""
         import json, fal_client
         result = fal_client.subscribe("fal-ai/imageutils/rembg", {{"image_url": {uri!r}}})
@@ -161,7 +149,7 @@ def _submit_with_lost_message(tmp_path: Path, env: dict[str, str], data: Path) -
     """`orchestrator submit` into the dev database, its message into another broker file: a
     bell that never rings, as when a publish fails after the row committed."""
     image = tmp_path / "lost.png"
-    image.write_bytes(_png((72, 40)))
+    image.write_bytes(png((72, 40)))
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator", "submit", str(image), "--json"],
         env={**env, "ORCH_DATABASE_URL": f"sqlite:///{data / 'orchestrator.db'}",
@@ -198,7 +186,7 @@ def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
                     ORCH_RECONCILE_STALE_AFTER_SECONDS="2")
     log = tmp_path / "dev.log"
     data = tmp_path / "orchestrator-data"
-    upload, via_fal = _png((90, 60)), _png((64, 80))
+    upload, via_fal = png((90, 60)), png((64, 80))
 
     dev = Dev(tmp_path, env, log)
     try:
@@ -242,7 +230,7 @@ def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
             assert len(jobs) == 2 and {j["state"] for j in jobs.values()} == {"succeeded"}
             assert http.get(f"/v1/jobs/{upload_id}/result").content == upload_png
             # And it still processes new work after the restart.
-            reply = http.post("/v1/uploads", files=[("files", ("again.png", _png((50, 70)), "image/png"))])
+            reply = http.post("/v1/uploads", files=[("files", ("again.png", png((50, 70)), "image/png"))])
             new_id = reply.json()[0]["id"]
         assert again.wait_job(new_id)["state"] == "succeeded"
         lost_id = _submit_with_lost_message(tmp_path, env, data)
@@ -264,7 +252,7 @@ def test_dev_uses_the_database_and_broker_it_is_given(
         assert dev.details["fal_backend"] is True  # Redis is there: fal needs only FAL_KEY
         assert not (tmp_path / "orchestrator-data" / "orchestrator.db").exists()
         with dev.client() as http:
-            reply = http.post("/v1/uploads", files=[("files", ("pg.png", _png((40, 40)), "image/png"))])
+            reply = http.post("/v1/uploads", files=[("files", ("pg.png", png((40, 40)), "image/png"))])
             job_id = reply.json()[0]["id"]
         assert dev.wait_job(job_id)["state"] == "succeeded"
         assert job_by_id(database_url, job_id).state is JobState.SUCCEEDED  # in Postgres
@@ -277,7 +265,7 @@ def test_dev_stops_everything_when_a_child_dies(tmp_path: Path, tiny_model: Path
     """A worker that cannot start: dev says which process died and why, and stops the rest."""
     env = _bare_env(tiny_model, ORCH_LOCAL_MODEL="no-such-model")
     del env["ORCH_LOCAL_MODEL_PATH"]
-    port = _free_port()
+    port = free_port()
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator", "dev", "--port", str(port), "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,

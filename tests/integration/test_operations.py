@@ -3,9 +3,7 @@ Flower), the orchestrator_health command, memory recycling, and refusing a silen
 
 from __future__ import annotations
 
-import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,40 +14,19 @@ import pytest
 
 from orchestrator.jobs.states import JobState
 from tests.conftest import ROOT, run_cli
+from tests.support.cli import submit_ids
 from tests.support.db import load_jobs, wait_all_final, wait_for_state
-from tests.support.images import subject
+from tests.support.images import write_pngs
+from tests.support.servers import free_port
 
 CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.queue.celery_app"]
-
-
-def _images(tmp_path: Path, n: int) -> list[str]:
-    paths = []
-    for i in range(n):
-        path = tmp_path / f"img-{i}.png"
-        buf = io.BytesIO()
-        subject((60 + i, 40 + i)).save(buf, "PNG")
-        path.write_bytes(buf.getvalue())
-        paths.append(str(path))
-    return paths
-
-
-def _submit(env: dict[str, str], *paths: str) -> list[str]:
-    out = run_cli(env, "submit", *paths, "--json")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line)["id"] for line in out.stdout.splitlines() if line.strip()]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
 def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker,
                                                 tmp_path: Path) -> None:
     worker = start_worker()
-    [job_id] = _submit(env, *_images(tmp_path, 1))
+    [job_id] = submit_ids(env, *map(str, write_pngs(tmp_path, 1, base=(60, 40))))
     wait_for_state(env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED}, 60)
 
     # Celery's own tools answer for the app.
@@ -75,7 +52,7 @@ def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker
     assert proc["rss_mb"] > 10
 
     # Flower, on the same app and broker, sees the worker.
-    port = _free_port()
+    port = free_port()
     flower = subprocess.Popen([*CELERY, "flower", f"--port={port}", "--address=127.0.0.1"],
                               env={**env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -110,7 +87,7 @@ def test_a_process_above_the_memory_limit_is_replaced(env: dict[str, str], start
     # Every pool process is above 1 MiB, so each one is replaced after its job.
     worker = start_worker("--queues", "local", "--concurrency", "1", "--max-memory-mb", "1")
     first = worker.children()
-    ids = _submit(env, *_images(tmp_path, 3))
+    ids = submit_ids(env, *map(str, write_pngs(tmp_path, 3, base=(60, 40))))
     jobs = wait_all_final(env["ORCH_DATABASE_URL"], 90)
     assert {str(j.id) for j in jobs} == set(ids)
     assert all(j.state is JobState.SUCCEEDED for j in jobs), [j.error_message for j in jobs]

@@ -43,24 +43,14 @@ from PIL import Image
 from tests.fal_emulator import FalEmulator, Fault, free_port
 from tests.fal_emulator import model as emu_model
 from tests.fal_emulator.webhooks import verify
-from tests.support.images import good_inputs, subject
+from tests.support.images import data_uri, good_inputs, png_of, subject
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "fal-ai/imageutils/rembg"
 KEY = "test-key-id:test-key-secret"
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
-
-
-SUBJECT_PNG = _png(subject())
+SUBJECT_PNG = png_of(subject())
 IMAGE = {"image_url": data_uri(SUBJECT_PNG)}
 
 
@@ -645,7 +635,7 @@ def test_thousand_requests_in_flight(emu: FalEmulator, fal: ModuleType) -> None:
     Most of the run time is fal_client/httpx CPU (a few ms per call), not the emulator.
     """
     emu.runners, emu.latency = 0, 0.05  # no runner yet: everything stays IN_QUEUE
-    small = {"image_url": data_uri(_png(subject((16, 12))))}
+    small = {"image_url": data_uri(png_of(subject((16, 12))))}
     n = 1000
 
     async def body(ac: Any) -> tuple[list[Any], list[Any]]:
