@@ -27,6 +27,7 @@ from orchestrator.jobs.states import JobState
 from tests.support.db import job_by_id
 from tests.support.images import data_uri, png
 from tests.support.servers import free_port
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -87,15 +88,16 @@ class Dev:
                             headers={"Authorization": f"Key {self.key}"})
 
     def wait_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        def finished() -> dict[str, Any] | None:
+            job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+            return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
         with self.client() as http:
-            while time.monotonic() < deadline:
-                job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-                if job["state"] in ("succeeded", "failed", "cancelled"):
-                    return job
-                time.sleep(0.2)
-        raise AssertionError(f"job {job_id} not finished after {timeout} s:\n"
-                             f"{self.log_path.read_text()}")
+            try:
+                return wait_until(finished, timeout=timeout, interval=0.2,
+                                  what=f"job {job_id} to finish")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{self.log_path.read_text()}") from None
 
     def interrupt(self) -> int:
         """Ctrl-C; the exit code. Every process it started must be gone afterwards."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,6 +18,7 @@ from tests.support.cli import submit_ids
 from tests.support.db import load_jobs, wait_all_final, wait_for_state
 from tests.support.images import write_pngs
 from tests.support.servers import free_port
+from tests.support.wait import wait_until
 
 CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.queue.celery_app"]
 
@@ -57,17 +58,15 @@ def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker
                               env={**env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 40
-        workers: dict[str, object] = {}
-        while time.monotonic() < deadline and node not in workers:
+        def flower_workers() -> dict[str, object]:
             try:
                 reply = httpx.get(f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=10)
-                if reply.status_code == 200:
-                    workers = reply.json()
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        assert node in workers, workers
+                return {}  # Flower not listening yet
+            return reply.json() if reply.status_code == 200 else {}
+
+        wait_until(lambda: node in flower_workers(), timeout=40, interval=0.5,
+                   what=f"Flower to list {node}")
     finally:
         flower.terminate()
         flower.wait(timeout=20)
@@ -94,17 +93,16 @@ def test_a_process_above_the_memory_limit_is_replaced(env: dict[str, str], start
     pids = {j.attempts[0].worker.rsplit(":", 1)[1] for j in load_jobs(env["ORCH_DATABASE_URL"])}
     assert len(pids) == 3  # three jobs, three processes: jobs kept flowing across the recycling
     # The last job's process is replaced too, and its successor is warm.
-    deadline = time.monotonic() + 30
-    report: dict[str, object] = {}
-    while time.monotonic() < deadline:
+    def replaced() -> dict[str, Any] | None:
         out = run_cli(env, "workers", "--json")
-        report = json.loads(out.stdout.splitlines()[0]) if out.stdout.strip() else {}
-        current = [str(p["pid"]) for p in report.get("processes", [])]  # type: ignore[attr-defined]
-        if out.returncode == 0 and current and not set(current) & pids:
-            break
-        time.sleep(0.5)
+        report: dict[str, Any] = json.loads(out.stdout.splitlines()[0]) if out.stdout.strip() else {}
+        current = [str(p["pid"]) for p in report.get("processes", [])]
+        return report if out.returncode == 0 and current and not set(current) & pids else None
+
+    report = wait_until(replaced, timeout=30, interval=0.5,
+                        what="the last job's process replaced by a warm one")
     assert report.get("ok") is True and report["max_memory_mb"] == 1, report
-    [proc] = report["processes"]  # type: ignore[misc]
+    [proc] = report["processes"]
     assert proc["warm"] and str(proc["pid"]) not in pids and proc["pid"] not in first
 
 
