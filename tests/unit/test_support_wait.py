@@ -25,7 +25,7 @@ def test_wait_until_names_what_it_awaited_and_the_last_value_seen() -> None:
     with pytest.raises(WaitTimeout, match=r"waiting for the answer; last seen: \[\]") as failure:
         wait_until(lambda: [] if next(values) > 2 else 0, timeout=0.3, interval=0.05,
                    what="the answer")
-    assert 0.3 <= time.monotonic() - started < 3
+    assert time.monotonic() - started >= 0.3  # it waited its whole timeout
     assert "0.3 s" in str(failure.value)
 
 
@@ -62,6 +62,6 @@ def test_wait_for_log_sees_the_lines_and_fails_fast_when_the_process_exits(tmp_p
     dead = _Proc(tmp_path / "b.log", "print('starting', flush=True); raise SystemExit(3)")
     started = time.monotonic()
     with pytest.raises(AssertionError, match="worker exited with 3"):
-        wait_for_log(dead, "poller running", timeout=20)
+        wait_for_log(dead, "poller running", timeout=120)
     dead.proc.wait()
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 60  # it failed when the process exited, not at its timeout
