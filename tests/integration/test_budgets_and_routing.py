@@ -82,10 +82,6 @@ def _folder(tmp_path: Path, name: str, n: int, offset: int) -> Path:
     return folder
 
 
-def _wait_text(worker: Any, *needles: str, timeout: float = 60) -> None:
-    wait_for_log(worker, *needles, timeout=timeout)
-
-
 def _fal_spend_today(db: str) -> Decimal:
     with psycopg.connect(db.replace("+psycopg", "")) as conn:
         row = conn.execute(
@@ -103,7 +99,7 @@ def test_fifty_concurrent_submits_overshoot_a_nearly_spent_budget_by_at_most_one
     env = {**fal_env, "ORCH_FAL_OVER_BUDGET": "fail", "ORCH_FAL_JOB_COST_ESTIMATE_USD": "0.001",
            "ORCH_BUDGET_ALERT_WEBHOOK_URL": alert_url, "ORCH_FAL_MAX_SUBMITS_PER_SECOND": "100"}
     worker = start_worker("--queues", "fal", "--concurrency", "4", extra_env=env, ready=False)
-    _wait_text(worker, "fal poller running")
+    wait_for_log(worker, "fal poller running")
     # Spend first: three jobs, no budget yet.
     submit_json(env, str(_folder(tmp_path, "first", 3, 0)), "--backend", "fal")
     wait_all_final(db, timeout=60)
@@ -145,7 +141,7 @@ def test_an_explicit_fal_job_over_budget_waits_and_goes_when_the_budget_allows(
     db = fal_env["ORCH_DATABASE_URL"]
     env = {**fal_env, "ORCH_FAL_BUDGET_DAILY_USD": "0", "ORCH_FAL_BUDGET_WAIT_SECONDS": "0.5"}
     worker = start_worker("--queues", "fal", "--concurrency", "1", extra_env=env, ready=False)
-    _wait_text(worker, "fal poller running")
+    wait_for_log(worker, "fal poller running")
     [line] = submit_json(env, str(_folder(tmp_path, "wait", 1, 60)), "--backend", "fal")
     wait_until(lambda: job_by_id(db, line["id"]).error_type == "BudgetExceeded", timeout=30,
                what="the job to wait on the budget")
@@ -195,7 +191,7 @@ def test_auto_routing_deep_queue_unavailable_fal_exhausted_budget_and_reroute(
     # routed to fal is moved to local by the check before paying, and runs there.
     worker = start_worker("--queues", "local,fal", "--concurrency", "1", extra_env=env,
                           ready=False)
-    _wait_text(worker, "fal poller running", "local backend ready")
+    wait_for_log(worker, "fal poller running", "local backend ready")
     jobs = wait_all_final(db, timeout=120)
     moved = next(j for j in jobs if str(j.id) == deep["id"])
     assert moved.state is JobState.SUCCEEDED and moved.backend == "local"
@@ -361,7 +357,7 @@ def test_an_auto_job_leaves_fal_for_local_when_fals_circuit_opens(
     assert job_by_id(db, line["id"]).backend == "fal"
     worker = start_worker("--queues", "local,fal", "--concurrency", "1", extra_env=env,
                           ready=False)
-    _wait_text(worker, "fal poller running", "local backend ready")
+    wait_for_log(worker, "fal poller running", "local backend ready")
     job = wait_for_state(db, line["id"], {JobState.SUCCEEDED, JobState.FAILED}, 60)
     assert job.state is JobState.SUCCEEDED, job.error_message
     assert [(a.backend, a.outcome.value) for a in job.attempts] == [

@@ -53,10 +53,6 @@ def _fal_worker(start_worker, fal_env: dict[str, str], concurrency: int = 1, **e
                         extra_env={**fal_env, **extra}, ready=False)
 
 
-def _wait_fal_ready(worker, processes: int = 1, timeout: float = 60) -> None:
-    wait_for_log(worker, "fal poller running", times=processes, timeout=timeout)
-
-
 def _submit(fal_env: dict[str, str], *inputs: str) -> list[str]:
     return submit_ids(fal_env, *inputs, "--backend", "fal")
 
@@ -108,7 +104,7 @@ def test_fal_jobs_are_paid_once_and_stored_byte_identical(
     fal_env: dict[str, str], start_worker, emulator: FalEmulator, tmp_path: Path
 ) -> None:
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     out = run_cli(fal_env, "submit", str(_folder(tmp_path, 6)), "--backend", "fal", "--wait",
                   "-o", str(tmp_path / "out"), "--crop-to-bbox")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -156,7 +152,7 @@ def test_submit_faults(
 ) -> None:
     emulator.faults.add("submit", Fault(kind), times=1)
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
     src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
@@ -182,7 +178,7 @@ def test_poll_and_fetch_faults_are_retried_without_paying_again(
 ) -> None:
     emulator.faults.add(op, Fault(kind, delay=1.0) if kind == "slow" else Fault(kind), times=times)
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     _submit(fal_env, str(_folder(tmp_path, 2)))
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=90)
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
@@ -195,7 +191,7 @@ def test_completed_with_runner_error_is_a_new_paid_attempt(
 ) -> None:
     emulator.outcomes.append("runner_error")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
     src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
@@ -216,7 +212,7 @@ def test_completed_with_validation_error_fails_permanently_with_fals_message(
 ) -> None:
     emulator.outcomes.append("validation_error")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
     src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
@@ -239,7 +235,7 @@ def test_refused_credentials_fail_the_job_and_mark_the_backend_unavailable(
     else:
         emulator.valid_keys.add("some-other-key:secret")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
     src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
@@ -263,14 +259,14 @@ def test_a_restarted_worker_resumes_polling_instead_of_paying_again(
 ) -> None:
     emulator.latency = 3.0
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     [job_id] = _submit(fal_env, str(_folder(tmp_path, 1)))
     wait_until(lambda: _first_attempt(fal_env["ORCH_DATABASE_URL"], job_id, "submit_state")
                is SubmitState.ACCEPTED, timeout=30, interval=0.05,
                what="fal to accept the submission")
     worker.kill()
     second = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(second)
+    wait_for_log(second, "fal poller running")
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=60)
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
     assert len(emulator.ledger) == 1
@@ -294,7 +290,7 @@ def test_sigkill_at_random_points_never_pays_twice_unflagged(
         worker.kill()
         kills += 1
     final = _fal_worker(start_worker, fal_env, concurrency=2)
-    _wait_fal_ready(final, processes=2)
+    wait_for_log(final, "fal poller running", times=2)
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=120)
     assert kills == 5
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
@@ -306,7 +302,7 @@ def test_cancel_sends_fals_cancel_and_keeps_a_completed_result(
     db = fal_env["ORCH_DATABASE_URL"]
     emulator.outcomes.append("stuck")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
     src.write_bytes(png(BASE))
     [stuck] = _submit(fal_env, str(src))
@@ -331,7 +327,7 @@ def test_cancel_after_fal_completed_keeps_the_result(
     emulator.latency = 0.1
     slow_poll = {"ORCH_FAL_POLL_INITIAL_SECONDS": "4", "ORCH_FAL_POLL_MAX_SECONDS": "4"}
     worker = _fal_worker(start_worker, fal_env, **slow_poll)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
     src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
@@ -353,7 +349,7 @@ def test_in_flight_limit_is_shared_by_all_worker_processes(
 ) -> None:
     emulator.latency = 0.5
     worker = _fal_worker(start_worker, fal_env, concurrency=2, ORCH_FAL_MAX_IN_FLIGHT="2")
-    _wait_fal_ready(worker, processes=2)
+    wait_for_log(worker, "fal poller running", times=2)
     _submit({**fal_env, "ORCH_FAL_MAX_IN_FLIGHT": "2"}, str(_folder(tmp_path, 8)))
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=90)
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
@@ -375,7 +371,7 @@ def test_a_request_stuck_in_progress_is_cancelled_at_its_deadline(
 ) -> None:
     emulator.outcomes.append("stuck")  # holds its runner, IN_PROGRESS, until cancelled
     worker = _fal_worker(start_worker, fal_env, ORCH_FAL_REQUEST_TIMEOUT_SECONDS="2")
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
     src.write_bytes(png(BASE))
     started = time.monotonic()
