@@ -297,7 +297,7 @@ def test_the_budget_check_is_atomic_across_fifty_concurrent_claims(fal_env: dict
     def claim(job_id: Any) -> None:
         barrier.wait()
         with session_scope(settings.database_url) as session:
-            results.append(remote.claimsubmit_json(session, job_id, settings))
+            results.append(remote.claim_submit(session, job_id, settings))
 
     threads = [threading.Thread(target=claim, args=(j.job_id,)) for j in jobs]
     for t in threads:
