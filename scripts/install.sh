@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the orchestrator with the local backend, test and ops tools.
+# Create .venv (if missing) and install the orchestrator with the local backend, test, lint/type
+# and ops tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[local,test,ops,docs]'
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[local,test,ops,dev,docs]'
 # rembg imports pymatting, whose numba functions compile on first import (~35 s) into numba's
 # on-disk cache (pymatting uses cache=True): pay that here, once, not in the first worker's
 # start (which would hold the first cut-out of a fresh install that long). Cheap when warm.

@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,9 @@ import pytest
 import redis
 
 from tests.fal_emulator import FalEmulator
+from tests.support.cli import run_cli as run_cli  # re-exported: tests import it from here
 from tests.support.models import write_tiny_dis_model
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -151,16 +152,17 @@ class Worker:
         return self.log_path.read_text()
 
     def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             text = self.text()
             m = re.search(r"worker for \S+: (\d+) process", text)
-            if m and text.count("local backend ready") >= int(m.group(1)) and " ready." in text:
-                return
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready after {timeout} s:\n{self.text()}")
+            return bool(m and text.count("local backend ready") >= int(m.group(1)) and " ready." in text)
+
+        try:
+            wait_until(ready, timeout=timeout, what="the local worker's ready banner")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.text()}") from None
 
     def children(self) -> list[int]:
         try:
@@ -217,17 +219,6 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[object]:
     yield start
     for worker in workers:
         worker.stop(timeout=20)
-
-
-def run_cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # The key fal_client sends to the emulator (it checks the shape, bills nothing real).

@@ -35,7 +35,7 @@ from orchestrator.jobs.states import AttemptOutcome, JobState, SubmitState
 from orchestrator.results import read_result
 from orchestrator.settings import Settings, load_settings
 from tests.support.images import subject
-from tests.support.waits import wait_until
+from tests.support.wait import wait_until
 
 Published = list[tuple[uuid.UUID, str, float]]
 _SOON = timedelta(seconds=1)

@@ -4,22 +4,19 @@ submit that got the 503 was not accepted."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import io
 
 import httpx
 from PIL import Image
 
 from orchestrator.api.app import create_app
 from orchestrator.settings import load_settings
+from tests.support.images import data_uri, png_of
 
 DEAD_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
 
 
 def _data_uri() -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (2, 2), (1, 2, 3)).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return data_uri(png_of(Image.new("RGB", (2, 2), (1, 2, 3))))
 
 
 async def _calls() -> list[httpx.Response]:

@@ -27,7 +27,6 @@ operation and keeps no example database, so CI sends the same requests every tim
 from __future__ import annotations
 
 import base64
-import io
 import socket
 import traceback
 import types
@@ -68,6 +67,7 @@ from orchestrator.jobs.transitions import utcnow
 from orchestrator.results.links import link_token
 from orchestrator.settings import load_settings
 from orchestrator.webhooks.signing import new_signing_key
+from tests.support.images import data_uri, png_of
 
 MAX_EXAMPLES = 50  # per operation; the whole file runs in about 20 s
 
@@ -80,13 +80,7 @@ BODY, HEADERS = ParameterLocation.BODY, ParameterLocation.HEADER
 TENANT, OTHER, ADMIN = "fuzz-tenant", "fuzz-other", "fuzz-admin"
 
 
-def _png_data_uri() -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (6, 4), (200, 40, 40)).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-PNG_URI = _png_data_uri()
+PNG_URI = data_uri(png_of(Image.new("RGB", (6, 4), (200, 40, 40))))
 # 127.0.0.1 is in ORCH_FETCH_ALLOW_HOSTS (conftest), so it is accepted at submit without a DNS
 # lookup; nothing fetches it, because no worker runs here.
 LOOPBACK_URL = "http://127.0.0.1:9/fuzz.png"

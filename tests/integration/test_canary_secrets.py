@@ -15,7 +15,6 @@ import binascii
 import json
 import re
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,8 +28,10 @@ from orchestrator.jobs.states import JobState
 from orchestrator.webhooks.signing import new_signing_key
 from tests.conftest import run_cli
 from tests.fal_emulator import FalEmulator, Fault
-from tests.integration.test_api import Api, _data_uri, _png, tls  # noqa: F401  (tls: fixture)
+from tests.integration.test_api import Api, tls  # noqa: F401  (tls: fixture)
 from tests.support.db import load_jobs, wait_for_state
+from tests.support.images import data_uri, numbered_png
+from tests.support.wait import wait_for_log, wait_until
 
 FAL_KEY = "canary-fal-id-5Tq8:canary-fal-secret-Wz3kP7"
 DB_PASSWORD = "canary-db-pw-Lm4Rx9"
@@ -173,23 +174,19 @@ def test_no_secret_leaks_anywhere(env: dict[str, str], start_worker, tls: dict[s
 
         worker = start_worker("--queues", "local,fal", "--concurrency", "1", extra_env=run_env,
                               ready=False)
-        deadline = time.monotonic() + 90
-        while not all(m in worker.text() for m in ("local backend ready", "fal poller running",
-                                                   " ready.")):
-            assert worker.proc.poll() is None and time.monotonic() < deadline, worker.text()
-            time.sleep(0.1)
+        wait_for_log(worker, "local backend ready", "fal poller running", timeout=90)
         api = Api(run_env, tls, tmp_path / "api.log")
         hook = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
         with api.client(key) as c, api.client(admin_key) as a:
             local_id = c.post("/fal-ai/imageutils/rembg", params={"fal_webhook": hook},
-                              json={"image_url": _data_uri(_png(1))}).json()["request_id"]
+                              json={"image_url": data_uri(numbered_png(1, (70, 50)))}).json()["request_id"]
             # fal refuses the first submit (500) and rate-limits a status call, then the run
             # fails at fal's runner once and is retried.
             emulator.faults.add("submit", Fault("http_500"))
             emulator.faults.add("status", Fault("http_429"))
             emulator.outcomes.append("runner_error")
             fal_id = c.post("/fal-ai/imageutils/rembg", headers={"X-Orchestrator-Backend": "fal"},
-                            json={"image_url": _data_uri(_png(2))}).json()["request_id"]
+                            json={"image_url": data_uri(numbered_png(2, (70, 50)))}).json()["request_id"]
             for job_id in (local_id, fal_id):
                 wait_for_state(run_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED}, 90)
             assert c.get(f"/fal-ai/imageutils/requests/{fal_id}").status_code == 200
@@ -216,19 +213,16 @@ def test_no_secret_leaks_anywhere(env: dict[str, str], start_worker, tls: dict[s
             emulator.locked_keys.add(FAL_KEY)
             locked_id = c.post("/fal-ai/imageutils/rembg",
                                headers={"X-Orchestrator-Backend": "fal"},
-                               json={"image_url": _data_uri(_png(3))}).json()["request_id"]
+                               json={"image_url": data_uri(numbered_png(3, (70, 50)))}).json()["request_id"]
             wait_for_state(run_env["ORCH_DATABASE_URL"], locked_id, {JobState.FAILED}, 60)
             locked = c.get(f"/fal-ai/imageutils/requests/{locked_id}")
             assert locked.status_code >= 400
             bodies.append(locked.text)
             bodies.append(c.get(f"/fal-ai/imageutils/requests/{locked_id}/status").text)
             refused = c.post("/fal-ai/imageutils/rembg", headers={"X-Orchestrator-Backend": "fal"},
-                             json={"image_url": _data_uri(_png(4))})
+                             json={"image_url": data_uri(numbered_png(4, (70, 50)))})
             bodies.append(refused.text)
-        deadline = time.monotonic() + 30
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert received, "the webhook never came"
+        wait_until(lambda: received, timeout=30, what="the job's webhook")
         for name, args in {"jobs show": ["jobs", "show", fal_id, "--json"],
                            "jobs show locked": ["jobs", "show", locked_id, "--json"],
                            "jobs list": ["jobs", "list", "--json"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import os
 import random
@@ -33,9 +32,10 @@ from orchestrator.settings import load_settings
 from tests.conftest import EMULATOR_FAL_KEY, emulator_env, run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.api_server import PlainApi
-from tests.support.db import Job, load_jobs
-from tests.support.images import subject
+from tests.support.db import Job, load_jobs, wait_all_final
+from tests.support.images import png
 from tests.support.servers import PrivatePostgres, PrivateRedis, free_port
+from tests.support.wait import wait_for_log, wait_until
 
 FAL_KEY = EMULATOR_FAL_KEY
 
@@ -59,9 +59,7 @@ def chaos_env(env: dict[str, str], emulator: FalEmulator) -> dict[str, str]:
 
 
 def _png(i: int, scale: int = 1) -> bytes:
-    buf = io.BytesIO()
-    subject((scale * 64 + i % 150, scale * 48 + i // 150)).save(buf, "PNG")
-    return buf.getvalue()
+    return png((scale * 64 + i % 150, scale * 48 + i // 150))
 
 
 def _submit(env: dict[str, str], backend: str, numbers: range) -> list[Submitted]:
@@ -79,25 +77,24 @@ def _start_local(start_worker: Any, env: dict[str, str], ready: bool = True) -> 
 
 def _start_fal(start_worker: Any, env: dict[str, str], ready: bool = True) -> Any:
     worker = start_worker("--queues", "fal", "--concurrency", "2", extra_env=env, ready=False)
-    deadline = time.monotonic() + 60
-    while ready and time.monotonic() < deadline:
-        if worker.text().count("fal poller running") >= 2 and " ready." in worker.text():
-            break
-        time.sleep(0.1)
+    if ready:
+        wait_for_log(worker, "fal poller running", times=2)
     return worker
 
 
 def _wait_final(database_url: str, expected: int, timeout: float) -> tuple[list[Job], float]:
-    started = time.monotonic()
-    deadline = started + timeout
-    jobs: list[Job] = []
-    while time.monotonic() < deadline:
-        jobs = load_jobs(database_url)
-        if len(jobs) == expected and all(j.state.is_final for j in jobs):
-            return jobs, time.monotonic()
-        time.sleep(0.25)
-    stuck = [(j.source_name, j.state.value) for j in jobs if not j.state.is_final]
-    raise AssertionError(f"{len(stuck)} job(s) not final after {timeout} s: {stuck[:20]}")
+    """The ``expected`` jobs, all final, and when that was seen."""
+    jobs = wait_all_final(database_url, timeout, expected=expected)
+    return jobs, time.monotonic()
+
+
+def _in_flight(database_url: str, emulator: FalEmulator) -> bool:
+    """fal holds an unfinished request and a local job is running (mid-inference)."""
+    at_fal = any(r.status != "COMPLETED" for r in list(emulator.requests.values()))
+    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
+        row = conn.execute("SELECT 1 FROM jobs WHERE state = 'running' AND backend = 'local' "
+                           "LIMIT 1").fetchone()
+    return at_fal and row is not None
 
 
 def _paid_per_input(emulator: FalEmulator) -> dict[str, list[str]]:
@@ -220,7 +217,7 @@ def test_sigkill_storm_loses_nothing_and_pays_once(
                 kills.append((time.monotonic(), kind, "whole worker"))
                 starter = _start_local if kind == "local" else _start_fal
                 workers[kind] = starter(start_worker, chaos_env, ready=False)
-        time.sleep(1.0)
+        time.sleep(1.0)  # the pace of the storm: the next wave a second later
     jobs, done_at = _wait_final(database_url, 200, timeout=150)
     figures = _check_nothing_lost_nothing_paid_twice(jobs, emulator)
     assert figures["paid_requests"] == 100 and figures["duplicates"] == 0  # 0 second payments
@@ -256,9 +253,10 @@ def test_redis_killed_and_restarted_empty_mid_run(
         emulator.latency = 3.0  # fal requests are in flight when Redis dies
         _submit(env, "local", range(40))
         _submit(env, "fal", range(40))
-        time.sleep(2.0)
+        wait_until(lambda: _in_flight(env["ORCH_DATABASE_URL"], emulator), timeout=30,
+                   what="fal requests in flight and a local job running")
         broker.kill()  # every queued message, every unacked entry, every countdown: gone
-        time.sleep(3.0)
+        time.sleep(3.0)  # the outage IS the test: Redis stays down 3 s
         broker.start()  # same port, empty
         back = time.monotonic()
         _submit(env, "local", range(40, 50))  # and new work is accepted again
@@ -288,9 +286,11 @@ def test_postgres_stopped_for_30_s_during_completions(
         emulator.latency = 2.0
         _submit(env, "fal", range(30))
         _submit(env, "local", range(30))
-        time.sleep(1.5)  # submits accepted by fal, local jobs running: then the database dies
+        # submits accepted by fal, local jobs running: then the database dies
+        wait_until(lambda: _in_flight(pg.url, emulator), timeout=30,
+                   what="fal requests in flight and a local job running")
         pg.stop()
-        time.sleep(30)
+        time.sleep(30)  # the outage IS the test: Postgres stays down 30 s
         pg.start()
         back = time.monotonic()
         jobs, done_at = _wait_final(pg.url, 60, timeout=120)
@@ -352,9 +352,8 @@ def _die_after_accept(start_worker: Any, env: dict[str, str], tmp_path: Any,
     env["ORCH_TEST_DIE_AFTER_ACCEPT"] = str(marker)
     worker = start_worker("--queues", "fal", "--concurrency", str(processes), extra_env=env,
                           ready=False, entry=[sys.executable, "-m", "tests.support.failpoint_worker"])
-    deadline = time.monotonic() + 60
-    while worker.text().count("fal poller running") < processes and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: worker.text().count("fal poller running") >= processes, timeout=60,
+               what=f"{processes} fal poller(s) running")
     return worker
 
 
@@ -392,19 +391,25 @@ def test_a_lost_request_found_after_the_job_was_bought_again_is_a_recorded_cost(
            "ORCH_FAL_ADOPT_WAIT_SECONDS": "0.5"}
     _die_after_accept(start_worker, env, tmp_path)
     _submit(env, "fal", range(1))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # bought again while nobody receives the webhook
+    def only_job() -> Job:
         [job] = load_jobs(env["ORCH_DATABASE_URL"])
-        if len(job.attempts) == 2 and job.attempts[1].provider_request_id:
-            break
-        time.sleep(0.1)
+        return job
+
+    def bought_again() -> bool:
+        job = only_job()
+        return len(job.attempts) == 2 and bool(job.attempts[1].provider_request_id)
+
+    def final_and_costed() -> Job | None:
+        job = only_job()
+        done = job.state.is_final and all(a.cost_usd is not None for a in job.attempts)
+        return job if done else None
+
+    wait_until(bought_again, timeout=60,
+               what="the job bought again while nobody receives the webhook")
     api = PlainApi(env, tmp_path / "api.log", port=port)
     try:
-        while time.monotonic() < deadline:
-            [job] = load_jobs(env["ORCH_DATABASE_URL"])
-            if job.state.is_final and all(a.cost_usd is not None for a in job.attempts):
-                break
-            time.sleep(0.2)
+        job = wait_until(final_and_costed, timeout=60, interval=0.2,
+                         what="the job final with every attempt costed")
     finally:
         api.stop()
     assert job.state is JobState.SUCCEEDED, job.error_message
@@ -444,23 +449,29 @@ def test_a_broken_poll_chain_is_polled_by_the_reconciler(
     emulator.latency = 1.5
     worker = _start_fal(start_worker, chaos_env)
     _submit(chaos_env, "fal", range(1))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def only_job() -> Job:
         [job] = load_jobs(chaos_env["ORCH_DATABASE_URL"])
-        if job.attempts and job.attempts[0].provider_request_id:
-            break
-        time.sleep(0.02)
+        return job
+
+    def submitted() -> Job | None:
+        job = only_job()
+        return job if job.attempts and job.attempts[0].provider_request_id else None
+
+    job = wait_until(submitted, timeout=30, interval=0.02, what="fal's request id stored")
     worker.kill()
     assert job.state is JobState.RUNNING, job.state
     polled = 0
-    while time.monotonic() < deadline:
+
+    def reconciled() -> Job | None:
+        nonlocal polled
         out = run_cli({**chaos_env, "ORCH_RECONCILE_STALE_AFTER_SECONDS": "0"}, "reconcile", "--json")
         assert out.returncode == 0, out.stderr
         polled += json.loads(out.stdout)["polled"]
-        [job] = load_jobs(chaos_env["ORCH_DATABASE_URL"])
-        if job.state.is_final:
-            break
-        time.sleep(0.5)
+        job = only_job()
+        return job if job.state.is_final else None
+
+    job = wait_until(reconciled, timeout=30, interval=0.5,
+                     what="the job final after reconcile passes")
     assert job.state is JobState.SUCCEEDED, job.error_message
     assert polled >= 1
     [paid] = emulator.ledger

@@ -5,7 +5,6 @@ variables set, it uses those servers instead."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os
@@ -28,21 +27,11 @@ from PIL import Image
 
 from orchestrator.jobs.states import JobState
 from tests.support.db import job_by_id
-from tests.support.images import subject
+from tests.support.images import data_uri, png
+from tests.support.servers import free_port
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _png(size: tuple[int, int]) -> bytes:
-    buf = io.BytesIO()
-    subject(size).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _bare_env(tiny_model: Path, **extra: str) -> dict[str, str]:
@@ -80,7 +69,7 @@ class Dev:
     """``orchestrator dev --json`` in a subprocess; ``details`` is what it printed when ready."""
 
     def __init__(self, cwd: Path, env: dict[str, str], log: Path, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = log
         self.log: IO[str] = open(log, "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -118,15 +107,16 @@ class Dev:
                             headers={"Authorization": f"Key {self.key}"})
 
     def wait_job(self, job_id: str, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+        def finished() -> dict[str, Any] | None:
+            job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
+            return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
         with self.client() as http:
-            while time.monotonic() < deadline:
-                job: dict[str, Any] = http.get(f"/v1/jobs/{job_id}").json()
-                if job["state"] in ("succeeded", "failed", "cancelled"):
-                    return job
-                time.sleep(0.2)
-        raise AssertionError(f"job {job_id} not finished after {timeout} s:\n"
-                             f"{self.log_path.read_text()}")
+            try:
+                return wait_until(finished, timeout=timeout, interval=0.2,
+                                  what=f"job {job_id} to finish")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{self.log_path.read_text()}") from None
 
     def interrupt(self) -> int:
         """Ctrl-C; the exit code. Every process it started must be gone afterwards."""
@@ -150,7 +140,7 @@ class Dev:
 
 def _fal_subscribe(dev: Dev, image: bytes) -> dict[str, Any]:
     """The real fal_client in a fresh process, configured only by fal's own variables."""
-    uri = "data:image/png;base64," + base64.b64encode(image).decode()
+    uri = data_uri(image)
     code = textwrap.dedent(f"""
         import json, fal_client
         result = fal_client.subscribe("fal-ai/imageutils/rembg", {{"image_url": {uri!r}}})
@@ -180,7 +170,7 @@ def _submit_with_lost_message(tmp_path: Path, env: dict[str, str], data: Path) -
     """`orchestrator submit` into the dev database, its message into another broker file: a
     bell that never rings, as when a publish fails after the row committed."""
     image = tmp_path / "lost.png"
-    image.write_bytes(_png((72, 40)))
+    image.write_bytes(png((72, 40)))
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator", "submit", str(image), "--json"],
         env={**env, "ORCH_DATABASE_URL": f"sqlite:///{data / 'orchestrator.db'}",
@@ -217,7 +207,7 @@ def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
                     ORCH_RECONCILE_STALE_AFTER_SECONDS="2")
     log = tmp_path / "dev.log"
     data = tmp_path / "orchestrator-data"
-    upload, via_fal = _png((90, 60)), _png((64, 80))
+    upload, via_fal = png((90, 60)), png((64, 80))
 
     dev = Dev(tmp_path, env, log)
     try:
@@ -261,7 +251,7 @@ def test_dev_runs_everything_without_servers_and_keeps_jobs_across_restarts(
             assert len(jobs) == 2 and {j["state"] for j in jobs.values()} == {"succeeded"}
             assert http.get(f"/v1/jobs/{upload_id}/result").content == upload_png
             # And it still processes new work after the restart.
-            reply = http.post("/v1/uploads", files=[("files", ("again.png", _png((50, 70)), "image/png"))])
+            reply = http.post("/v1/uploads", files=[("files", ("again.png", png((50, 70)), "image/png"))])
             new_id = reply.json()[0]["id"]
         assert again.wait_job(new_id)["state"] == "succeeded"
         lost_id = _submit_with_lost_message(tmp_path, env, data)
@@ -288,7 +278,7 @@ def test_dev_uses_the_database_and_broker_it_is_given(
         assert ready["worker_ready"] is True and ready["warm_processes"] >= 1, ready
         sent = time.monotonic()
         with dev.client() as http:
-            reply = http.post("/v1/uploads", files=[("files", ("pg.png", _png((40, 40)), "image/png"))])
+            reply = http.post("/v1/uploads", files=[("files", ("pg.png", png((40, 40)), "image/png"))])
             job_id = reply.json()[0]["id"]
         assert dev.wait_job(job_id)["state"] == "succeeded"
         assert time.monotonic() - sent < 30, "a warm worker took long over one tiny job"
@@ -302,7 +292,7 @@ def test_dev_stops_everything_when_a_child_dies(tmp_path: Path, tiny_model: Path
     """A worker that cannot start: dev says which process died and why, and stops the rest."""
     env = _bare_env(tiny_model, ORCH_LOCAL_MODEL="no-such-model")
     del env["ORCH_LOCAL_MODEL_PATH"]
-    port = _free_port()
+    port = free_port()
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator", "dev", "--port", str(port), "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,

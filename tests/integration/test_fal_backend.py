@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import random
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,8 +18,10 @@ from orchestrator.db.models import Result
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState, SubmitState
 from tests.conftest import EMULATOR_FAL_KEY, emulator_env, run_cli
 from tests.fal_emulator import FalEmulator, Fault
+from tests.support.cli import submit_ids
 from tests.support.db import count, job_by_id, load_jobs, wait_all_final, wait_for_state
-from tests.support.images import subject
+from tests.support.images import png, png_folder
+from tests.support.wait import wait_for_log, wait_until
 
 FAL_KEY = EMULATOR_FAL_KEY
 PRICE = Decimal("0.00111")
@@ -39,18 +41,11 @@ def fal_env(env: dict[str, str], emulator: FalEmulator) -> dict[str, str]:
     )
 
 
-def _png(i: int = 0) -> bytes:
-    buf = io.BytesIO()
-    subject((80 + i, 60 + i)).save(buf, "PNG")
-    return buf.getvalue()
+BASE = (80, 60)  # the size of the first test image; each next one a pixel larger
 
 
 def _folder(tmp_path: Path, n: int) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir(exist_ok=True)
-    for i in range(n):
-        (folder / f"img-{i:03d}.png").write_bytes(_png(i))
-    return folder
+    return png_folder(tmp_path / "in", n, base=BASE)
 
 
 def _fal_worker(start_worker, fal_env: dict[str, str], concurrency: int = 1, **extra: str):
@@ -58,21 +53,14 @@ def _fal_worker(start_worker, fal_env: dict[str, str], concurrency: int = 1, **e
                         extra_env={**fal_env, **extra}, ready=False)
 
 
-def _wait_fal_ready(worker, processes: int = 1, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = worker.text()
-        if text.count("fal poller running") >= processes and " ready." in text:
-            return
-        assert worker.proc.poll() is None, text
-        time.sleep(0.1)
-    raise AssertionError(worker.text())
-
-
 def _submit(fal_env: dict[str, str], *inputs: str) -> list[str]:
-    out = run_cli(fal_env, "submit", *inputs, "--backend", "fal", "--json")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line)["id"] for line in out.stdout.splitlines() if line.strip()]
+    return submit_ids(fal_env, *inputs, "--backend", "fal")
+
+
+def _first_attempt(database_url: str, job_id: str, field: str) -> Any:
+    """A field of the job's first attempt, or None while it has none."""
+    job = job_by_id(database_url, job_id)
+    return getattr(job.attempts[0], field) if job.attempts else None
 
 
 def _ledger_by_input(emulator: FalEmulator) -> dict[str, int]:
@@ -116,7 +104,7 @@ def test_fal_jobs_are_paid_once_and_stored_byte_identical(
     fal_env: dict[str, str], start_worker, emulator: FalEmulator, tmp_path: Path
 ) -> None:
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     out = run_cli(fal_env, "submit", str(_folder(tmp_path, 6)), "--backend", "fal", "--wait",
                   "-o", str(tmp_path / "out"), "--crop-to-bbox")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -136,7 +124,7 @@ def test_fal_jobs_are_paid_once_and_stored_byte_identical(
 
 def test_without_fal_key_the_backend_is_unavailable(env: dict[str, str], tmp_path: Path) -> None:
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     out = run_cli(env, "submit", str(src), "--backend", "fal", "--json")
     [line] = [json.loads(x) for x in out.stdout.splitlines()]
     assert line["state"] == "failed"
@@ -164,9 +152,9 @@ def test_submit_faults(
 ) -> None:
     emulator.faults.add("submit", Fault(kind), times=1)
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)
     assert [a.outcome for a in job.attempts] == outcomes
@@ -190,7 +178,7 @@ def test_poll_and_fetch_faults_are_retried_without_paying_again(
 ) -> None:
     emulator.faults.add(op, Fault(kind, delay=1.0) if kind == "slow" else Fault(kind), times=times)
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     _submit(fal_env, str(_folder(tmp_path, 2)))
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=90)
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
@@ -203,9 +191,9 @@ def test_completed_with_runner_error_is_a_new_paid_attempt(
 ) -> None:
     emulator.outcomes.append("runner_error")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)
     assert job.state is JobState.SUCCEEDED
@@ -224,9 +212,9 @@ def test_completed_with_validation_error_fails_permanently_with_fals_message(
 ) -> None:
     emulator.outcomes.append("validation_error")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)
     assert job.state is JobState.FAILED
@@ -247,9 +235,9 @@ def test_refused_credentials_fail_the_job_and_mark_the_backend_unavailable(
     else:
         emulator.valid_keys.add("some-other-key:secret")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.FAILED}, 60)
     assert job.error_code == "credentials_refused"
@@ -271,17 +259,14 @@ def test_a_restarted_worker_resumes_polling_instead_of_paying_again(
 ) -> None:
     emulator.latency = 3.0
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     [job_id] = _submit(fal_env, str(_folder(tmp_path, 1)))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job = job_by_id(fal_env["ORCH_DATABASE_URL"], job_id)
-        if job.attempts and job.attempts[0].submit_state is SubmitState.ACCEPTED:
-            break
-        time.sleep(0.05)
+    wait_until(lambda: _first_attempt(fal_env["ORCH_DATABASE_URL"], job_id, "submit_state")
+               is SubmitState.ACCEPTED, timeout=30, interval=0.05,
+               what="fal to accept the submission")
     worker.kill()
     second = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(second)
+    wait_for_log(second, "fal poller running")
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=60)
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
     assert len(emulator.ledger) == 1
@@ -301,11 +286,11 @@ def test_sigkill_at_random_points_never_pays_twice_unflagged(
     kills = 0
     for _ in range(5):
         worker = _fal_worker(start_worker, fal_env, concurrency=2)
-        time.sleep(rng.uniform(0.3, 2.5))
+        time.sleep(rng.uniform(0.3, 2.5))  # the sleep IS the test: a kill at a random point
         worker.kill()
         kills += 1
     final = _fal_worker(start_worker, fal_env, concurrency=2)
-    _wait_fal_ready(final, processes=2)
+    wait_for_log(final, "fal poller running", times=2)
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=120)
     assert kills == 5
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
@@ -317,25 +302,22 @@ def test_cancel_sends_fals_cancel_and_keeps_a_completed_result(
     db = fal_env["ORCH_DATABASE_URL"]
     emulator.outcomes.append("stuck")
     worker = _fal_worker(start_worker, fal_env)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     [stuck] = _submit(fal_env, str(src))
-    deadline = time.monotonic() + 30
-    while not (job_by_id(db, stuck).attempts and job_by_id(db, stuck).attempts[0].provider_request_id):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: _first_attempt(db, stuck, "provider_request_id"), timeout=30, interval=0.05,
+               what="fal's request id on the attempt")
     out = run_cli(fal_env, "jobs", "cancel", stuck)
     assert out.returncode == 0, out.stderr
     job = job_by_id(db, stuck)
     assert job.state is JobState.CANCELLED
     rid = job.attempts[0].provider_request_id
     assert rid is not None and emulator.requests[rid].cancelled
-    deadline = time.monotonic() + 30
-    while job_by_id(db, stuck).attempts[0].outcome is AttemptOutcome.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    assert job_by_id(db, stuck).attempts[0].outcome is AttemptOutcome.CANCELLED
+    outcome = wait_until(lambda: _first_attempt(db, stuck, "outcome") is not AttemptOutcome.RUNNING
+                         and _first_attempt(db, stuck, "outcome"), timeout=30,
+                         what="the cancelled attempt to be closed")
+    assert outcome is AttemptOutcome.CANCELLED
 
 
 def test_cancel_after_fal_completed_keeps_the_result(
@@ -345,15 +327,16 @@ def test_cancel_after_fal_completed_keeps_the_result(
     emulator.latency = 0.1
     slow_poll = {"ORCH_FAL_POLL_INITIAL_SECONDS": "4", "ORCH_FAL_POLL_MAX_SECONDS": "4"}
     worker = _fal_worker(start_worker, fal_env, **slow_poll)
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     [job_id] = _submit(fal_env, str(src))
-    deadline = time.monotonic() + 30
-    while not (job_by_id(db, job_id).attempts and job_by_id(db, job_id).attempts[0].provider_request_id):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(1.0)  # fal has finished; the poller has not looked yet
+    rid = wait_until(lambda: _first_attempt(db, job_id, "provider_request_id"), timeout=30,
+                     interval=0.05, what="fal's request id on the attempt")
+    # fal has finished; the poller (every 4 s) has not looked yet
+    wait_until(lambda: emulator.requests[rid].status == "COMPLETED", timeout=10, interval=0.05,
+               what=f"fal to complete {rid}")
+    assert job_by_id(db, job_id).state is JobState.RUNNING
     out = run_cli(fal_env, "jobs", "cancel", job_id)
     assert out.returncode == 0, out.stderr
     assert "already completed" in out.stderr
@@ -366,7 +349,7 @@ def test_in_flight_limit_is_shared_by_all_worker_processes(
 ) -> None:
     emulator.latency = 0.5
     worker = _fal_worker(start_worker, fal_env, concurrency=2, ORCH_FAL_MAX_IN_FLIGHT="2")
-    _wait_fal_ready(worker, processes=2)
+    wait_for_log(worker, "fal poller running", times=2)
     _submit({**fal_env, "ORCH_FAL_MAX_IN_FLIGHT": "2"}, str(_folder(tmp_path, 8)))
     wait_all_final(fal_env["ORCH_DATABASE_URL"], timeout=90)
     _assert_paid_once_and_exact(emulator, fal_env["ORCH_DATABASE_URL"])
@@ -388,9 +371,9 @@ def test_a_request_stuck_in_progress_is_cancelled_at_its_deadline(
 ) -> None:
     emulator.outcomes.append("stuck")  # holds its runner, IN_PROGRESS, until cancelled
     worker = _fal_worker(start_worker, fal_env, ORCH_FAL_REQUEST_TIMEOUT_SECONDS="2")
-    _wait_fal_ready(worker)
+    wait_for_log(worker, "fal poller running")
     src = tmp_path / "a.png"
-    src.write_bytes(_png())
+    src.write_bytes(png(BASE))
     started = time.monotonic()
     [job_id] = _submit(fal_env, str(src))
     job = wait_for_state(fal_env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 60)

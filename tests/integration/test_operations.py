@@ -3,53 +3,31 @@ Flower), the orchestrator_health command, memory recycling, and refusing a silen
 
 from __future__ import annotations
 
-import io
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from orchestrator.jobs.states import JobState
 from tests.conftest import ROOT, run_cli
+from tests.support.cli import submit_ids
 from tests.support.db import load_jobs, wait_all_final, wait_for_state
-from tests.support.images import subject
+from tests.support.images import write_pngs
+from tests.support.servers import free_port
+from tests.support.wait import wait_until
 
 CELERY = [sys.executable, "-m", "celery", "-A", "orchestrator.queue.celery_app"]
-
-
-def _images(tmp_path: Path, n: int) -> list[str]:
-    paths = []
-    for i in range(n):
-        path = tmp_path / f"img-{i}.png"
-        buf = io.BytesIO()
-        subject((60 + i, 40 + i)).save(buf, "PNG")
-        path.write_bytes(buf.getvalue())
-        paths.append(str(path))
-    return paths
-
-
-def _submit(env: dict[str, str], *paths: str) -> list[str]:
-    out = run_cli(env, "submit", *paths, "--json")
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line)["id"] for line in out.stdout.splitlines() if line.strip()]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
 def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker,
                                                 tmp_path: Path) -> None:
     worker = start_worker()
-    [job_id] = _submit(env, *_images(tmp_path, 1))
+    [job_id] = submit_ids(env, *map(str, write_pngs(tmp_path, 1, base=(60, 40))))
     wait_for_state(env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED}, 60)
 
     # Celery's own tools answer for the app.
@@ -75,22 +53,20 @@ def test_worker_logs_health_inspect_and_flower(env: dict[str, str], start_worker
     assert proc["rss_mb"] > 10
 
     # Flower, on the same app and broker, sees the worker.
-    port = _free_port()
+    port = free_port()
     flower = subprocess.Popen([*CELERY, "flower", f"--port={port}", "--address=127.0.0.1"],
                               env={**env, "FLOWER_UNAUTHENTICATED_API": "true"}, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 40
-        workers: dict[str, object] = {}
-        while time.monotonic() < deadline and node not in workers:
+        def flower_workers() -> dict[str, object]:
             try:
                 reply = httpx.get(f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=10)
-                if reply.status_code == 200:
-                    workers = reply.json()
             except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        assert node in workers, workers
+                return {}  # Flower not listening yet
+            return reply.json() if reply.status_code == 200 else {}
+
+        wait_until(lambda: node in flower_workers(), timeout=40, interval=0.5,
+                   what=f"Flower to list {node}")
     finally:
         flower.terminate()
         flower.wait(timeout=20)
@@ -110,24 +86,23 @@ def test_a_process_above_the_memory_limit_is_replaced(env: dict[str, str], start
     # Every pool process is above 1 MiB, so each one is replaced after its job.
     worker = start_worker("--queues", "local", "--concurrency", "1", "--max-memory-mb", "1")
     first = worker.children()
-    ids = _submit(env, *_images(tmp_path, 3))
+    ids = submit_ids(env, *map(str, write_pngs(tmp_path, 3, base=(60, 40))))
     jobs = wait_all_final(env["ORCH_DATABASE_URL"], 90)
     assert {str(j.id) for j in jobs} == set(ids)
     assert all(j.state is JobState.SUCCEEDED for j in jobs), [j.error_message for j in jobs]
     pids = {j.attempts[0].worker.rsplit(":", 1)[1] for j in load_jobs(env["ORCH_DATABASE_URL"])}
     assert len(pids) == 3  # three jobs, three processes: jobs kept flowing across the recycling
     # The last job's process is replaced too, and its successor is warm.
-    deadline = time.monotonic() + 30
-    report: dict[str, object] = {}
-    while time.monotonic() < deadline:
+    def replaced() -> dict[str, Any] | None:
         out = run_cli(env, "workers", "--json")
-        report = json.loads(out.stdout.splitlines()[0]) if out.stdout.strip() else {}
-        current = [str(p["pid"]) for p in report.get("processes", [])]  # type: ignore[attr-defined]
-        if out.returncode == 0 and current and not set(current) & pids:
-            break
-        time.sleep(0.5)
+        report: dict[str, Any] = json.loads(out.stdout.splitlines()[0]) if out.stdout.strip() else {}
+        current = [str(p["pid"]) for p in report.get("processes", [])]
+        return report if out.returncode == 0 and current and not set(current) & pids else None
+
+    report = wait_until(replaced, timeout=30, interval=0.5,
+                        what="the last job's process replaced by a warm one")
     assert report.get("ok") is True and report["max_memory_mb"] == 1, report
-    [proc] = report["processes"]  # type: ignore[misc]
+    [proc] = report["processes"]
     assert proc["warm"] and str(proc["pid"]) not in pids and proc["pid"] not in first
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 from collections.abc import Iterator
@@ -19,13 +18,7 @@ from orchestrator.db.models import Result
 from orchestrator.jobs.states import AttemptOutcome, ComputeBasis, JobState
 from tests.conftest import run_cli
 from tests.support.db import count, job_by_id, load_jobs, wait_all_final, wait_for_state
-from tests.support.images import bad_inputs, good_inputs, subject
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
+from tests.support.images import bad_inputs, good_inputs, png_of, subject
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -97,7 +90,7 @@ def test_submit_folder_wait_saves_results_and_records_costs(
 
 def test_jobs_show_list_and_result(env: dict[str, str], start_worker, tmp_path: Path) -> None:
     src = tmp_path / "cup.png"
-    src.write_bytes(_png(subject()))
+    src.write_bytes(png_of(subject()))
     start_worker()
     submitted = run_cli(env, "submit", str(src), "--json")
     assert submitted.returncode == 0, submitted.stderr
@@ -130,7 +123,7 @@ def test_jobs_show_list_and_result(env: dict[str, str], start_worker, tmp_path: 
 
 def test_idempotency_key_returns_the_same_job(env: dict[str, str], tmp_path: Path) -> None:
     src = tmp_path / "a.png"
-    src.write_bytes(_png(subject()))
+    src.write_bytes(png_of(subject()))
     first = _json_lines(run_cli(env, "submit", str(src), "--idempotency-key", "order-42", "--json").stdout)
     second = _json_lines(run_cli(env, "submit", str(src), "--idempotency-key", "order-42", "--json").stdout)
     assert first[0]["id"] == second[0]["id"]
@@ -138,7 +131,7 @@ def test_idempotency_key_returns_the_same_job(env: dict[str, str], tmp_path: Pat
     assert len(load_jobs(env["ORCH_DATABASE_URL"])) == 1
 
     other = tmp_path / "b.png"
-    other.write_bytes(_png(subject((50, 50))))
+    other.write_bytes(png_of(subject((50, 50))))
     clash = run_cli(env, "submit", str(other), "--idempotency-key", "order-42")
     assert clash.returncode == 1
     assert "already used for a different request" in clash.stderr
@@ -152,7 +145,7 @@ def test_bad_inputs_fail_once_and_the_worker_survives(
     bad = bad_inputs()
     for name, (data, _) in bad.items():
         (folder / name).write_bytes(data)
-    (folder / "fine.png").write_bytes(_png(subject()))
+    (folder / "fine.png").write_bytes(png_of(subject()))
     worker = start_worker()
     pool_before = worker.children()
 
@@ -176,7 +169,7 @@ def test_bad_inputs_fail_once_and_the_worker_survives(
 
 def test_input_over_the_byte_limit_fails_at_submit(env: dict[str, str], tmp_path: Path) -> None:
     src = tmp_path / "big.png"
-    src.write_bytes(_png(subject((400, 400))))
+    src.write_bytes(png_of(subject((400, 400))))
     result = run_cli({**env, "ORCH_MAX_INPUT_BYTES": "1000"}, "submit", str(src), "--json")
     [line] = _json_lines(result.stdout)
     assert line["state"] == "failed"
@@ -186,7 +179,7 @@ def test_input_over_the_byte_limit_fails_at_submit(env: dict[str, str], tmp_path
 
 def test_crop_to_bbox(env: dict[str, str], start_worker, tmp_path: Path, tiny_model: Path) -> None:
     src = tmp_path / "disc.png"
-    data = _png(subject((160, 120)))
+    data = png_of(subject((160, 120)))
     src.write_bytes(data)
     start_worker()
     result = run_cli(env, "submit", str(src), "--crop-to-bbox", "--wait", "-o", str(tmp_path / "o"))
@@ -231,7 +224,7 @@ class _Images(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def image_server() -> Iterator[str]:
-    _Images.body = _png(subject())
+    _Images.body = png_of(subject())
     _Images.hits = {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Images)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -297,7 +290,7 @@ def test_directory_result_store(env: dict[str, str], start_worker, tmp_path: Pat
     store = tmp_path / "results"
     extra = {"ORCH_RESULT_STORE": "directory", "ORCH_RESULT_DIR": str(store)}
     src = tmp_path / "x.png"
-    src.write_bytes(_png(subject()))
+    src.write_bytes(png_of(subject()))
     start_worker(extra_env=extra)
     result = run_cli({**env, **extra}, "submit", str(src), "--wait", "-o", str(tmp_path / "o"))
     assert result.returncode == 0, result.stderr
@@ -311,7 +304,7 @@ def test_directory_result_store(env: dict[str, str], start_worker, tmp_path: Pat
 
 def test_cancel_then_retry(env: dict[str, str], start_worker, tmp_path: Path) -> None:
     src = tmp_path / "x.png"
-    src.write_bytes(_png(subject()))
+    src.write_bytes(png_of(subject()))
     [line] = _json_lines(run_cli(env, "submit", str(src), "--json").stdout)
     job_id = str(line["id"])
     cancelled = run_cli(env, "jobs", "cancel", job_id)

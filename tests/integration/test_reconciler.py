@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import signal
 import subprocess
@@ -11,6 +9,7 @@ import sys
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -28,16 +27,15 @@ from orchestrator.settings import load_settings
 from tests.conftest import run_cli
 from tests.support.api_server import PlainApi
 from tests.support.db import count, job_by_id, wait_for_state
-from tests.support.images import subject
+from tests.support.images import data_uri, numbered_png
 from tests.support.servers import free_port
+from tests.support.wait import wait_until
 
 FAST = {"ORCH_RECONCILE_STALE_AFTER_SECONDS": "0", "ORCH_RECONCILE_INTERVAL_SECONDS": "0.5"}
 
 
 def _png(i: int = 0) -> bytes:
-    buf = io.BytesIO()
-    subject((64 + i, 48 + i)).save(buf, "PNG")
-    return buf.getvalue()
+    return numbered_png(i, (64, 48))
 
 
 def _messages(broker_url: str, queue: str = "local") -> int:
@@ -81,10 +79,11 @@ def test_republishing_a_job_that_is_fine_runs_it_once(env: dict[str, str], start
     start_worker()
     for item in items:
         wait_for_state(env["ORCH_DATABASE_URL"], item.job_id, {JobState.SUCCEEDED}, 60)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _messages(env["ORCH_BROKER_URL"]):
-        time.sleep(0.2)
-    time.sleep(1.0)
+    broker = redis.Redis.from_url(env["ORCH_BROKER_URL"])
+    # Both bells of every job delivered, and no message left queued or held unacknowledged.
+    wait_until(lambda: all(job_by_id(env["ORCH_DATABASE_URL"], i.job_id).deliveries >= 2 for i in items)
+               and not _messages(env["ORCH_BROKER_URL"]) and not broker.hlen("unacked"),
+               timeout=30, interval=0.2, what="every duplicate message to be delivered and acked")
     for item in items:
         job = job_by_id(env["ORCH_DATABASE_URL"], item.job_id)
         assert [a.outcome for a in job.attempts] == [AttemptOutcome.SUCCEEDED]
@@ -204,7 +203,7 @@ def test_the_api_accepts_a_submit_while_redis_is_down_and_it_runs_later(
     down = {**env, "ORCH_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
     api = PlainApi(down, tmp_path / "api.log")
     try:
-        image = "data:image/png;base64," + base64.b64encode(_png()).decode()
+        image = data_uri(_png())
         started = time.monotonic()
         reply = httpx.post(f"{api.url}/fal-ai/imageutils/rembg", json={"image_url": image},
                            headers={"Authorization": f"Key {key}"}, timeout=30)
@@ -221,14 +220,18 @@ def test_the_api_accepts_a_submit_while_redis_is_down_and_it_runs_later(
     assert "reconciler running in the worker's main process" in worker.text()
 
 
-def test_reconcile_loop_runs_passes_until_sigterm(env: dict[str, str]) -> None:
+def test_reconcile_loop_runs_passes_until_sigterm(env: dict[str, str], tmp_path: Path) -> None:
     """`orchestrator reconcile --loop` (the compose service): a pass per interval, clean exit."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "reconcile", "--loop", "--interval", "0.3", "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=20)
+    stdout = tmp_path / "reconcile.out"
+    with open(stdout, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "reconcile", "--loop", "--interval", "0.3",
+             "--json"], env=env, stdout=sink, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: stdout.read_text().count("\n") >= 2 or proc.poll() is not None,
+                   timeout=60, what="two reconcile passes on stdout")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    out = stdout.read_text()
     assert proc.returncode == 0, err
     passes = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert len(passes) >= 2 and all(p["ran"] for p in passes), (out, err)

@@ -13,7 +13,6 @@ import math
 import os
 import sys
 import threading
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -34,7 +33,8 @@ from orchestrator.jobs.states import AttemptOutcome
 from tests.conftest import EMULATOR_FAL_KEY, Worker, run_cli
 from tests.fal_emulator import FalEmulator
 from tests.support.db import load_jobs
-from tests.support.images import subject
+from tests.support.images import numbered_png
+from tests.support.wait import wait_for_log, wait_until
 
 FAL_KEY = EMULATOR_FAL_KEY
 LOCAL_PRICE = "0.01"
@@ -43,9 +43,7 @@ RECENT = (datetime.now(UTC) - timedelta(days=4)).date().isoformat()  # a short c
 
 
 def _png(i: int) -> bytes:
-    buf = io.BytesIO()
-    subject((70 + i, 50 + i)).save(buf, "PNG")  # a different image each: no dedup folding
-    return buf.getvalue()
+    return numbered_png(i, (70, 50))  # a different image each: no dedup folding
 
 
 class _Flaky(BaseHTTPRequestHandler):
@@ -78,15 +76,6 @@ class Seeded:
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.db) as conn:
             return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(autouse=True)
@@ -152,28 +141,27 @@ def seeded(
         emulator.outcomes.extend(["runner_error", "validation_error", "stuck"])
         for i, client in enumerate([TENANT_A, TENANT_B, TENANT_A, TENANT_B, TENANT_A]):
             one(Source(f"fal-{i}", data=_png(10 + i)), "fal", client)
-            time.sleep(0.3)  # submitted in this order, so the outcomes go in this order
+        # Published in this order before any worker runs: the one worker takes them, and fal
+        # hands out the outcomes, in this order.
 
         worker = Worker(env, tmp_path_factory.mktemp("reports") / "worker.log",
                         ["--queues", "local,fal", "--concurrency", "1"],
                         [sys.executable, "-m", "orchestrator"])
         # (Worker.wait_ready expects one backend in its banner.)
-        _wait(lambda: all(s in worker.text() for s in (
-            "local backend ready", "fal poller running", " ready.")) or worker.proc.poll() is not None,
-            90, "the worker")
-        assert worker.proc.poll() is None, worker.text()
+        wait_for_log(worker, "local backend ready", "fal poller running", timeout=90)
 
         def stuck_only() -> bool:
             open_jobs = [j for j in load_jobs(database_url) if not j.state.is_final]
             return len(open_jobs) == 1 and open_jobs[0].backend == "fal"
 
-        _wait(stuck_only, 120, "every job but the stuck fal one to finish")
+        wait_until(stuck_only, timeout=120, interval=0.2,
+                   what="every job but the stuck fal one to finish")
         [stuck] = [j for j in load_jobs(database_url) if not j.state.is_final]
         cancelled = run_cli(env, "jobs", "cancel", str(stuck.id))
         assert cancelled.returncode == 0, cancelled.stderr
-        _wait(lambda: all(a.outcome is not AttemptOutcome.RUNNING
-                          for j in load_jobs(database_url) for a in j.attempts),
-              60, "the cancelled fal attempt to be closed and costed")
+        wait_until(lambda: all(a.outcome is not AttemptOutcome.RUNNING
+                               for j in load_jobs(database_url) for a in j.attempts),
+                   timeout=60, interval=0.2, what="the cancelled fal attempt to be closed and costed")
 
         # Tenant B's work happened yesterday (UTC): two days in the reports.
         with psycopg.connect(db, autocommit=True) as conn:

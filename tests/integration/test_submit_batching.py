@@ -5,7 +5,6 @@ identical inputs of one batch fold into one job, and every created job is publis
 from __future__ import annotations
 
 import asyncio
-import io
 import uuid
 
 import psycopg
@@ -16,12 +15,11 @@ from orchestrator.api.submissions import Accepted, SubmitBatcher
 from orchestrator.jobs.producer import JobRequest, Source
 from orchestrator.jobs.states import JobState
 from orchestrator.settings import load_settings
+from tests.support.images import png_of
 
 
 def png(tag: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (2, 2), (tag % 256, tag // 256 % 256, 7)).save(buf, "PNG")
-    return buf.getvalue()
+    return png_of(Image.new("RGB", (2, 2), (tag % 256, tag // 256 % 256, 7)))
 
 
 def request(data: bytes, name: str = "img", client: str = "svc") -> JobRequest:

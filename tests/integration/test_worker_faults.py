@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import signal
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import PngImagePlugin
 
+from orchestrator.backends.local.inference_gate import InferenceGate
 from orchestrator.db.models import Result
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from tests.conftest import REAL_MODEL, SAMPLE_IMAGES, run_cli
+from tests.support.cli import submit_ids
 from tests.support.crashing_worker import POISON_MARK
 from tests.support.db import count, job_by_id, load_jobs, wait_all_final, wait_for_state
-from tests.support.images import subject
+from tests.support.images import numbered_png, subject
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +29,30 @@ REAL = {"ORCH_LOCAL_MODEL_PATH": str(REAL_MODEL)}
 
 
 def _submit_one(env: dict[str, str], path: Path) -> str:
-    out = run_cli(env, "submit", str(path))
-    assert out.returncode == 0, out.stderr
-    return out.stdout.split("\t", 1)[0]
+    [job_id] = submit_ids(env, str(path))
+    return job_id
 
 
-def _wait_running(database_url: str, job_id: str) -> None:
+def _inferring(worker_pid: int) -> bool:
+    """Whether a pool process of the worker is inside the model's ``session.run``: it then holds
+    one of the worker's inference-gate slots (flock files, orchestrator/backends/local/inference_gate)."""
+    gate = InferenceGate.for_worker(worker_pid, 1)
+    for path in gate.paths[0].parent.glob("slot-*.lock"):
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a shared lock we may have taken
+    return False
+
+
+def _wait_running(database_url: str, job_id: str, worker: Any) -> None:
+    """Wait until the job is running and the real model is inferring on it: a kill lands mid-job."""
     wait_for_state(database_url, job_id, {JobState.RUNNING}, timeout=60)
-    time.sleep(0.8)  # well inside the real model's inference
+    wait_until(lambda: _inferring(worker.proc.pid), timeout=60, interval=0.02,
+               what=f"the real model's inference on job {job_id}")
 
 
 def _assert_exactly_once(database_url: str, job_id: str) -> None:
@@ -47,7 +67,7 @@ def _assert_exactly_once(database_url: str, job_id: str) -> None:
 def test_sigkill_of_the_pool_process_mid_job(env: dict[str, str], start_worker) -> None:
     worker = start_worker(extra_env=REAL)
     job_id = _submit_one({**env, **REAL}, SAMPLE_IMAGES / "astronaut.png")
-    _wait_running(env["ORCH_DATABASE_URL"], job_id)
+    _wait_running(env["ORCH_DATABASE_URL"], job_id, worker)
     [child] = worker.children()
     os.kill(child, signal.SIGKILL)
     wait_for_state(env["ORCH_DATABASE_URL"], job_id, {JobState.SUCCEEDED, JobState.FAILED}, 120)
@@ -60,7 +80,7 @@ def test_sigkill_of_the_whole_worker_then_restart(env: dict[str, str], start_wor
     fast = {**REAL, "ORCH_VISIBILITY_TIMEOUT_SECONDS": "10", "ORCH_UNACKED_RESTORE_INTERVAL_SECONDS": "2"}
     worker = start_worker(extra_env=fast)
     job_id = _submit_one({**env, **fast}, SAMPLE_IMAGES / "coffee.png")
-    _wait_running(env["ORCH_DATABASE_URL"], job_id)
+    _wait_running(env["ORCH_DATABASE_URL"], job_id, worker)
     worker.kill()
     assert job_by_id(env["ORCH_DATABASE_URL"], job_id).state is JobState.RUNNING
     start_worker(extra_env=fast)
@@ -81,7 +101,7 @@ def test_poison_input_fails_after_bounded_deliveries(
     folder.mkdir()
     (folder / "poison.png").write_bytes(buf.getvalue())
     for i in range(3):
-        (folder / f"fine-{i}.png").write_bytes(_png_of(i))
+        (folder / f"fine-{i}.png").write_bytes(numbered_png(i, (90, 60)))
     out = run_cli(env, "submit", str(folder))
     assert out.returncode == 0, out.stderr
 
@@ -97,16 +117,10 @@ def test_poison_input_fails_after_bounded_deliveries(
     assert worker.proc.poll() is None  # the worker itself is still up
 
 
-def _png_of(i: int) -> bytes:
-    buf = io.BytesIO()
-    subject((90 + i, 60 + i)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_sigterm_finishes_the_running_job(env: dict[str, str], start_worker) -> None:
     worker = start_worker(extra_env=REAL)
     job_id = _submit_one({**env, **REAL}, SAMPLE_IMAGES / "camera.png")
-    _wait_running(env["ORCH_DATABASE_URL"], job_id)
+    _wait_running(env["ORCH_DATABASE_URL"], job_id, worker)
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(timeout=60) == 0
     job = job_by_id(env["ORCH_DATABASE_URL"], job_id)
@@ -120,7 +134,7 @@ def test_many_jobs_two_processes_each_exactly_once(
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(30):
-        (folder / f"img-{i:02d}.png").write_bytes(_png_of(i))
+        (folder / f"img-{i:02d}.png").write_bytes(numbered_png(i, (90, 60)))
     start_worker("--queues", "local", "--concurrency", "2")
     out = run_cli(env, "submit", str(folder), "--wait", "-o", str(tmp_path / "out"))
     assert out.returncode == 0, out.stderr

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -76,3 +78,42 @@ def bad_inputs() -> dict[str, tuple[bytes, str]]:
         "unsupported_ppm.png": (_save(subject((32, 32)), "PPM"), "unsupported_format"),
         "bomb.png": (png_header_only(60_000, 60_000), "input_too_large"),
     }
+
+
+def png_of(img: Image.Image) -> bytes:
+    """The image encoded as PNG."""
+    return _save(img, "PNG")
+
+
+def png(size: tuple[int, int] = (96, 64)) -> bytes:
+    """A :func:`subject` of ``size`` as PNG bytes."""
+    return png_of(subject(size))
+
+
+def numbered_png(i: int, base: tuple[int, int]) -> bytes:
+    """The ``i``-th of a series of different PNGs (``base`` grown by ``i`` pixels each way), so
+    no two inputs of a test share a hash and get folded by deduplication."""
+    return png((base[0] + i, base[1] + i))
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def write_pngs(folder: Path, n: int, *, base: tuple[int, int], prefix: str = "img",
+               start: int = 0) -> list[Path]:
+    """Write ``n`` numbered PNGs ``prefix-NNN.png`` into ``folder`` (created); return their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + n):
+        path = folder / f"{prefix}-{i:03d}.png"
+        path.write_bytes(numbered_png(i, base))
+        paths.append(path)
+    return paths
+
+
+def png_folder(folder: Path, n: int, *, base: tuple[int, int], prefix: str = "img",
+               start: int = 0) -> Path:
+    """:func:`write_pngs` into ``folder``; return the folder (what ``orchestrator submit`` takes)."""
+    write_pngs(folder, n, base=base, prefix=prefix, start=start)
+    return folder

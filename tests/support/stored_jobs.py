@@ -8,11 +8,10 @@ import os
 import secrets
 import uuid
 
-from orchestrator.jobs.transitions import utcnow
-
 from orchestrator.db.models import Attempt, Job, JobInput, Result
 from orchestrator.db.session import session_scope
 from orchestrator.jobs.states import AttemptOutcome, JobState
+from orchestrator.jobs.transitions import utcnow
 
 
 def insert_succeeded_jobs(database_url: str, n: int, *, size: int = 2048,

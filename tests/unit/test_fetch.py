@@ -8,7 +8,6 @@ Host names other than ``localhost`` go through a fake resolver, so no test depen
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import logging
 import socket
@@ -32,18 +31,13 @@ from orchestrator.errors import (
 )
 from orchestrator.images import fetch as safe_fetch
 from orchestrator.images.fetch import fetch_url, is_forbidden_address
+from tests.support.images import png_of
 
 LOCAL = frozenset({"127.0.0.1:*"})  # test servers listen on random ports
 LIMITS: dict[str, Any] = {"max_bytes": 1_000_000, "timeout": 3.0, "max_redirects": 3}
 
 
-def _png() -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (7, 5), (200, 30, 90)).save(out, format="PNG")
-    return out.getvalue()
-
-
-PNG = _png()
+PNG = png_of(Image.new("RGB", (7, 5), (200, 30, 90)))
 
 
 # --- fake DNS, connect spy, canaries -------------------------------------------------------------

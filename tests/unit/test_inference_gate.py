@@ -7,13 +7,14 @@ import time
 from pathlib import Path
 
 from orchestrator.backends.local.inference_gate import InferenceGate
+from tests.support.wait import wait_until
 
 
 def _hold(directory: str, slots: int, seconds: float, log: str) -> None:
     with InferenceGate(Path(directory), slots):
         with open(log, "a") as fh:
             fh.write(f"in {time.monotonic()}\n")
-        time.sleep(seconds)
+        time.sleep(seconds)  # holding the slot is the point
         with open(log, "a") as fh:
             fh.write(f"out {time.monotonic()}\n")
 
@@ -55,9 +56,7 @@ def test_a_killed_holder_frees_its_slot(tmp_path: Path) -> None:
     ctx = mp.get_context("fork")
     holder = ctx.Process(target=_hold, args=(str(tmp_path / "g"), 1, 60, str(tmp_path / "log")))
     holder.start()
-    deadline = time.monotonic() + 5
-    while not (tmp_path / "log").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until((tmp_path / "log").exists, timeout=10, interval=0.01, what="the holder inside the gate")
     assert holder.pid is not None
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(5)

@@ -17,7 +17,7 @@ INCREMENTS = 40
 
 def _increment(url: str) -> None:
     for _ in range(INCREMENTS):
-        with session_scope(url) as session:  # read, then write, as jobs.service does
+        with session_scope(url) as session:  # read, then write, as jobs.transitions does
             n = session.execute(text("SELECT n FROM counter")).scalar_one()
             session.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
 

@@ -10,13 +10,13 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from orchestrator.jobs.transitions import utcnow
 
 from orchestrator.backends.local import LocalBackend
 from orchestrator.db.models import Job, JobInput, Result
 from orchestrator.db.session import session_scope
 from orchestrator.jobs.producer import Source, submit
 from orchestrator.jobs.runner import run_delivery
+from orchestrator.jobs.transitions import utcnow
 from orchestrator.settings import get_settings
 from orchestrator.storage import store_for_new
 from orchestrator.storage.retention import collect

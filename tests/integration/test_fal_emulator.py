@@ -43,24 +43,15 @@ from PIL import Image
 from tests.fal_emulator import FalEmulator, Fault, free_port
 from tests.fal_emulator import model as emu_model
 from tests.fal_emulator.webhooks import verify
-from tests.support.images import good_inputs, subject
+from tests.support.images import data_uri, good_inputs, png_of, subject
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "fal-ai/imageutils/rembg"
 KEY = "test-key-id:test-key-secret"
 
 
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
-
-
-SUBJECT_PNG = _png(subject())
+SUBJECT_PNG = png_of(subject())
 IMAGE = {"image_url": data_uri(SUBJECT_PNG)}
 
 
@@ -137,14 +128,6 @@ def run_async(fal: ModuleType, body: Any) -> Any:
     return asyncio.run(main())
 
 
-def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
-
-
 # -- the happy path ----------------------------------------------------------------------------
 
 
@@ -213,7 +196,8 @@ def test_raw_wire_format(emu: FalEmulator, http: httpx.Client) -> None:
         assert s.json()["status"] == "IN_PROGRESS" and s.json()["metrics"] == {}
         assert (s.json()["logs"] is not None) is expect_logs
         assert "queue_position" not in s.json()
-    wait_until(lambda: emu.requests[rid].status == "COMPLETED")
+    wait_until(lambda: emu.requests[rid].status == "COMPLETED", timeout=5, interval=0.01,
+               what="the request to complete")
     s = http.get(base + "/status", headers=auth)
     assert s.status_code == 200 and s.json()["logs"] is None
     assert set(s.json()["metrics"]) == {"inference_time"}
@@ -304,7 +288,8 @@ def test_queue_time_then_in_progress(emu: FalEmulator, fal: ModuleType, client: 
     emu.queue_time, emu.latency = 0.5, 0.5
     a, b = client.submit(APP, IMAGE), client.submit(APP, IMAGE)
     assert a.status() == fal.Queued(position=0) and b.status() == fal.Queued(position=1)
-    wait_until(lambda: emu.requests[b.request_id].status == "IN_PROGRESS")
+    wait_until(lambda: emu.requests[b.request_id].status == "IN_PROGRESS", timeout=5, interval=0.01,
+               what="the second request to start")
     assert isinstance(b.status(), fal.InProgress)
     assert isinstance(client.status(APP, a.request_id), fal.InProgress)
 
@@ -336,7 +321,7 @@ def test_cancel_queued_running_and_completed(emu: FalEmulator, fal: ModuleType, 
         queued.cancel()
     assert exc.value.status_code == 400 and '"ALREADY_COMPLETED"' in exc.value.message
 
-    time.sleep(0.2)
+    time.sleep(0.2)  # the sleep IS the test: time passes and "stuck" is still running
     assert isinstance(stuck.status(), fal.InProgress)  # "stuck" never completes by itself
     stuck.cancel()
     assert emu.requests[stuck.request_id].ran and emu.requests[stuck.request_id].cancelled
@@ -472,7 +457,8 @@ def test_drop_after_accept_makes_fal_client_pay_twice(
     lost, kept = (e["request_id"] for e in emu.ledger)
     assert handle.request_id == kept
     handle.get(interval=0.02)
-    wait_until(lambda: emu.requests[lost].status == "COMPLETED")
+    wait_until(lambda: emu.requests[lost].status == "COMPLETED", timeout=5, interval=0.01,
+               what="the lost request to complete")
     assert emu.requests[lost].ran  # the orphan ran too
 
 
@@ -550,7 +536,8 @@ def test_start_timeout_and_max_queue_length(
     client.submit(APP, IMAGE)  # holds the only runner
     late = client.submit(APP, IMAGE, start_timeout=1.2)
     assert isinstance(late.status(), fal.Queued)
-    wait_until(lambda: emu.requests[late.request_id].status == "COMPLETED", timeout=3)
+    wait_until(lambda: emu.requests[late.request_id].status == "COMPLETED", timeout=3,
+               interval=0.01, what="the late request to time out")
     status = late.status()
     assert isinstance(status, fal.Completed) and status.error_type == "request_timeout"
     with pytest.raises(fal.FalClientHTTPError) as exc:
@@ -614,7 +601,8 @@ def test_webhook_is_signed_and_retried(
         emu.outcomes.append("validation_error")
         bad = client.submit(APP, IMAGE, webhook_url=hook)
         # nobody polls: the webhook fires by itself once the requests complete
-        wait_until(lambda: sum(d.delivered for d in emu.webhooks) == 2, timeout=10)
+        wait_until(lambda: sum(d.delivered for d in emu.webhooks) == 2, timeout=10, interval=0.01,
+                   what="both webhooks delivered")
     finally:
         receiver.shutdown()
         receiver.server_close()
@@ -645,7 +633,7 @@ def test_thousand_requests_in_flight(emu: FalEmulator, fal: ModuleType) -> None:
     Most of the run time is fal_client/httpx CPU (a few ms per call), not the emulator.
     """
     emu.runners, emu.latency = 0, 0.05  # no runner yet: everything stays IN_QUEUE
-    small = {"image_url": data_uri(_png(subject((16, 12))))}
+    small = {"image_url": data_uri(png_of(subject((16, 12))))}
     n = 1000
 
     async def body(ac: Any) -> tuple[list[Any], list[Any]]:
