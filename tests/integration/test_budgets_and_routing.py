@@ -147,12 +147,12 @@ def test_a_small_daily_budget_is_used_up_by_fifty_jobs_at_once_not_refused_at_a_
     env = {**fal_env, "ORCH_FAL_OVER_BUDGET": "fail", "ORCH_FAL_BUDGET_DAILY_USD": str(limit),
            "ORCH_FAL_MAX_SUBMITS_PER_SECOND": "100"}
     worker = start_worker("--queues", "fal", "--concurrency", "4", extra_env=env, ready=False)
-    _wait_text(worker, "fal poller running")
+    wait_for_log(worker, "fal poller running")
     # Each request waits 4 s in fal's queue (unbilled) before its 1 s of inference: every job is
     # checked while the first ones are still in flight, however slow this machine is.
     emulator.queue_time = 4.0
     try:
-        _submit(env, str(_folder(tmp_path, "burst", 50, 100)), "--backend", "fal")
+        submit_json(env, str(_folder(tmp_path, "burst", 50, 100)), "--backend", "fal")
         jobs = wait_all_final(db, timeout=240)
     finally:
         emulator.queue_time = 0.0
