@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import backends
 from orchestrator.backends import backend_class
-from orchestrator.db.models import Job, JobInput, Result
+from orchestrator.db.models import Job, JobInput
 from orchestrator.db.session import session_scope
 from orchestrator.errors import (
     BackendUnavailable,
@@ -36,6 +36,7 @@ from orchestrator.errors import (
     error_code,
 )
 from orchestrator.images.decode import check_size
+from orchestrator.jobs import transitions
 from orchestrator.jobs.availability import unavailable_reason
 from orchestrator.jobs.states import JobState
 from orchestrator.jobs.transitions import utcnow
@@ -288,7 +289,7 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> lis
                                      original.backend))
                 continue
             if original is not None and original.result is not None:
-                _copy_result(session, job, original)
+                transitions.succeed_with_a_copy(session, job, original)
                 out.append(Submitted(job.id, request.source, True, job.state, job.backend))
                 continue
             new_jobs.append(job)
@@ -349,24 +350,6 @@ def _dedup_candidates(session: Session, jobs: list[Job], settings: Settings) -> 
     for row in rows:
         found.setdefault(_dedup_key(row), row)
     return found
-
-
-def _copy_result(session: Session, job: Job, original: Job) -> None:
-    """A new job, succeeded at zero cost with a copy of the original's stored result."""
-    result = original.result
-    assert result is not None
-    now = utcnow()
-    job.state = JobState.SUCCEEDED
-    job.deduplicated_from = original.id
-    job.started_at = job.finished_at = now
-    session.add(job)
-    session.flush()
-    session.add(Result(
-        job_id=job.id, attempt_id=result.attempt_id, content_type=result.content_type,
-        sha256=result.sha256, size_bytes=result.size_bytes, width=result.width,
-        height=result.height, store=result.store, location=result.location, data=result.data,
-        cropped=result.cropped,
-    ))
 
 
 def _record_keyed(request: JobRequest, job: Job, settings: Settings) -> Submitted:

@@ -320,6 +320,25 @@ def store_result(
     end_job(job, JobState.SUCCEEDED, code=None, message=None)
 
 
+def succeed_with_a_copy(session: Session, job: Job, original: Job) -> None:
+    """A new job (deduplicated: same client, bytes, backend and options as ``original``)
+    succeeds at once, at zero cost, with a copy of the original's stored result row."""
+    result = original.result
+    assert result is not None
+    now = utcnow()
+    job.state = JobState.SUCCEEDED
+    job.deduplicated_from = original.id
+    job.started_at = job.finished_at = now
+    session.add(job)
+    session.flush()
+    session.add(Result(
+        job_id=job.id, attempt_id=result.attempt_id, content_type=result.content_type,
+        sha256=result.sha256, size_bytes=result.size_bytes, width=result.width,
+        height=result.height, store=result.store, location=result.location, data=result.data,
+        cropped=result.cropped,
+    ))
+
+
 def close_superseded(job: Job | None, attempt: Attempt) -> None:
     """The attempt is no longer the job's current one (its lease was lost, the job cancelled or
     run again): keep the cost of the work it did, but not its outcome."""
