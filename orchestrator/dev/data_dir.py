@@ -83,9 +83,13 @@ class DataDir:
             "ORCH_DATABASE_URL": environ.get("ORCH_DATABASE_URL") or self.database_url(),
             "ORCH_BROKER_URL": environ.get("ORCH_BROKER_URL") or self.broker_url(),
         }
-        # Image bytes as files in this folder (no server to run), unless an object store or
-        # another result store is configured.
-        if not environ.get("ORCH_OBJECT_STORE_URL") and not environ.get("ORCH_RESULT_STORE"):
+        # Image bytes as files in this folder (no server to run) on the embedded database,
+        # unless an object store or another result store is configured. On a database given
+        # from outside, other commands with the same two variables must find the bytes too:
+        # they stay where that deployment keeps them (the database by default).
+        embedded = not environ.get("ORCH_DATABASE_URL")
+        if (embedded and not environ.get("ORCH_OBJECT_STORE_URL")
+                and not environ.get("ORCH_RESULT_STORE")):
             env["ORCH_RESULT_STORE"] = "directory"
             env["ORCH_RESULT_DIR"] = environ.get("ORCH_RESULT_DIR") or str(self.objects)
         return env

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ROOT / "docs" / "reference"
 
@@ -91,20 +89,3 @@ def test_cost_chart_recipe_still_draws(tmp_path: Path) -> None:
     assert chart.read_text().lstrip().startswith("<?xml")
     assert "cost-chart.svg" in (ROOT / "docs" / "how-to" / "cost-reports.md").read_text()
     assert (ROOT / "docs" / "assets" / "cost-chart.svg").is_file()
-
-
-def test_flat_catalog_covers_every_field() -> None:
-    """Today's flat Settings: one entry per field, with the section it sits under."""
-    from orchestrator import settings
-
-    fields = getattr(settings.Settings, "model_fields", {})
-    if not all(hasattr(settings, n) for n in ("setting_name", "load_settings")) or not fields:
-        pytest.skip("settings are no longer the flat model this checks")
-    docs = settings.catalog()
-    assert [d.env for d in docs] == [settings.setting_name(f) for f in fields]
-    by_env = {d.env: d for d in docs}
-    assert by_env["ORCH_LOCAL_MODEL_PATH"].group == "local backend"
-    assert by_env["ORCH_MAX_ATTEMPTS"].group == "retries and delivery"
-    assert by_env["ORCH_MAX_ATTEMPTS"].default == "4"
-    assert "Redis" in by_env["ORCH_FAL_MAX_IN_FLIGHT"].description
-    assert by_env["ORCH_LOCAL_PROVIDERS"].default == "CPUExecutionProvider"
