@@ -22,6 +22,7 @@ from orchestrator.errors import (
 )
 from orchestrator.jobs.producer import Source
 from orchestrator.jobs.states import JobState
+from orchestrator.results.links import link_token
 from orchestrator.settings import Settings, load_settings
 from tests.conftest import run_cli
 
@@ -85,7 +86,10 @@ def test_a_tenant_cannot_see_or_touch_another_tenants_job(settings: Settings) ->
     with sql(settings) as conn:
         row = conn.execute("SELECT result_token FROM jobs WHERE id = %s", (mine.job_id,)).fetchone()
     assert row is not None
+    link = link_token(str(row[0]), mine.job_id, 60)  # what image.url carries (issue 14.1)
     with pytest.raises(JobStateError):  # the right token, but nothing to download yet
+        commands.result_by_token(settings, mine.job_id, link)
+    with pytest.raises(JobNotFound):  # the stored secret itself is no link
         commands.result_by_token(settings, mine.job_id, str(row[0]))
     with pytest.raises(JobNotFound):
         commands.result_by_token(settings, mine.job_id, "wrong")

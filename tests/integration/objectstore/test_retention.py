@@ -17,6 +17,7 @@ from orchestrator.db.session import session_scope
 from orchestrator.jobs.producer import Source, submit
 from orchestrator.jobs.runner import run_delivery
 from orchestrator.jobs.transitions import utcnow
+from orchestrator.results.links import link_token
 from orchestrator.settings import get_settings
 from orchestrator.storage import store_for_new
 from orchestrator.storage.retention import collect
@@ -122,7 +123,8 @@ def test_s3_sweep_removes_expired_and_orphans_and_nothing_else(
     # An expired result: 410 with a clear message in the API, a clear line in the CLI.
     expired_id, kept_id = ids[0], ids[5]
     with session_scope(db) as session:
-        tokens = {j.id: j.result_token for j in session.query(Job)}
+        # Result links carry an expiring HMAC under the job's stored secret (issue 14.1).
+        tokens = {j.id: link_token(j.result_token or "", j.id, 3600) for j in session.query(Job)}
     api = PlainApi({**s3_env, **RETENTION}, tmp_path / "api.log")
     try:
         gone = httpx.get(f"{api.url}/v1/jobs/{expired_id}/result",
