@@ -276,14 +276,18 @@ def close_stale_attempt(
     *,
     outcome: AttemptOutcome = AttemptOutcome.CRASHED,
     message: str = "the worker process running this attempt stopped without finishing it",
+    cost_known: bool = True,
 ) -> None:
-    """An attempt whose worker stopped without recording its outcome: closed, at no cost."""
+    """An attempt whose worker stopped without recording its outcome: closed at no cost, or
+    (``cost_known=False``: a paid submission that may have been accepted) with its cost left
+    unknown until the provider's request is found and polled."""
     attempt.outcome = outcome
     attempt.finished_at = now
     attempt.error_code = ErrorCode.WORKER_LOST
     attempt.error_message = message
-    attempt.compute_seconds = Decimal(0)
-    attempt.cost_usd = Decimal(0)
+    if cost_known:
+        attempt.compute_seconds = Decimal(0)
+        attempt.cost_usd = Decimal(0)
 
 
 def retry_later(job: Job, delay: float, *, code: str | None, message: str | None) -> None:

@@ -758,4 +758,4 @@ def test_a_body_cut_off_by_a_dying_client_is_no_submission(emu: FalEmulator, sen
     assert len(emu.requests) == 0
     assert emu.ledger == []
     _raw_submit(emu, body)  # the same request whole is one submission
-    wait_until(lambda: len(emu.requests) == 1)
+    wait_until(lambda: len(emu.requests) == 1, timeout=10, what="the whole request as one submission")

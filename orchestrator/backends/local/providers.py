@@ -7,7 +7,7 @@ TensorRT …) cannot load, e.g. when the CUDA libraries are missing: the worker 
 the worker starts (in a separate process: CUDA must not be initialised in a process that
 forks) and again in every pool process.
 
-``python -m orchestrator.backends.providers`` runs the check and prints the active providers.
+``python -m orchestrator.backends.local.providers`` runs the check and prints the active providers.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def preflight(settings: Settings, timeout: float = 600) -> None:
     if not settings.accelerators():
         return
     out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.backends.providers"],
+        [sys.executable, "-m", "orchestrator.backends.local.providers"],
         capture_output=True, text=True, timeout=timeout,
     )
     if out.returncode != 0:

@@ -129,7 +129,7 @@ def claim_submit(
         transitions.close_stale_attempt(
             current, now, outcome=AttemptOutcome.LOST,
             message=(f"the worker stopped while submitting to {job.backend}; it may have "
-                     "accepted (and billed) it"))
+                     "accepted (and billed) it"), cost_known=False)
         current.submit_state = SubmitState.UNKNOWN
         if count_crash(job, settings, doing="submitting"):
             return Skip("poison job failed")
