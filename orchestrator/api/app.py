@@ -19,6 +19,7 @@ from orchestrator.api.ratelimit import RateLimiter
 from orchestrator.api.request_log import RequestLog
 from orchestrator.api.routes import fal_queue, fal_webhook, health, reports, v1
 from orchestrator.api.submissions import SubmitBatcher
+from orchestrator.console import mount as mount_console
 from orchestrator.errors import (
     BackendUnavailable,
     ConfigError,
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports.router)
     app.include_router(fal_webhook.router)
     app.include_router(health.router)
+    mount_console(app)  # /console: the ops console, on the same port
     return app
 
 
