@@ -44,8 +44,9 @@ def _jobs_context(request: Request, who: Viewer) -> tuple[dict[str, object], lis
         page = commands.list_jobs(settings, who.caller, filters, limit=PAGE,
                                   after=parsed.values.get("after"))
     except OrchestratorError as exc:
-        messages.append(Message(f"{exc}.", "error"))
+        messages.append(Message(f"{exc}; showing the first page.", "error"))
         parsed.values.pop("after", None)
+        page = commands.list_jobs(settings, who.caller, filters, limit=PAGE)
     base = parsed.query(after="")
     return {"title": "Jobs", "page": page, "form": parsed.values, "states": list(JobState),
             "offered": offered, "base_query": base, "here": f"{PATH}/jobs?{parsed.query()}"}, \
