@@ -91,6 +91,8 @@ MAPPING: dict[str, str] = {
     "api_requests_per_second": "api.requests_per_second",
     "api_public_url": "api.public_url",
     "webhook_signing_key": "api.webhook_signing_key",
+    "console_session_secret": "api.console_session_secret",
+    "console_session_hours": "api.console_session_hours",
     "result_store": "results.store",
     "result_dir": "results.dir",
     "png_compress_level": "results.png_compress_level",

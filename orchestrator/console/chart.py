@@ -87,7 +87,14 @@ def figures(report: CostReport) -> tuple[list[date], list[tuple[str, str]],
 
 
 def _money(value: Decimal) -> str:
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+    """Dollars to cents, cents to tenths of a cent, smaller sums to their first digits."""
+    if value == 0:
+        return "$0"
+    if value >= 1:
+        return f"${value:,.2f}"
+    if value >= Decimal("0.001"):
+        return f"${value:,.4f}"
+    return "$" + f"{value:.10f}".rstrip("0")
 
 
 def columns(report: CostReport, *, width: int = 880, height: int = 340) -> Chart:

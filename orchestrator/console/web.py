@@ -48,7 +48,11 @@ async def viewer(request: Request) -> Viewer:
 def _usd(value: Decimal | float | None, places: int = 4) -> str:
     if value is None:
         return "–"
-    return f"${Decimal(value):,.{places}f}"
+    amount = Decimal(value)
+    if 0 < abs(amount) < Decimal(10) ** -places:
+        # a fraction of a cent (a local job) would read as zero
+        return "$" + f"{amount:.10f}".rstrip("0")
+    return f"${amount:,.{places}f}"
 
 
 def _when(value: datetime | None) -> str:
