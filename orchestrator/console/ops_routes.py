@@ -76,8 +76,9 @@ def _costs(request: Request, who: Viewer) -> tuple[dict[str, Any], list[Message]
         context["report"] = commands.costs(settings, who.caller, since=query.since,
                                            until=query.until, group_by=query.group_by,
                                            client=query.client)
-        daily = commands.costs(settings, who.caller, since=query.since, until=query.until,
-                               group_by=("day", "backend"), client=query.client)
+        daily = context["report"] if query.group_by == ("day", "backend") else commands.costs(
+            settings, who.caller, since=query.since, until=query.until,
+            group_by=("day", "backend"), client=query.client)
     except OrchestratorError as exc:
         messages.append(Message(f"{exc}.", "error"))
         return context, messages
