@@ -61,7 +61,11 @@ def main() -> None:
     os.environ["ORCH_DATABASE_URL"] = url
     os.environ.setdefault("ORCH_BROKER_URL", "redis://127.0.0.1:6379/0")  # never contacted
     try:
-        from fastapi.testclient import TestClient
+        import warnings
+
+        with warnings.catch_warnings():  # starlette would rather have httpx2; httpx works
+            warnings.simplefilter("ignore")
+            from fastapi.testclient import TestClient
 
         from orchestrator import commands
         from orchestrator.api.app import create_app
