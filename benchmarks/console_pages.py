@@ -11,6 +11,7 @@ console with an admin key, and times whole requests through the FastAPI app in t
 1. ``/console/jobs`` — the first page (50 jobs, newest first);
 2. ``/console/jobs?after=…`` — a page half-way down the million (keyset: as fast as the first);
 3. ``/console/jobs?client=client-0&state=failed`` — filtered;
+3b. ``/console/jobs?q=img-123457`` — a search by part of an input name (rare: a scan);
 4. ``/console/costs?group=day&group=backend`` over the whole period (the report and its chart).
 
 Beside each, the same work without the page: ``commands.list_jobs`` (its SQL, both queries) and
@@ -126,6 +127,9 @@ def main() -> None:
             ("jobs, client + failed", page("/console/jobs?client=client-0&state=failed", "client-0"),
              lambda: commands.list_jobs(settings, admin, JobFilter(state=JobState.FAILED,
                                                                     client="client-0"), limit=50)),
+            ("jobs, search a name", page("/console/jobs?q=img-123457", "img-123457"),
+             lambda: commands.list_jobs(settings, admin, JobFilter(search="img-123457"),
+                                        limit=50)),
             (f"costs, {args.days} days",
              page(f"/console/costs?since={since}&until={until}&group=day&group=backend", "TOTAL"),
              lambda: commands.costs(settings, admin, since=since, until=until,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import select
+
 from orchestrator.commands.caller import Caller, visible_job
 from orchestrator.commands.views import ResultFile
 from orchestrator.db.models import JobInput
@@ -37,3 +39,10 @@ def input_file(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> R
         if row is None:
             raise JobStateError(f"job {job.id}'s input was a URL; its bytes are not kept")
         return ResultFile(job.id, row.data, content_type_of(row.data))
+
+
+def has_input(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> bool:
+    """Whether the job's input bytes are kept (without reading them)."""
+    with session_scope(settings.database.url.get_secret_value()) as session:
+        job = visible_job(session, caller, job_id)
+        return session.scalar(select(JobInput.job_id).where(JobInput.job_id == job.id)) is not None

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator import backends, commands
 from orchestrator.commands.caller import Caller
-from orchestrator.commands.inputs import input_file
+from orchestrator.commands.inputs import has_input, input_file
 from orchestrator.console.filters import job_filter
 from orchestrator.console.session import PATH, Viewer
 from orchestrator.console.web import (
@@ -112,13 +112,9 @@ def job_page(request: Request, job_id: str, who: ViewerDep) -> Response:
         return render(request, "not_found.html",
                       {"title": "Job not found", "what": f"job {job_id[:100]}"},
                       viewer=who, status=404)
-    has_input = True
-    try:
-        input_file(settings, who.caller, job.id)
-    except OrchestratorError:
-        has_input = False
+    stored = has_input(settings, who.caller, job.id)
     return render(request, "job.html", {"title": f"Job {str(job.id)[:8]}", "job": job,
-                                        "has_input": has_input, "final": JobState(job.state)
+                                        "has_input": stored, "final": JobState(job.state)
                                         .is_final}, viewer=who)
 
 
