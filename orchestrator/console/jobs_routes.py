@@ -156,12 +156,10 @@ def _image(request: Request, who: Viewer, job_id: str, which: str,
 
 
 @router.get("/jobs/{job_id}/input")
-def job_input(request: Request, job_id: str, who: ViewerDep, download: bool = False
-              ) -> Response:
-    return _image(request, who, job_id, "input", download)
+def job_input(request: Request, job_id: str, who: ViewerDep, download: str = "") -> Response:
+    return _image(request, who, job_id, "input", download in ("true", "1", "yes"))
 
 
 @router.get("/jobs/{job_id}/result")
-def job_result(request: Request, job_id: str, who: ViewerDep, download: bool = False
-               ) -> Response:
-    return _image(request, who, job_id, "result", download)
+def job_result(request: Request, job_id: str, who: ViewerDep, download: str = "") -> Response:
+    return _image(request, who, job_id, "result", download in ("true", "1", "yes"))

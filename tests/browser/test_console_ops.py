@@ -41,6 +41,12 @@ def test_set_a_budget_and_see_the_overview_change(console: Console, page: Any) -
     page.wait_for_selector("text=acme, daily $1.00: 0.0 % used", timeout=15_000)
     console.start_worker()
     page.locator("#figures li", has_text=": healthy").wait_for(timeout=30_000)
+    for i in range(3):
+        console.upload(console.tenant_key, f"o{i}.png", png((40 + i, 30)))
+    console.upload(console.other_key, "bad.png", b"\x89PNG\r\n\x1a\n broken")
+    states = page.get_by_role("region", name="Jobs by state")
+    states.get_by_role("row", name="succeeded 3 3").wait_for(timeout=30_000)
+    states.get_by_role("row", name="failed 1 1").wait_for(timeout=30_000)
     shot(page, "overview")
 
     # a tenant sees only the limits that apply to it, and no worker internals
