@@ -16,8 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from orchestrator.console import auth_routes, jobs_routes, ops_routes
-from orchestrator.console.session import PATH, SignInRequired
-from orchestrator.console.web import HERE, CsrfRefused, Message, render, sign_in_redirect
+from orchestrator.console.session import PATH
+from orchestrator.console.web import HERE, Message, render, sign_in_redirect
+from orchestrator.errors import CsrfRefused, SignInRequired
 
 Handler = Callable[[Request, Exception], Any]
 _root = APIRouter()

@@ -21,6 +21,7 @@ from orchestrator.auth import keys
 from orchestrator.commands.caller import Caller
 from orchestrator.db.models import ApiKey
 from orchestrator.db.session import session_scope
+from orchestrator.errors import SignInRequired
 from orchestrator.settings import Settings
 
 COOKIE = "orch_console"
@@ -40,14 +41,6 @@ class Viewer:
     @property
     def caller(self) -> Caller:
         return Caller(client=self.name, is_admin=self.admin)
-
-
-class SignInRequired(Exception):
-    """No valid session: ``reason`` says why, for the sign-in page."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 REASONS = {

@@ -17,7 +17,8 @@ from itsdangerous import BadSignature
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.console import session as sessions
-from orchestrator.console.session import SignInRequired, Viewer
+from orchestrator.console.session import Viewer
+from orchestrator.errors import CsrfRefused, SignInRequired
 from orchestrator.settings import Settings
 
 HERE = Path(__file__).parent
@@ -130,10 +131,6 @@ def same_origin(request: Request) -> bool:
     if origin is not None and origin != "null":
         return origin == f"{request.url.scheme}://{request.url.netloc}"
     return True
-
-
-class CsrfRefused(Exception):
-    """A change without this session's CSRF token, or from another site."""
 
 
 async def checked_form(request: Request, who: Viewer) -> dict[str, Any]:
