@@ -92,7 +92,7 @@ async def jobs_actions(request: Request, who: ViewerDep) -> Response:
     if not back.startswith(f"{PATH}/jobs"):
         back = f"{PATH}/jobs"
     action = form.get("action")
-    ids = [v for v in form["_list"].get("job", []) if isinstance(v, str)]
+    ids = [v for v in form.getlist("job") if isinstance(v, str)]
     if action not in ("retry", "cancel"):
         return redirect(request, back, Message("Choose retry or cancel.", "error"))
     if not ids:

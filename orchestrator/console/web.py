@@ -9,12 +9,14 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
 from orchestrator.console import session as sessions
 from orchestrator.console.session import Viewer
@@ -133,15 +135,14 @@ def same_origin(request: Request) -> bool:
     return True
 
 
-async def checked_form(request: Request, who: Viewer) -> dict[str, Any]:
+async def checked_form(request: Request, who: Viewer) -> FormData:
     """The posted form, once its CSRF token and origin are checked (else CsrfRefused)."""
     form = await request.form()
     token = form.get("csrf_token") or request.headers.get("x-csrf-token")
     if not same_origin(request) or not sessions.csrf_ok(who, token if isinstance(token, str)
                                                         else None):
         raise CsrfRefused()
-    return {"_list": {k: form.getlist(k) for k in form.keys()},
-            **{k: v for k, v in form.items() if isinstance(v, str)}}
+    return form
 
 
 def sign_in_redirect(request: Request, exc: SignInRequired) -> Response:
@@ -159,8 +160,6 @@ def sign_in_redirect(request: Request, exc: SignInRequired) -> Response:
 
 
 def _quote(text: str) -> str:
-    from urllib.parse import quote
-
     return quote(text, safe="")
 
 
