@@ -68,6 +68,8 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
     STORE_CREDENTIALS_REFUSED = "store_credentials_refused"
     STORE_BUCKET_MISSING = "store_bucket_missing"
+    SIGN_IN_REQUIRED = "sign_in_required"
+    CSRF_REFUSED = "csrf_refused"
     PROVIDER_FALLBACK = "provider_fallback"
     INPUT_INVALID = "input_invalid"
     INPUT_TOO_LARGE = "input_too_large"
@@ -174,6 +176,23 @@ class BudgetError(OrchestratorError):
     """A budget that cannot be set as asked."""
 
     code = ErrorCode.BUDGET_INVALID
+
+
+class SignInRequired(OrchestratorError):
+    """The web console has no valid session; ``reason`` (required, expired, revoked,
+    signed-out) says why, for the sign-in page."""
+
+    code = ErrorCode.SIGN_IN_REQUIRED
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CsrfRefused(OrchestratorError):
+    """A console form without its session's CSRF token, or sent from another site."""
+
+    code = ErrorCode.CSRF_REFUSED
 
 
 class WebhookRejected(OrchestratorError):

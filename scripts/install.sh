@@ -31,3 +31,10 @@ if ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null;
              "check will be skipped (and fail on CI)" >&2
     fi
 fi
+# The console's browser tests drive Debian's Chromium through Playwright (Playwright cannot
+# download its own browser here): install it when missing.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get install -y -qq chromium >/dev/null 2>&1 \
+        || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
+        || echo "note: could not install chromium; the console's browser tests will be skipped" >&2
+fi

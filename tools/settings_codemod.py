@@ -76,6 +76,8 @@ MAPPING: dict[str, str] = {
     "metrics_key": "api.metrics_key",
     "metrics_cache_seconds": "api.metrics_cache_seconds",
     "result_link_ttl_seconds": "results.link_ttl_seconds",
+    "console_session_secret": "api.console_session_secret",
+    "console_session_hours": "api.console_session_hours",
     "local_onnx_threads": "local.onnx_threads",
     "local_inference_slots": "local.inference_slots",
     "local_providers": "local.providers",

@@ -20,6 +20,7 @@ from orchestrator.api.ratelimit import RateLimiter
 from orchestrator.api.request_log import RequestLog
 from orchestrator.api.routes import fal_queue, fal_webhook, health, reports, v1
 from orchestrator.api.submissions import SubmitBatcher
+from orchestrator.console import mount as mount_console
 from orchestrator.errors import (
     BackendUnavailable,
     ConfigError,
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.fal.webhook_url:  # nothing to receive otherwise (issue 14.3)
         app.include_router(fal_webhook.router)
     app.include_router(health.router)
+    mount_console(app)  # /console: the ops console, on the same port
     return app
 
 

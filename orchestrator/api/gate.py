@@ -27,6 +27,9 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Signed by the provider, not by an API key: its own check (the signature) guards it.
 KEYLESS_BODY_PATHS = frozenset(f"/v1/{name}/webhook" for name in backends.NAMES
                                if name not in backends.FAKES)
+# The web console authenticates its forms itself (a signed session and a CSRF token; sign-in
+# failures count against the same per-address limit); its bodies get the small limit.
+CONSOLE_PREFIX = "/console/"
 # Endpoints whose bodies carry images (data URIs or files): the large body limit.
 IMAGE_BODY_PATHS = frozenset({"/fal-ai/imageutils/rembg", "/v1/batches", "/v1/uploads"})
 
@@ -102,7 +105,8 @@ class AuthGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope.get("method") not in BODY_METHODS
-                or scope.get("path") in KEYLESS_BODY_PATHS):
+                or scope.get("path") in KEYLESS_BODY_PATHS
+                or str(scope.get("path", "")).startswith(CONSOLE_PREFIX)):
             await self.app(scope, receive, send)
             return
         address = client_address(scope)

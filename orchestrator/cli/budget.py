@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.common import console, console_err, print_json
+from orchestrator.commands import Caller
+from orchestrator.commands import budgets as budget_commands
 from orchestrator.costs import budgets
-from orchestrator.db.session import session_scope
 from orchestrator.errors import BudgetError
 from orchestrator.settings import get_settings
 
@@ -39,10 +40,9 @@ def set_(
 ) -> None:
     """Set the limits of one scope (both at once; an option left out means no limit).
     A global row here overrides ORCH_FAL_BUDGET_DAILY_USD / _MONTHLY_USD."""
-    scope = client or budgets.ALL_CLIENTS
-    with session_scope(get_settings().database.url.get_secret_value()) as session:
-        budgets.set_budget(session, scope, daily=_usd(daily, "--daily"),
-                           monthly=_usd(monthly, "--monthly"))
+    scope = budget_commands.set_budget(get_settings(), Caller.operator(), client=client,
+                                       daily=_usd(daily, "--daily"),
+                                       monthly=_usd(monthly, "--monthly"))
     console_err.print(f"fal budget for {'all clients' if scope == budgets.ALL_CLIENTS else scope}: "
                       f"daily {daily or 'none'}, monthly {monthly or 'none'} (USD)")
 
@@ -50,9 +50,7 @@ def set_(
 @app.command()
 def clear(client: Annotated[str | None, typer.Option(help=CLIENT_HELP)] = None) -> None:
     """Remove a scope's limits (the global one falls back to the settings)."""
-    scope = client or budgets.ALL_CLIENTS
-    with session_scope(get_settings().database.url.get_secret_value()) as session:
-        removed = budgets.clear_budget(session, scope)
+    removed = budget_commands.clear_budget(get_settings(), Caller.operator(), client=client)
     console_err.print("removed" if removed else "there was no budget set for that scope")
 
 
@@ -60,9 +58,7 @@ def clear(client: Annotated[str | None, typer.Option(help=CLIENT_HELP)] = None) 
 def show(json_out: Annotated[bool, typer.Option("--json", help="One JSON object per limit.")] = False
          ) -> None:
     """Every limit in force: spent (costed fal attempts), in flight, and what is left."""
-    settings = get_settings()
-    with session_scope(settings.database.url.get_secret_value()) as session:
-        spends = budgets.status(session, settings)
+    spends = budget_commands.status(get_settings(), Caller.operator())
     if json_out:
         for s in spends:
             print_json({"scope": s.scope, "period": s.period, "period_label": s.period_label,

@@ -5,9 +5,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.auth.keys import create_key, list_keys, revoke_key
 from orchestrator.cli.common import console, console_err, print_json
-from orchestrator.db.session import session_scope
+from orchestrator.commands import Caller
+from orchestrator.commands import keys as key_commands
 from orchestrator.settings import get_settings
 
 app = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
@@ -19,8 +19,7 @@ def create(
     admin: Annotated[bool, typer.Option("--admin", help="May see every tenant's jobs.")] = False,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
-    with session_scope(get_settings().database.url.get_secret_value()) as session:
-        key = create_key(session, name, admin=admin)
+    key = key_commands.create_key(get_settings(), Caller.operator(), name, admin=admin)
     print(key)
     console_err.print(f"key for [bold]{name}[/bold]{' (admin)' if admin else ''}: store it now, "
                       "it cannot be shown again")
@@ -31,17 +30,16 @@ def revoke(
     name_or_prefix: Annotated[str, typer.Argument(help="A key name (all its keys) or a key prefix.")],
 ) -> None:
     """Revoke keys; requests with them get 401 from then on."""
-    with session_scope(get_settings().database.url.get_secret_value()) as session:
-        n = revoke_key(session, name_or_prefix)
+    n = key_commands.revoke_key(get_settings(), Caller.operator(), name_or_prefix)
     console_err.print(f"revoked {n} key(s)")
 
 
 @app.command(name="list")
 def list_(json_out: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False) -> None:
     """List keys (names, prefixes, state); never the keys themselves."""
-    with session_scope(get_settings().database.url.get_secret_value()) as session:
-        rows = [{"name": k.name, "prefix": k.prefix, "admin": k.admin, "created_at": k.created_at,
-                 "revoked_at": k.revoked_at} for k in list_keys(session)]
+    rows = [{"name": k.name, "prefix": k.prefix, "admin": k.admin, "created_at": k.created_at,
+             "revoked_at": k.revoked_at}
+            for k in key_commands.list_keys(get_settings(), Caller.operator())]
     if json_out:
         for row in rows:
             print_json(row)

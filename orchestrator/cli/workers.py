@@ -11,15 +11,9 @@ from orchestrator.cli.common import console, console_err, print_json
 
 
 def _ask(timeout: float, node: str | None) -> dict[str, dict[str, Any]]:
-    from orchestrator.queue.celery_app import app
-    from orchestrator.queue.health import COMMAND
+    from orchestrator.commands.workers import worker_health
 
-    replies = app.control.broadcast(COMMAND, reply=True, timeout=timeout,
-                                    destination=[node] if node else None) or []
-    nodes: dict[str, dict[str, Any]] = {}
-    for reply in replies:
-        nodes.update(reply)
-    return nodes
+    return worker_health(timeout, node)
 
 
 def workers(

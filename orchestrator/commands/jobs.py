@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ColumnElement, or_, select, tuple_
 from sqlalchemy.orm import selectinload
 
 from orchestrator.commands.caller import Caller, parse_job_id, visible_job
@@ -42,6 +42,10 @@ class JobFilter:
     state: JobState | None = None
     backend: str | None = None
     client: str | None = None  # admins only: a tenant always lists its own
+    created_since: datetime | None = None  # inclusive
+    created_until: datetime | None = None  # exclusive
+    # A job id, an idempotency key (both exact), or part of an input's name or URL.
+    search: str | None = None
 
 
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
@@ -76,6 +80,12 @@ def list_jobs(settings: Settings, caller: Caller, filters: JobFilter = JobFilter
         stmt = stmt.where(Job.state == filters.state)
     if filters.backend is not None:
         stmt = stmt.where(Job.backend == filters.backend)
+    if filters.created_since is not None:
+        stmt = stmt.where(Job.created_at >= filters.created_since)
+    if filters.created_until is not None:
+        stmt = stmt.where(Job.created_at < filters.created_until)
+    if filters.search:
+        stmt = stmt.where(_matches(filters.search))
     if after is not None:
         created_at, key = decode_cursor(after)
         # The plain bound lets the (client,) created_at index start the scan at the cursor;
@@ -87,6 +97,17 @@ def list_jobs(settings: Settings, caller: Caller, filters: JobFilter = JobFilter
     page = views[:limit]
     more = len(views) > limit
     return JobPage(page, encode_cursor(page[-1].created_at, page[-1].id) if more else None)
+
+
+def _matches(term: str) -> ColumnElement[bool]:
+    term = term.strip()
+    try:
+        return Job.id == uuid.UUID(term)
+    except ValueError:
+        pass
+    pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return or_(Job.idempotency_key == term, Job.source_name.ilike(pattern, escape="\\"),
+               Job.source_url.ilike(pattern, escape="\\"))
 
 
 def retry(settings: Settings, caller: Caller, job_id: uuid.UUID | str) -> JobView:

@@ -445,6 +445,15 @@ class ApiSettings(_Group):
         description="A scrape is served from a copy at most this old (one computation per "
         "interval per API process, however many scrapers).",
     )
+    console_session_secret: SecretStr | None = _setting(
+        "console_session_secret", None,
+        description="Signs the web console's session cookies; set the same value on every API "
+        "process (else one is derived from ORCH_DATABASE_URL).",
+    )
+    console_session_hours: float = _setting(
+        "console_session_hours", 8.0, gt=0, le=24 * 30,
+        description="How long a web console sign-in lasts.",
+    )
 
 
 class ResultSettings(_Group):

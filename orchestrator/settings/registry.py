@@ -11,7 +11,7 @@ from orchestrator.settings.models import FLAT_KEY, GROUPS, Settings
 ENV_PREFIX = "ORCH_"
 # fal's own variable, read as it is (fal_client reads it too).
 _UNPREFIXED = {"fal_key": "FAL_KEY"}
-SECRET_FLAT_KEYS = frozenset({"fal_key", "webhook_signing_key"})
+SECRET_FLAT_KEYS = frozenset({"fal_key", "webhook_signing_key", "console_session_secret"})
 
 
 @dataclass(frozen=True)
