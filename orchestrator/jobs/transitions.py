@@ -372,10 +372,11 @@ def complete(
     return True
 
 
-def fail(
+def _attempt_ended_by(
     session: Session, claim_: Claim, exc: BaseException, cost: Cost, pricing: Pricing
-) -> bool:
-    """End the job failed with this attempt's error."""
+) -> tuple[Job, Attempt] | None:
+    """Record the attempt's cost and error; the job and attempt while this delivery still
+    holds the lease, else None (the attempt is closed as superseded or cancelled)."""
     job = lock_job(session, claim_.job_id)
     attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
     assert attempt is not None
@@ -384,8 +385,19 @@ def fail(
     attempt.error_message = str(exc)
     if not holds_lease(job, attempt, claim_):
         close_superseded(job, attempt)
-        return False
+        return None
     assert job is not None
+    return job, attempt
+
+
+def fail(
+    session: Session, claim_: Claim, exc: BaseException, cost: Cost, pricing: Pricing
+) -> bool:
+    """End the job failed with this attempt's error."""
+    held = _attempt_ended_by(session, claim_, exc, cost, pricing)
+    if held is None:
+        return False
+    job, attempt = held
     attempt.outcome = AttemptOutcome.FAILED
     end_job(job, JobState.FAILED, code=error_code(exc), message=str(exc))
     return True
@@ -412,16 +424,10 @@ def schedule_retry(
     if claim_.attempt_number >= claim_.max_attempts:
         fail(session, claim_, exc, cost, pricing)
         return None
-    job = lock_job(session, claim_.job_id)
-    attempt = session.get(Attempt, claim_.attempt_id, populate_existing=True)
-    assert attempt is not None
-    record_cost(attempt, cost, pricing)
-    attempt.error_code = error_code(exc)
-    attempt.error_message = str(exc)
-    if not holds_lease(job, attempt, claim_):
-        close_superseded(job, attempt)
+    held = _attempt_ended_by(session, claim_, exc, cost, pricing)
+    if held is None:
         return None
-    assert job is not None
+    job, attempt = held
     attempt.outcome = AttemptOutcome.RETRY
     delay = backoff_seconds(claim_.attempt_number, settings)
     retry_later(job, delay, code=error_code(exc), message=str(exc))
