@@ -53,6 +53,7 @@ from typing import ClassVar
 class ErrorCode(StrEnum):
     CONFIG_INVALID = "config_invalid"
     BAD_REQUEST = "bad_request"
+    QUOTA_EXCEEDED = "quota_exceeded"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     REPORT_INVALID = "report_invalid"
     JOB_NOT_FOUND = "job_not_found"
@@ -138,6 +139,13 @@ class RequestError(OrchestratorError):
     def __init__(self, message: str, *, forbidden: bool = False) -> None:
         super().__init__(message)
         self.forbidden = forbidden
+
+
+class QuotaExceeded(RequestError):
+    """A tenant's cap (jobs in flight, stored input bytes) would be exceeded: nothing was
+    recorded. The message names the cap and its setting."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
 
 
 class IdempotencyConflict(RequestError):

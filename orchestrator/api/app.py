@@ -30,6 +30,7 @@ from orchestrator.errors import (
     JobNotFound,
     JobStateError,
     OrchestratorError,
+    QuotaExceeded,
     RequestError,
     ResultExpired,
     StoreError,
@@ -45,6 +46,7 @@ STATUS_FOR: list[tuple[type[Exception], int]] = [
     # The object store is away or refuses us: nothing was accepted, the caller retries.
     (StoreError, 503),
     (IdempotencyConflict, 422),
+    (QuotaExceeded, 409),
     (InputTooLarge, 413),
     (InputError, 422),
     (BackendUnavailable, 503),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator import backends
+from orchestrator.commands import quotas
 from orchestrator.commands.caller import Caller
 from orchestrator.db.session import session_scope
 from orchestrator.errors import InputError, RequestError
@@ -126,7 +127,7 @@ def requests_for(settings: Settings, caller: Caller, sources: Sequence[Source],
 
 def record(settings: Settings, requests: list[JobRequest]) -> list[Submitted]:
     """Record planned requests (possibly of several callers) and publish them."""
-    return submit_requests(requests, settings=settings)
+    return submit_requests(requests, settings=settings, admit=quotas.admit)
 
 
 def submit(settings: Settings, caller: Caller, sources: Sequence[Source],

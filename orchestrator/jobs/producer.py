@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -169,7 +169,13 @@ def submit(
     return submit_requests(requests, settings=settings)
 
 
-def submit_requests(requests: list[JobRequest], *, settings: Settings) -> list[Submitted]:
+# Called in the recording transaction, before anything is written, with the new jobs that will
+# run and the sizes of the inputs they store; raises to refuse them all (quotas).
+Admit = Callable[[Session, Settings, list[tuple[Job, int]]], None]
+
+
+def submit_requests(requests: list[JobRequest], *, settings: Settings,
+                    admit: Admit | None = None) -> list[Submitted]:
     """Record many jobs in one transaction, then publish them on one broker connection.
 
     Requests with an idempotency key are recorded one by one (a key already used is a unique
@@ -189,13 +195,13 @@ def submit_requests(requests: list[JobRequest], *, settings: Settings) -> list[S
         else:
             keyed.append((index, request, job))
     if jobs:
-        batch = _record_batch(jobs, settings)
+        batch = _record_batch(jobs, settings, admit)
         unkeyed = iter(batch)
         for index, request in enumerate(requests):
             if request.idempotency_key is None:
                 out[index] = next(unkeyed)
     for index, request, job in keyed:
-        out[index] = _record_keyed(request, job, settings)
+        out[index] = _record_keyed(request, job, settings, admit)
     submitted = [out[i] for i in range(len(requests))]
     publish_runs(settings, [(item.job_id, item.backend) for item in submitted
                             if item.created and item.state is JobState.QUEUED])
@@ -270,7 +276,12 @@ def _dedup_key(job: Job) -> DedupKey:
     return (job.client, job.input_sha256, job.backend, job.model, options)
 
 
-def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> list[Submitted]:
+def _admitted(job: Job, data: bytes | None) -> tuple[Job, int]:
+    return job, len(data) if data is not None else 0
+
+
+def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings,
+                  admit: Admit | None = None) -> list[Submitted]:
     """One transaction for every job of the batch, deduplicated against recent jobs and
     against each other."""
     out: list[Submitted] = []
@@ -301,6 +312,9 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings) -> lis
             out.append(Submitted(job.id, request.source, True, job.state, job.backend))
         # Bulk INSERTs without RETURNING: one executemany each (psycopg pipelines it), instead
         # of a unit-of-work flush or one huge multi-VALUES statement that psycopg re-parses.
+        if admit is not None:
+            data_of = dict(pending)
+            admit(session, settings, [_admitted(job, data_of.get(job.id)) for job in new_jobs])
         connection = session.connection()
         # The bytes are stored before their rows commit (a store fault refuses the batch).
         written.update(put_inputs(settings, pending))
@@ -352,15 +366,18 @@ def _dedup_candidates(session: Session, jobs: list[Job], settings: Settings) -> 
     return found
 
 
-def _record_keyed(request: JobRequest, job: Job, settings: Settings) -> Submitted:
+def _record_keyed(request: JobRequest, job: Job, settings: Settings,
+                  admit: Admit | None = None) -> Submitted:
     """Record a job under its idempotency key, or return the job the key already names."""
     source, key = request.source, request.idempotency_key
     written: dict[uuid.UUID, StoredBytes] = {}
     try:
         with _discard_on_error(settings, written), session_scope(settings.database.url.get_secret_value()) as session:
+            data = _input_data(request, job)
+            if admit is not None:
+                admit(session, settings, [_admitted(job, data)])
             session.add(job)
             session.flush()
-            data = _input_data(request, job)
             if data is not None:
                 written.update(put_inputs(settings, [(job.id, data)]))
                 session.add(JobInput(**input_row(job.id, written[job.id], len(data))))

@@ -351,6 +351,26 @@ class InputSettings(_Group):
         "within this many seconds reuse the stored result at zero cost, or attach to the job in "
         "flight. 0 = off.",
     )
+    url_check_timeout_seconds: float = _setting(
+        "url_check_timeout_seconds", 5.0, gt=0, le=60,
+        description="At submit, the hosts of all image_url items of one request are resolved "
+        "concurrently, all within this many seconds; a host not resolved in time is refused.",
+    )
+    url_check_concurrency: int = _setting(
+        "url_check_concurrency", 32, ge=1, le=256,
+        description="At most this many image_url hosts of one request are resolved at once.",
+    )
+    tenant_max_jobs_in_flight: int = _setting(
+        "tenant_max_jobs_in_flight", 10_000, ge=0,
+        description="A tenant (API client) may have at most this many jobs queued, running or "
+        "retrying; a submit that would exceed it is refused whole. 0 = no cap.",
+    )
+    tenant_max_stored_input_bytes: int = _setting(
+        "tenant_max_stored_input_bytes", 10 * 1024**3, ge=0,
+        description="A tenant may have at most this many bytes of stored inputs (files, uploads, "
+        "data URIs not yet removed by retention); a submit that would exceed it is refused "
+        "whole. 0 = no cap.",
+    )
 
     @field_validator("fetch_allow_hosts", "webhook_allow_hosts", mode="before")
     @classmethod
@@ -411,6 +431,15 @@ class ReconcilerSettings(_Group):
 class ApiSettings(_Group):
     requests_per_second: float = _setting("api_requests_per_second", 50.0, gt=0,
                                           description="Requests per second one API key may make.")
+    tenant_requests_per_second: float = _setting(
+        "api_tenant_requests_per_second", 100.0, gt=0,
+        description="Requests per second all API keys of one tenant (client) may make together.",
+    )
+    max_header_bytes: int = _setting(
+        "api_max_header_bytes", 16 * 1024, ge=1024, le=1024 * 1024,
+        description="A request whose headers (names, values and the request target) are larger "
+        "is refused with 431.",
+    )
     public_url: str | None = _setting(
         "api_public_url", None,
         description="The API's address as callers reach it; webhook payloads link results there "

