@@ -88,14 +88,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     prepare_broker()  # the API publishes job messages
     limiter = RateLimiter(settings.broker.url.get_secret_value(), settings.api.requests_per_second)
+    # Every key of one tenant together: more keys do not buy a tenant more throughput.
+    tenant_limiter = RateLimiter(settings.broker.url.get_secret_value(),
+                                 settings.api.tenant_requests_per_second, scope="tenant")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await limiter.start()
+        await tenant_limiter.start()
         try:
             yield
         finally:
             await limiter.stop()
+            await tenant_limiter.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -106,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.rate_limiter = limiter
+    app.state.tenant_rate_limiter = tenant_limiter
     failures = FailedAuthLimiter(settings.api.auth_failures_per_minute,
                                  settings.api.auth_failure_burst)
     app.state.auth_failures = failures

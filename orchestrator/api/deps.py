@@ -58,6 +58,14 @@ async def authenticated(
             f"rate limit of {limiter.per_second:g} requests per second for this key exceeded",
             headers={"Retry-After": "1"},
         )
+    tenant_limiter: RateLimiter = request.app.state.tenant_rate_limiter
+    if not await tenant_limiter.allow(principal.client):
+        raise HTTPException(
+            429,
+            f"rate limit of {tenant_limiter.per_second:g} requests per second for this tenant's "
+            "keys together exceeded (ORCH_API_TENANT_REQUESTS_PER_SECOND)",
+            headers={"Retry-After": "1"},
+        )
     return principal
 
 

@@ -1,4 +1,5 @@
-"""Requests per key per second, counted in Redis so every API process shares one limit."""
+"""Requests per second per key, and per tenant, counted in Redis so every API process shares
+one limit."""
 
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ return n
 
 
 class _LocalWindows:
-    """Requests per key in the current one-second window, in this process."""
+    """Requests per bucket in the current one-second window, in this process."""
 
     def __init__(self) -> None:
         self._window = 0
-        self._counts: dict[int, int] = {}
+        self._counts: dict[str, int] = {}
 
-    def hit(self, key_id: int, window: int) -> int:
+    def hit(self, key_id: str, window: int) -> int:
         # Called on the event loop only: no lock needed.
         if window != self._window:
             self._window, self._counts = window, {}
@@ -41,9 +42,10 @@ class RateLimiter:
     case), else on the blocking client in a worker thread (an app driven without a lifespan).
     Without Redis (the embedded mode) the count is per API process."""
 
-    def __init__(self, redis_url: str, per_second: float) -> None:
+    def __init__(self, redis_url: str, per_second: float, scope: str = "") -> None:
         self.redis_url = redis_url
         self.per_second = per_second
+        self.scope = scope  # "" for API keys (the key names kept from before), "tenant" ...
         self._async: redis.asyncio.Redis | None = None
         self._local = None if is_redis(redis_url) else _LocalWindows()
 
@@ -59,11 +61,13 @@ class RateLimiter:
         if client is not None:
             await client.aclose()
 
-    async def allow(self, key_id: int) -> bool:
+    async def allow(self, bucket: int | str) -> bool:
+        """Count one request of ``bucket`` (a key's id, or a tenant's name)."""
         window = int(time.time())
         if self._local is not None:
-            return self._local.hit(key_id, window) <= self.per_second
-        key = f"orchestrator:api:rate:{key_id}:{window}"
+            return self._local.hit(str(bucket), window) <= self.per_second
+        scope = f"{self.scope}:" if self.scope else ""
+        key = f"orchestrator:api:rate:{scope}{bucket}:{window}"
         try:
             if self._async is not None:
                 count = await self._async.eval(_COUNT, 1, key)

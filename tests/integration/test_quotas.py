@@ -102,3 +102,28 @@ def test_stored_input_bytes_are_capped_per_tenant(env: dict[str, str], tmp_path:
                           json={"image_url": _uri(second)}).status_code == 200
     finally:
         server.stop()
+
+
+def test_rate_limit_per_tenant_across_its_keys(env: dict[str, str], tmp_path: Path) -> None:
+    server = PlainApi({**env, "ORCH_API_REQUESTS_PER_SECOND": "100",
+                       "ORCH_API_TENANT_REQUESTS_PER_SECOND": "4"}, tmp_path / "api.log")
+    try:
+        keys = [_key(env, "tenant-a") for _ in range(4)]  # four keys, one tenant
+        other = _key(env, "tenant-b")
+        clients = [_client(server, key) for key in keys]
+        try:
+            # 12 requests over 4 keys (3 each, far below the per-key 100/s) within ~1-2 windows
+            # of one second: at most 8 can pass the tenant's 4/s.
+            replies = [clients[i % 4].get("/v1/jobs") for i in range(12)]
+        finally:
+            for c in clients:
+                c.close()
+        codes = [reply.status_code for reply in replies]
+        assert codes.count(200) <= 8 and 429 in codes, codes
+        assert set(codes) <= {200, 429}
+        assert all("ORCH_API_TENANT_REQUESTS_PER_SECOND" in reply.json()["detail"]
+                   for reply in replies if reply.status_code == 429)
+        with _client(server, other) as c:  # another tenant is not held back
+            assert c.get("/v1/jobs").status_code == 200
+    finally:
+        server.stop()
