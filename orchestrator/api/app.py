@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
 from orchestrator.api.gate import AuthGate, BodyLimit, FailedAuthLimiter
+from orchestrator.api.header_limit import HeaderLimit
 from orchestrator.api.ratelimit import RateLimiter
 from orchestrator.api.request_log import RequestLog
 from orchestrator.api.routes import fal_queue, fal_webhook, health, reports, v1
@@ -125,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, large=max_body, small=settings.api.max_small_body_bytes)
     # Before the body limit and the body: a request without a valid key costs no body read.
     app.add_middleware(AuthGate, settings=settings, failures=failures)
+    # Before the gate: oversized headers cost no key lookup.
+    app.add_middleware(HeaderLimit, max_bytes=settings.api.max_header_bytes)
     app.add_middleware(RequestLog)  # outermost: every reply carries X-Request-Id
     app.include_router(fal_queue.router)
     app.include_router(v1.router)

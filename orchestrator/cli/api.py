@@ -38,4 +38,7 @@ def api(
         log_config=None,
         log_level=settings.logs.level.lower(),
         access_log=False,
+        # Where the h11 parser is used, it too stops buffering past the header limit (the app
+        # refuses oversized headers with 431 in either case).
+        h11_max_incomplete_event_size=settings.api.max_header_bytes + 8 * 1024,
     )

@@ -127,3 +127,25 @@ def test_rate_limit_per_tenant_across_its_keys(env: dict[str, str], tmp_path: Pa
             assert c.get("/v1/jobs").status_code == 200
     finally:
         server.stop()
+
+
+def test_oversized_headers_are_refused_before_any_work(env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    server = PlainApi({**env, "ORCH_API_MAX_HEADER_BYTES": "4096"}, tmp_path / "api.log")
+    try:
+        key = _key(env, "tenant-a")
+        with _client(server, key) as c:
+            assert c.get("/v1/jobs", headers={"X-Small": "y" * 1000}).status_code == 200
+            big = c.get("/v1/jobs", headers={"X-Pad": "y" * 6000})
+            assert big.status_code == 431, big.text
+            assert "ORCH_API_MAX_HEADER_BYTES" in big.json()["detail"]
+            many = c.get("/v1/jobs", headers={f"X-H{i}": "z" * 100 for i in range(60)})
+            assert many.status_code == 431
+            assert c.get("/v1/jobs", params={"q": "x" * 6000}).status_code == 431
+        # Without a key too, and a body-carrying request is refused before the gate reads it.
+        with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+            reply = anonymous.post("/v1/batches", json={"items": []},
+                                   headers={"X-Pad": "y" * 6000})
+            assert reply.status_code == 431
+    finally:
+        server.stop()
