@@ -7,9 +7,10 @@ import base64
 import binascii
 import ipaddress
 import logging
-import socket
+from collections.abc import Sequence
 from urllib.parse import SplitResult, unquote_to_bytes, urlsplit
 
+from orchestrator.api.resolve import Resolved, Target, resolve_all
 from orchestrator.errors import InputError, InputTooLarge, InputUnreachable, UnsupportedFormat
 from orchestrator.images.allow import AllowList
 from orchestrator.images.fetch import is_forbidden_address
@@ -65,35 +66,49 @@ def split_url(url: str, field: str) -> SplitResult:
     return parts
 
 
-def check_url_target(url: str, settings: Settings, field: str = "image_url",
-                     allow: AllowList | None = None) -> None:
-    """Refuse a URL whose host resolves inside the network, before queueing it. The worker's
-    fetch checks the address it actually connects to again (DNS may change in between).
-
-    The caller gets one generic refusal whether the name does not resolve or resolves to an
-    internal address, so the API cannot be used to map internal DNS; the detail is logged."""
+def _target(url: str, settings: Settings, field: str, allow: AllowList | None) -> Target | None:
+    """The (host, port) to check, or None when the allow list trusts it."""
     parts = split_url(url, field)
     host = (parts.hostname or "").lower()
     if not host:
         raise InputUnreachable(f"the {field} has no host")
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     allow = allow if allow is not None else AllowList(settings.inputs.fetch_allow_hosts)
-    if allow.trusts(host, parts.port or (443 if parts.scheme.lower() == "https" else 80)):
-        return
+    return None if allow.trusts(host, port) else (host, port)
+
+
+def _judge(target: Target, addresses: list[str] | None, field: str) -> None:
+    """Refuse a target that did not resolve or resolves inside the network.
+
+    The caller gets one generic refusal whether the name does not resolve or resolves to an
+    internal address, so the API cannot be used to map internal DNS; the detail is logged."""
+    host = target[0]
     refused = InputUnreachable(
         f"the {field}'s host cannot be reached from this service "
         "(only public addresses are fetched); refused"
     )
-    try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                   proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError, ValueError):
-        log.warning("%s refused: host %r does not resolve", field, host)
-        raise refused from None
-    for info in infos:
-        reason = is_forbidden_address(ipaddress.ip_address(info[4][0]))
+    if addresses is None:
+        log.warning("%s refused: host %r does not resolve (or not in time)", field, host)
+        raise refused
+    for address in addresses:
+        reason = is_forbidden_address(ipaddress.ip_address(address.split("%", 1)[0]))
         if reason:
-            log.warning("%s refused: host %r resolves to %s, %s", field, host, info[4][0], reason)
+            log.warning("%s refused: host %r resolves to %s, %s", field, host, address, reason)
             raise refused
+
+
+def _resolve(settings: Settings, targets: list[Target]) -> Resolved:
+    return resolve_all(targets, timeout=settings.inputs.url_check_timeout_seconds,
+                       concurrency=settings.inputs.url_check_concurrency)
+
+
+def check_url_target(url: str, settings: Settings, field: str = "image_url",
+                     allow: AllowList | None = None) -> None:
+    """Refuse a URL whose host resolves inside the network, before queueing it. The worker's
+    fetch checks the address it actually connects to again (DNS may change in between)."""
+    target = _target(url, settings, field, allow)
+    if target is not None:
+        _judge(target, _resolve(settings, [target])[target], field)
 
 
 def check_webhook_url(url: str, settings: Settings) -> None:
@@ -106,7 +121,8 @@ def check_webhook_url(url: str, settings: Settings) -> None:
     check_url_target(url, settings, "fal_webhook", AllowList(settings.inputs.webhook_allow_hosts))
 
 
-def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> Source:
+def _parse_image_url(image_url: str, settings: Settings, *, name: str) -> Source:
+    """The source for an image_url, its host not yet checked."""
     if image_url.startswith("data:"):
         return Source(name=name, data=decode_data_uri(image_url, max_bytes=settings.inputs.max_bytes),
                       origin="data URI")
@@ -115,8 +131,41 @@ def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> S
         raise InputUnreachable("image_url must be an http(s) URL or a data: URI")
     if len(image_url) > 2048:
         raise InputUnreachable("image_url is longer than 2,048 characters")
-    check_url_target(image_url, settings)
     return Source(name=name, url=image_url, origin=image_url)
 
 
-__all__ = ["InputError", "decode_data_uri", "sniff_image", "source_from_image_url"]
+def source_from_image_url(image_url: str, settings: Settings, *, name: str) -> Source:
+    source = _parse_image_url(image_url, settings, name=name)
+    if source.url is not None:
+        check_url_target(source.url, settings)
+    return source
+
+
+def sources_from_image_urls(image_urls: Sequence[str], settings: Settings,
+                            names: Sequence[str]) -> list[Source | InputError]:
+    """A batch's sources, or why each was refused; the URLs' hosts are resolved concurrently,
+    all within ``ORCH_URL_CHECK_TIMEOUT_SECONDS`` (see orchestrator.api.resolve)."""
+    out: list[Source | InputError] = []
+    targets: list[Target | None] = []
+    for image_url, name in zip(image_urls, names, strict=True):
+        try:
+            source = _parse_image_url(image_url, settings, name=name)
+            target = _target(source.url, settings, "image_url", None) if source.url else None
+        except InputError as exc:
+            out.append(exc)
+            targets.append(None)
+            continue
+        out.append(source)
+        targets.append(target)
+    resolved = _resolve(settings, [t for t in targets if t is not None])
+    for index, target in enumerate(targets):
+        if target is not None:
+            try:
+                _judge(target, resolved[target], "image_url")
+            except InputError as exc:
+                out[index] = exc
+    return out
+
+
+__all__ = ["InputError", "decode_data_uri", "sniff_image", "source_from_image_url",
+           "sources_from_image_urls"]

@@ -11,12 +11,12 @@ from pydantic import BaseModel, Field
 
 from orchestrator import commands
 from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_of, caller_unless_token
-from orchestrator.api.inputs import source_from_image_url
+from orchestrator.api.inputs import sources_from_image_urls
 from orchestrator.api.responses import AUTH, QueueStatusBody, errors
 from orchestrator.api.routes.fal_queue import request_cancel
 from orchestrator.auth.keys import Principal
 from orchestrator.commands import BatchEntry, JobFilter, SubmitOptions
-from orchestrator.errors import InputError, InputTooLarge, JobStateError
+from orchestrator.errors import InputTooLarge, JobStateError
 from orchestrator.jobs.producer import Source, Submitted
 from orchestrator.jobs.states import JobState
 
@@ -75,14 +75,10 @@ def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) ->
     not queued."""
     options = SubmitOptions(backend=body.backend)
     commands.resolve_backend(settings, options)  # a bad backend is refused before any fetch
-    entries = []
-    for index, item in enumerate(body.items):
-        source: Source | InputError
-        try:
-            source = source_from_image_url(item.image_url, settings, name=f"item-{index}")
-        except InputError as exc:
-            source = exc
-        entries.append(BatchEntry(source, item.image_url[:200], item.crop_to_bbox, item.sync_mode))
+    sources = sources_from_image_urls([item.image_url for item in body.items], settings,
+                                      [f"item-{index}" for index in range(len(body.items))])
+    entries = [BatchEntry(source, item.image_url[:200], item.crop_to_bbox, item.sync_mode)
+               for item, source in zip(body.items, sources, strict=True)]
     out = commands.submit_batch(settings, caller_of(principal), entries, options)
     return [_summaries([o.submitted])[0] if o.submitted is not None else
             JobSummary(id="", state="rejected", input=o.origin, created=False, error=o.error)
