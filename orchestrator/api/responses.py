@@ -27,7 +27,8 @@ def errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
         409: "the job's state does not allow it",
         413: "the body or the image is over the size limit",
         422: "the input cannot be used (fal's validation error shape, or a message)",
-        429: "over the per-key rate limit (see Retry-After)",
+        429: "over the per-key or per-tenant rate limit (see Retry-After)",
+        431: "the request headers are over ORCH_API_MAX_HEADER_BYTES",
         499: "the request was cancelled",
         500: "the run failed (runner_server_error)",
         503: "not ready",
@@ -38,4 +39,5 @@ def errors(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-AUTH = (401, 429)
+AUTH = (401, 429, 431)
+QUOTA = "a tenant cap (jobs in flight or stored input bytes) would be exceeded; nothing recorded"

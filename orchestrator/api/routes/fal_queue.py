@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from orchestrator import commands
 from orchestrator.api.deps import PrincipalDep, SettingsDep, app_settings, caller_of, visible_job
 from orchestrator.api.inputs import check_webhook_url, source_from_image_url
-from orchestrator.api.responses import AUTH, QueueStatusBody, errors
+from orchestrator.api.responses import AUTH, QUOTA, QueueStatusBody, errors
 from orchestrator.api.submissions import SubmitBatcher
 from orchestrator.api.views import (
     REQUESTS_PATH,
@@ -68,7 +68,7 @@ def _reply(code: int, body: dict[str, Any], request_id: str) -> JSONResponse:
 
 
 @router.post("/fal-ai/imageutils/rembg", response_model=SubmitReply,
-             responses=errors(*AUTH, 400, 413, 422, 503))
+             responses=errors(*AUTH, 400, 409, 413, 422, 503, d409=QUOTA))
 async def submit_request(
     body: RembgInput,
     request: Request,

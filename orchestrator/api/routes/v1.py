@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from orchestrator import commands
 from orchestrator.api.deps import PrincipalDep, SettingsDep, caller_of, caller_unless_token
 from orchestrator.api.inputs import sources_from_image_urls
-from orchestrator.api.responses import AUTH, QueueStatusBody, errors
+from orchestrator.api.responses import AUTH, QUOTA, QueueStatusBody, errors
 from orchestrator.api.routes.fal_queue import request_cancel
 from orchestrator.auth.keys import Principal
 from orchestrator.commands import BatchEntry, JobFilter, SubmitOptions
@@ -49,7 +49,8 @@ def _summaries(items: list[Submitted]) -> list[JobSummary]:
                        created=i.created) for i in items]
 
 
-@router.post("/uploads", response_model=list[JobSummary], responses=errors(*AUTH, 400, 413, 422))
+@router.post("/uploads", response_model=list[JobSummary],
+             responses=errors(*AUTH, 400, 409, 413, 422, d409=QUOTA))
 def upload(
     principal: PrincipalDep,
     settings: SettingsDep,
@@ -69,7 +70,8 @@ def upload(
                                       SubmitOptions(backend=backend, crop_to_bbox=crop_to_bbox)))
 
 
-@router.post("/batches", response_model=list[JobSummary], responses=errors(*AUTH, 400, 413, 422))
+@router.post("/batches", response_model=list[JobSummary],
+             responses=errors(*AUTH, 400, 409, 413, 422, d409=QUOTA))
 def batch(body: BatchRequest, principal: PrincipalDep, settings: SettingsDep) -> list[JobSummary]:
     """Queue many images at once (one transaction); an item that can never work is reported,
     not queued."""
