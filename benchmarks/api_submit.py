@@ -235,7 +235,9 @@ def main() -> None:
     dbname = f"orch_bench_{uuid.uuid4().hex[:8]}"
     db_url = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{dbname}"
     env = {**os.environ, "ORCH_DATABASE_URL": db_url, "ORCH_BROKER_URL": args.redis,
-           "ORCH_API_REQUESTS_PER_SECOND": "100000"}
+           "ORCH_API_REQUESTS_PER_SECOND": "100000",
+           # one tenant floods the API on purpose: no per-tenant rate or in-flight cap
+           "ORCH_API_TENANT_REQUESTS_PER_SECOND": "100000", "ORCH_TENANT_MAX_JOBS_IN_FLIGHT": "0"}
     env.pop("ORCH_CONFIG", None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

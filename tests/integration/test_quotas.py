@@ -149,3 +149,19 @@ def test_oversized_headers_are_refused_before_any_work(env: dict[str, str],
             assert reply.status_code == 431
     finally:
         server.stop()
+
+
+def test_concurrent_submits_cannot_overshoot_the_cap(env: dict[str, str], capped: PlainApi) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = _key(env, "tenant-a")
+
+    def submit(shade: int) -> int:
+        with _client(capped, key) as c:
+            return c.post("/fal-ai/imageutils/rembg",
+                          json={"image_url": _uri(_png(100 + shade))}).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(submit, range(10)))
+    assert sorted(codes) == [200] * 3 + [409] * 7, codes
+    assert _count(env, "tenant-a") == 3
