@@ -101,7 +101,9 @@ def console(base_env: dict[str, str], database_url: str, broker_url: str,
         api.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API runs an event loop in this thread while it is open,
+# which would break asyncio.run() in every test after the browser tests.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: scripts/install.sh installs Debian's chromium")
