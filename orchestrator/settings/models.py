@@ -366,10 +366,11 @@ class InputSettings(_Group):
         "retrying; a submit that would exceed it is refused whole. 0 = no cap.",
     )
     tenant_max_stored_input_bytes: int = _setting(
-        "tenant_max_stored_input_bytes", 10 * 1024**3, ge=0,
+        "tenant_max_stored_input_bytes", 100 * 1024**3, ge=0,
         description="A tenant may have at most this many bytes of stored inputs (files, uploads, "
         "data URIs not yet removed by retention); a submit that would exceed it is refused "
-        "whole. 0 = no cap.",
+        "whole. 0 = no cap. The default holds about a day of the volume this system is for "
+        "(inputs are removed ORCH_INPUT_RETENTION_SECONDS after their job ends).",
     )
 
     @field_validator("fetch_allow_hosts", "webhook_allow_hosts", mode="before")

@@ -55,7 +55,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from orchestrator.api import inputs as api_inputs
+from orchestrator.api import resolve as api_resolve
 from orchestrator.api.app import create_app
 from orchestrator.api.routes.fal_queue import RembgInput
 from orchestrator.api.routes.v1 import BatchRequest
@@ -185,6 +185,7 @@ def fuzz(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Fuzz]
     # Likewise the per-address limit on failed authentication (every fuzzed call comes from
     # one address, and many carry made-up keys).
     settings = load_settings(api_requests_per_second=1_000_000,
+                             api_tenant_requests_per_second=1_000_000,
                              api_auth_failures_per_minute=1_000_000, api_auth_failure_burst=1_000_000,
                              webhook_signing_key=new_signing_key())
     with session_scope(settings.database.url.get_secret_value()) as session:
@@ -200,7 +201,7 @@ def fuzz(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Fuzz]
             return socket.getaddrinfo(host, *args, **kwargs)
         raise socket.gaierror(socket.EAI_NONAME, "no DNS in the fuzz run")
 
-    monkeypatch.setattr(api_inputs, "socket", types.SimpleNamespace(
+    monkeypatch.setattr(api_resolve, "socket", types.SimpleNamespace(
         getaddrinfo=getaddrinfo, gaierror=socket.gaierror, IPPROTO_TCP=socket.IPPROTO_TCP))
     yield Fuzz(CapturingApp(create_app(settings)), keys, job_ids, token)
 
