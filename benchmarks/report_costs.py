@@ -1,6 +1,6 @@
 """Time of the cost report over 1,000,000 attempt rows, against the bare SQL aggregate, in one run.
 
-    python benchmarks/report_costs.py [--attempts 1000000] [--days 90] [--runs 7]
+    python benchmarks/report_costs.py [--attempts 1000000] [--days 90] [--runs 5]
 
 Makes its own Postgres database (migrated to the newest revision, dropped at the end) and fills
 it with set-based SQL (``generate_series``, no ORM, no Python loop over rows): jobs over
@@ -8,28 +8,36 @@ it with set-based SQL (``generate_series``, no ORM, no Python loop over rows): j
 or cancelled; every job has a first attempt and ~15 % have a second (a retry), so the attempts
 add up to ``--attempts``. Then ``VACUUM ANALYZE`` (what autovacuum does on a live database).
 
-Timed, each ``--runs`` times (median reported; one warm-up run first, not counted):
+Timed in ``--runs`` alternating rounds (``benchmarks/harness.py``: the order rotates each round;
+median and range reported, ratios per round; one warm-up run first, not counted):
 
 1. the report: ``orchestrator.reports.cost_report`` grouped by day and backend over the whole
    period — both of its queries (attempt sums; job counts and latency p50/p95), with totals rows,
    turned into report rows;
 2. the bare aggregate over the same rows:
    ``SELECT date_trunc('day', started_at), backend, sum(cost_usd) FROM attempts GROUP BY 1, 2``;
-3. the report for one client over the last 7 days (the tenant view on the API).
+3. the report for one client over the last 7 days (the tenant view on the API);
+4. then the two day indexes are dropped and the report and the bare aggregate are timed again,
+   alternating: what the indexes buy.
+The record goes to ``benchmarks/results/report_costs.json``; a markdown table is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 from sqlalchemy import create_engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.harness import Run, fmt  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 RETRY_SHARE = 0.15
@@ -73,21 +81,12 @@ BARE_SQL = ("SELECT date_trunc('day', started_at), backend, sum(cost_usd) FROM a
             "GROUP BY 1, 2")
 
 
-def median_seconds(call: Callable[[], None], runs: int) -> tuple[float, list[float]]:
-    call()  # warm-up: caches, plans
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attempts", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=5, help="alternating rounds")
     parser.add_argument("--keep", action="store_true", help="keep the database (to EXPLAIN)")
     args = parser.parse_args()
 
@@ -133,24 +132,55 @@ def main() -> None:
             with engine.connect() as conn:
                 holder["bare"] = conn.execute(text(BARE_SQL)).all()
 
-        bare_s, bare_all = median_seconds(bare, args.runs)
-        report_s, report_all = median_seconds(report, args.runs)
-        tenant_s, _ = median_seconds(tenant_report, args.runs)
+        def timed(call: Callable[[], None]) -> Callable[[], dict[str, float]]:
+            def side() -> dict[str, float]:
+                started = time.perf_counter()
+                call()
+                return {"ms": (time.perf_counter() - started) * 1000}
+            return side
+
+        for call in (bare, report, tenant_report):
+            call()  # warm-up: caches, plans
+        run = Run("report_costs", rounds=args.runs,
+                  params={"jobs": n_jobs, "attempts": n_attempts, "days": args.days,
+                          "postgres": version})
+        run.rounds({"bare": timed(bare), "report": timed(report), "tenant": timed(tenant_report)})
 
         result = holder["report"]
         total = result.total  # type: ignore[attr-defined]
         bare_total = sum(row[2] for row in holder["bare"])  # type: ignore[attr-defined]
         assert total.cost_usd == bare_total, (total.cost_usd, bare_total)
         assert total.attempts == n_attempts and total.jobs == n_jobs
+
+        # The same report without the two day indexes (migration 0004's), to show what they buy.
+        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("DROP INDEX ix_attempts_report_day")
+            conn.execute("DROP INDEX ix_jobs_report_day")
+        report()
+        without = Run("report_costs_without_indexes", rounds=args.runs)
+        without.rounds({"bare": timed(bare), "report": timed(report)})
+        run.results["report_without_day_indexes"] = without.results["report"]
+        run.results["bare_without_day_indexes"] = without.results["bare"]
+        run.save()
+
         print(f"report rows: {len(result.rows)} (day × backend) + total; "  # type: ignore[attr-defined]
               f"total cost ${total.cost_usd:,.2f} = bare sum ${bare_total:,.2f}")
-        print(f"bare SQL aggregate      median {bare_s * 1000:8.1f} ms  "
-              f"(runs: {', '.join(f'{t * 1000:.0f}' for t in bare_all)})")
-        print(f"report (day, backend)   median {report_s * 1000:8.1f} ms  "
-              f"(runs: {', '.join(f'{t * 1000:.0f}' for t in report_all)})")
-        print(f"report/bare ratio       {report_s / bare_s:.2f}×")
-        print(f"one client, last 7 days median {tenant_s * 1000:8.1f} ms")
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        rows = [
+            ("bare SQL aggregate (one sum)", run.figure("bare", "ms")),
+            ("the report, day × backend (all figures, p50/p95, totals)", run.figure("report", "ms")),
+            ("one client, last 7 days (the tenant view)", run.figure("tenant", "ms")),
+            ("the report without its two day indexes",
+             run.figure("report_without_day_indexes", "ms")),
+        ]
+        print(f"\n| query over {n_attempts:,} attempts | median (range), ms, {args.runs} rounds |")
+        print("| --- | --- |")
+        for label, figure in rows:
+            print(f"| {label} | {fmt(figure, 0)} |")
+        print(f"| ratio report / bare (per round) | {fmt(run.ratio('report', 'bare', 'ms'), 2)}× |")
+        print(f"| ratio without / with the day indexes (per round) | "
+              f"{fmt(run.ratio('report_without_day_indexes', 'report', 'ms'), 2)}× |")
+        print(f"\n`{run.command}` at commit {run.commit['commit']}, load average before "
+              f"{run.load_before[0]:.2f}")
     finally:
         engine.dispose()
         if args.keep:
