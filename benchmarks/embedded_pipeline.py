@@ -6,7 +6,8 @@ Postgres and Redis: the same jobs, the same worker, the same machine, in one run
 
 Each side: start ``orchestrator dev --workers 1`` in a fresh folder, wait until its worker has
 loaded the model, submit N images through the producer (the ``orchestrator submit`` path), and
-time from the first submit to the last stored result. Postgres gets a database of its own
+time from the first submit to the last stored result. The sides alternate for ``--rounds``
+rounds (``benchmarks/harness.py``: median, range, per-round ratio). Postgres gets a database of its own
 (dropped at the end); Redis a DB claimed the way the tests claim theirs (flushed at the end).
 """
 
@@ -29,6 +30,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
+from benchmarks.harness import Run, fmt  # noqa: E402
 
 
 def _free_port() -> int:
@@ -72,6 +74,8 @@ def run_side(label: str, env: dict[str, str], images: list[tuple[str, bytes]]) -
         printed = subprocess.run([sys.executable, "-m", "orchestrator", "dev", "--print-env"],
                                  cwd=folder, env=env, capture_output=True, text=True, check=True)
         urls = dict(line.removeprefix("export ").split("=", 1) for line in printed.stdout.splitlines())
+        for name in [n for n in os.environ if n.startswith("ORCH_")]:
+            del os.environ[name]  # nothing of the previous side's settings (its store) stays
         os.environ.update({k: v.strip("'") for k, v in urls.items()})
         os.environ.update({k: v for k, v in env.items() if k.startswith("ORCH_")})
         from orchestrator.jobs.producer import Source, submit, wait_for
@@ -109,6 +113,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=60, help="jobs per side")
     parser.add_argument("--real-model", action="store_true",
                         help="IS-Net (../shared/models) on the sample photos instead of a tiny model")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     args = parser.parse_args()
@@ -124,24 +129,29 @@ def main() -> None:
         base.update(ORCH_LOCAL_MODEL_PATH=str(model), ORCH_LOCAL_ONNX_THREADS="1")
     images = _images(args.n, args.real_model)
 
-    results = [run_side("embedded", base, images)]
     dbname = f"orch_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(args.pg, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
     redis_url = _claim_redis_db(args.redis)
+    model = "isnet" if args.real_model else "tiny"
+    run = Run(f"embedded_pipeline_{model}", rounds=args.rounds, params={"jobs": args.n, "model": model})
     try:
         db_url = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{dbname}"
-        results.append(run_side("postgres+redis", {**base, "ORCH_DATABASE_URL": db_url,
-                                                   "ORCH_BROKER_URL": redis_url}, images))
+        served = {**base, "ORCH_DATABASE_URL": db_url, "ORCH_BROKER_URL": redis_url}
+        run.rounds({"embedded": lambda: run_side("embedded", base, images),
+                    "postgres+redis": lambda: run_side("postgres+redis", served, images)})
     finally:
         redis.Redis.from_url(redis_url).flushdb()
         with psycopg.connect(args.pg, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-    for row in results:
-        print(f"{row['side']:<15} {row['jobs']} jobs in {row['seconds']} s = "
-              f"{row['jobs_per_second']} jobs/s ({row['database']}, {row['broker']})")
-    print(json.dumps({"model": "isnet" if args.real_model else "tiny", "results": results}))
-
+    run.save()
+    embedded, served_fig = run.figure("embedded", "jobs_per_second"), run.figure("postgres+redis", "jobs_per_second")
+    print("\n| model, jobs | embedded (SQLite + SQLite broker) | Postgres + Redis | ratio embedded / served |")
+    print("| --- | --- | --- | --- |")
+    print(f"| {model}, {args.n} jobs | {fmt(embedded)} jobs/s | {fmt(served_fig)} jobs/s | "
+          f"{fmt(run.ratio('embedded', 'postgres+redis', 'jobs_per_second'), 2)}× |")
+    print(f"\nmedian (range) of {args.rounds} alternating rounds; `{run.command}` at commit "
+          f"{run.commit['commit']}, load average before {run.load_before[0]:.2f}")
 
 if __name__ == "__main__":
     main()
