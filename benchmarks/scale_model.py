@@ -1,0 +1,650 @@
+"""The scale model's measurements: throughput and cost per job on each path, and this machine's ceilings.
+
+    python benchmarks/scale_model.py              # the figures in docs/explanation/scale-model.md
+    python benchmarks/scale_model.py --quick      # ~1 minute: checks that it runs
+    python benchmarks/scale_model.py --markdown benchmarks/results/scale_model.json   # tables again
+
+Its own Postgres database (dropped at the end), Redis DB 11 (flushed), one fal queue emulator.
+Every side starts its processes fresh, runs, stops them, and reads what it cost:
+
+- ``local-cN``: ``orchestrator worker --queues fake-inline --concurrency N`` (N = 1, 2, 4). The
+  fake inline backend (``ORCH_FAKE_BACKENDS=1``) thresholds a small image instead of running the
+  model, so what is measured is the orchestration around inference (rows, messages, leases,
+  result storage); inference itself is the local benchmark's figure (``--inference-img-s``).
+- ``fal-cN``: ``orchestrator worker --queues fal --concurrency N`` against the emulator
+  (``--fal-latency`` s IN_PROGRESS). The in-flight and submit-rate limits are raised (5000) so
+  that the figure is the workers' capacity, not the configured limit; the scale model applies
+  the default limits as ceilings of their own.
+- ``producer``: the same submits with no worker running: what submitting costs by itself, to
+  subtract from the worker paths when the API does the submitting.
+- ``api-wN``: ``orchestrator api --workers N`` (N = 1, 2), ``--api-clients`` closed-loop HTTP
+  clients (in their own process) posting distinct 1×1 PNGs to ``/fal-ai/imageutils/rembg`` for
+  ``--api-seconds``; no worker (a 200 means the row is committed and the message is in Redis).
+
+Worker paths submit ``-n`` jobs at once through the producer (in its own process) and are timed
+from the first submit to the last stored result, the worker already warm. Cost per job:
+CPU-ms of each component (utime+stime from /proc, children that exited included: the worker or
+API process tree, every ``postgres`` process, redis-server from ``INFO cpu``, the producer or
+load generator, the emulator); Postgres writes from ``pg_stat_database`` of this database
+(commits, rows inserted/updated/deleted, read after the processes stopped so their counters are
+flushed) and WAL bytes (``pg_current_wal_lsn()``, server-wide); Redis commands (``INFO
+commandstats``, server-wide). Server-wide counters include whatever else runs on the machine.
+
+Ceilings, measured in the same run: ``pgbench`` (single-row INSERT, one commit each, 8 clients)
+and ``redis-benchmark`` (SET, LPUSH, 50 clients, no pipelining) on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.harness import Run, fmt  # noqa: E402
+
+CLK = os.sysconf("SC_CLK_TCK")
+FAL_KEY = "bench-key:secret"
+PNG_1PX = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+# Tables emptied between sides (api_keys and alembic_version stay).
+KEEP_TABLES = ("api_keys", "alembic_version")
+
+
+# ---- counters ------------------------------------------------------------------------------------
+
+def _stat(pid: int) -> tuple[int, list[str]]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return pid, text.rsplit(")", 1)[1].split()
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and its live descendants."""
+    try:
+        _, f = _stat(pid)
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = sum(int(x) for x in f[11:15]) / CLK  # utime stime cutime cstime
+    return own + sum(tree_cpu_s(int(k)) for k in kids)
+
+
+def postmaster_pid() -> int:
+    """The postgres process whose parent is not a postgres process."""
+    names = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                names[int(entry.name)] = (entry / "comm").read_text().strip()
+            except OSError:
+                continue
+    for pid, name in names.items():
+        if name == "postgres":
+            try:
+                ppid = int(_stat(pid)[1][1])
+            except OSError:
+                continue
+            if names.get(ppid) != "postgres":
+                return pid
+    raise RuntimeError("no postgres process visible in /proc")
+
+
+class Meter:
+    """Snapshots of the counters every side reads before and after."""
+
+    def __init__(self, db_admin: str, dbname: str, r: redis.Redis) -> None:
+        self.db_admin, self.dbname, self.r = db_admin, dbname, r
+        self.postmaster = postmaster_pid()
+
+    def snapshot(self) -> dict[str, float]:
+        with psycopg.connect(self.db_admin, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
+                "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') FROM pg_stat_database WHERE datname = %s",
+                (self.dbname,)).fetchone()
+        assert row is not None
+        cpu = self.r.info("cpu")
+        cmds = self.r.info("commandstats")
+        return {
+            "pg_commits": row[0], "pg_rollbacks": row[1], "pg_inserted": row[2],
+            "pg_updated": row[3], "pg_deleted": row[4], "wal_bytes": float(row[5]),
+            "pg_cpu_s": tree_cpu_s(self.postmaster),
+            "redis_cpu_s": sum(float(cpu[k]) for k in ("used_cpu_sys", "used_cpu_user",
+                                                         "used_cpu_sys_children", "used_cpu_user_children")),
+            "redis_cmds": sum(int(v["calls"]) for v in cmds.values()),
+            **{f"redis_cmd_{k.removeprefix('cmdstat_')}": int(v["calls"]) for k, v in cmds.items()},
+        }
+
+    @staticmethod
+    def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+        d = {k: after[k] - before.get(k, 0) for k in after}
+        n = max(1, jobs)
+        out = {
+            "pg_cpu_ms_per_job": d["pg_cpu_s"] * 1000 / n,
+            "redis_cpu_ms_per_job": d["redis_cpu_s"] * 1000 / n,
+            "pg_commits_per_job": d["pg_commits"] / n,
+            "pg_rows_written_per_job": (d["pg_inserted"] + d["pg_updated"] + d["pg_deleted"]) / n,
+            "pg_inserted_per_job": d["pg_inserted"] / n,
+            "pg_updated_per_job": d["pg_updated"] / n,
+            "pg_deleted_per_job": d["pg_deleted"] / n,
+            "wal_kb_per_job": d["wal_bytes"] / 1024 / n,
+            "redis_cmds_per_job": (d["redis_cmds"] - 2) / n,  # INFO cpu + INFO commandstats
+        }
+        top = sorted(((k.removeprefix("redis_cmd_"), v) for k, v in d.items()
+                      if k.startswith("redis_cmd_") and v > 0), key=lambda kv: -kv[1])[:8]
+        out["redis_top_commands_per_job"] = {k: round(v / n, 2) for k, v in top}  # type: ignore[assignment]
+        return out
+
+
+# ---- inputs and subprocess roles -----------------------------------------------------------------
+
+def images(n: int, tag: str) -> list[bytes]:
+    """Distinct small PNGs (deduplication folds nothing together)."""
+    out = []
+    for i in range(n):
+        img = Image.new("RGB", (64, 48), (i % 251, (i // 251) % 251, 200))
+        img.putpixel((i % 64, 0), (255, 255, 255))
+        buf = io.BytesIO()
+        img.save(buf, "PNG", pnginfo=_png_text(tag))
+        out.append(buf.getvalue())
+    return out
+
+
+def _png_text(tag: str) -> Any:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("run", tag)
+    return info
+
+
+def role_submit(cfg: dict[str, Any]) -> dict[str, Any]:
+    """In its own process: submit n jobs through the producer, wait for them (or not)."""
+    from orchestrator.jobs.producer import Source, submit, wait_for
+    from orchestrator.jobs.states import JobState
+    from orchestrator.settings import get_settings
+
+    settings = get_settings()
+    sources = [Source(name=f"img-{i}", data=b) for i, b in enumerate(images(cfg["n"], cfg["tag"]))]
+    cpu, started = time.process_time(), time.perf_counter()
+    submitted = submit(sources, settings=settings, backend=cfg["backend"])
+    submit_s = time.perf_counter() - started
+    done = 0
+    if cfg["wait"]:
+        states = wait_for([s.job_id for s in submitted], settings=settings, poll_seconds=0.2,
+                          timeout=cfg["timeout"])
+        done = sum(1 for s in states.values() if s is JobState.SUCCEEDED)
+    seconds = time.perf_counter() - started
+    return {"jobs": len(submitted), "done": done, "seconds": seconds, "submit_s": submit_s,
+            "client_cpu_s": time.process_time() - cpu}
+
+
+def _request(cfg: dict[str, Any], tag: str) -> bytes:
+    text = b"tEXtn\0" + tag.encode()  # after IHDR: a valid PNG, different for every request
+    png = PNG_1PX[:33] + struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text)) + PNG_1PX[33:]
+    body = json.dumps({"image_url": "data:image/png;base64," + base64.b64encode(png).decode()}).encode()
+    return (f"POST /fal-ai/imageutils/rembg HTTP/1.1\r\nHost: 127.0.0.1:{cfg['port']}\r\n"
+            f"Authorization: Key {cfg['key']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _closed_loop(cfg: dict[str, Any]) -> dict[str, Any]:
+    ok, errors, lat = 0, 0, []
+    t0 = time.perf_counter()
+
+    async def client(c: int) -> None:
+        nonlocal ok, errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", cfg["port"])
+        n = 0
+        while time.perf_counter() < t0 + cfg["seconds"]:
+            start = time.perf_counter()
+            writer.write(_request(cfg, f"{cfg['tag']}-{c}-{n}"))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            n += 1
+            if head[9:12] == b"200":
+                ok += 1
+                lat.append(time.perf_counter() - start)
+            else:
+                errors += 1
+        writer.close()
+
+    await asyncio.gather(*(client(c) for c in range(cfg["clients"])))
+    seconds = time.perf_counter() - t0
+    lat.sort()
+    return {"jobs": ok, "errors": errors, "seconds": seconds,
+            "p50_ms": lat[len(lat) // 2] * 1000 if lat else None,
+            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None}
+
+
+def role_load(cfg: dict[str, Any]) -> dict[str, Any]:
+    cpu = time.process_time()
+    out = asyncio.run(_closed_loop(cfg))
+    return {**out, "client_cpu_s": time.process_time() - cpu}
+
+
+def run_role(role: str, cfg: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "_" + role, json.dumps(cfg)], env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{role} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+# ---- the bench -----------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = tempfile.TemporaryDirectory(prefix="scale-model-")
+        self.dbname = f"orch_scale_{uuid.uuid4().hex[:8]}"
+        self.db_url = args.pg.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{self.dbname}"
+        self.r = redis.Redis.from_url(args.redis)
+        self.env = {**os.environ, "ORCH_DATABASE_URL": self.db_url, "ORCH_BROKER_URL": args.redis,
+                    "ORCH_FAKE_BACKENDS": "1", "FAL_KEY": FAL_KEY,
+                    "ORCH_API_REQUESTS_PER_SECOND": "100000",
+                    "ORCH_API_TENANT_REQUESTS_PER_SECOND": "100000",
+                    "ORCH_TENANT_MAX_JOBS_IN_FLIGHT": "0",
+                    "ORCH_FAL_MAX_IN_FLIGHT": "5000", "ORCH_FAL_MAX_SUBMITS_PER_SECOND": "5000"}
+        self.env.pop("ORCH_CONFIG", None)
+        self.emulator: subprocess.Popen[str] | None = None
+        self.key = ""
+        self.rounds_seen = 0
+
+    def __enter__(self) -> Bench:
+        if self.r.exists("orchestrator-test-run"):  # tests/conftest.py claims DBs with this key
+            sys.exit(f"{self.args.redis} is claimed by a test run: pass another --redis")
+        with psycopg.connect(self.args.pg, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.dbname}"')
+        self.r.flushdb()
+        orch = [sys.executable, "-m", "orchestrator"]
+        subprocess.run([*orch, "migrate"], env=self.env, cwd=ROOT, check=True, capture_output=True)
+        self.key = subprocess.run([*orch, "keys", "create", "scale"], env=self.env, cwd=ROOT, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        self.emulator = subprocess.Popen(
+            [sys.executable, "-m", "tests.fal_emulator", "--port", "0", "--latency", str(self.args.fal_latency),
+             "--ca-dir", self.tmp.name], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.emulator.stdout is not None
+        info = json.loads(self.emulator.stdout.readline())
+        self.fal_host = info["host"]
+        self.env.update({"FAL_QUEUE_RUN_HOST": info["host"], "SSL_CERT_FILE": info["ca_file"]})
+        self.meter = Meter(self.args.pg.rsplit("/", 1)[0] + f"/{self.dbname}", self.dbname, self.r)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.emulator is not None and self.emulator.poll() is None:
+            os.killpg(self.emulator.pid, signal.SIGTERM)
+            self.emulator.wait(timeout=30)
+        self.r.flushdb()
+        with psycopg.connect(self.args.pg, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+        self.tmp.cleanup()
+
+    def reset(self) -> None:
+        """Empty tables (but the key) and the Redis DB, so every side starts from the same state."""
+        with psycopg.connect(self.db_url.replace("+psycopg", ""), autocommit=True) as conn:
+            tables = [t for (t,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+                if t not in KEEP_TABLES]
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+        self.r.flushdb()
+
+    def _settle(self) -> None:
+        time.sleep(0.3)  # exited backends' statistics reach pg_stat_database
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+    def _start(self, argv: list[str], log: Path, ready: Callable[[], bool]) -> subprocess.Popen[bytes]:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *argv], env=self.env, cwd=ROOT,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while not ready():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                self._stop(proc) if proc.poll() is None else None
+                raise RuntimeError(f"{argv[0]} did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return proc
+
+    def worker_side(self, path: str, concurrency: int) -> dict[str, Any]:
+        queue = {"local": "fake-inline", "fal": "fal"}[path]
+        n = self.args.n_fal if path == "fal" else self.args.n_local
+        self.reset()
+        log = Path(self.tmp.name) / f"{path}-{concurrency}.log"
+        # Every pool process logs its backend warm (inline) or its poller running (remote).
+        marker = "poller running" if path == "fal" else "backend ready"
+        worker = self._start(["worker", "--queues", queue, "--concurrency", str(concurrency)], log,
+                             lambda: log.read_text().count(marker) >= concurrency)
+        time.sleep(1.0)
+        try:
+            before, w0 = self.meter.snapshot(), tree_cpu_s(worker.pid)
+            emu0 = tree_cpu_s(self.emulator.pid) if self.emulator else 0.0
+            self.rounds_seen += 1
+            res = run_role("submit", {"n": n, "backend": queue, "wait": True, "timeout": 600,
+                                      "tag": f"{path}-{concurrency}-{self.rounds_seen}"}, self.env)
+            worker_cpu = tree_cpu_s(worker.pid) - w0
+            emu_cpu = (tree_cpu_s(self.emulator.pid) if self.emulator else 0.0) - emu0
+        finally:
+            self._stop(worker)
+        self._settle()
+        after = self.meter.snapshot()
+        if res["done"] != n:
+            raise RuntimeError(f"{path} c{concurrency}: {res['done']} of {n} jobs succeeded; log {log}")
+        return {"jobs": n, "seconds": res["seconds"], "jobs_per_s": n / res["seconds"],
+                "worker_cpu_ms_per_job": worker_cpu * 1000 / n,
+                "producer_cpu_ms_per_job": res["client_cpu_s"] * 1000 / n,
+                **({"emulator_cpu_ms_per_job": emu_cpu * 1000 / n} if path == "fal" else {}),
+                **Meter.per_job(before, after, n)}
+
+    def producer_side(self) -> dict[str, Any]:
+        """Submitting alone (no worker): its share of the worker paths' cost."""
+        n = self.args.n_local
+        self.reset()
+        before = self.meter.snapshot()
+        self.rounds_seen += 1
+        res = run_role("submit", {"n": n, "backend": "fake-inline", "wait": False, "timeout": 0,
+                                  "tag": f"producer-{self.rounds_seen}"}, self.env)
+        self._settle()
+        after = self.meter.snapshot()
+        return {"jobs": n, "seconds": res["seconds"], "jobs_per_s": n / res["seconds"],
+                "producer_cpu_ms_per_job": res["client_cpu_s"] * 1000 / n, **Meter.per_job(before, after, n)}
+
+    def api_side(self, workers: int) -> dict[str, Any]:
+        self.reset()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+
+        def healthy() -> bool:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                return True
+            except OSError:
+                return False
+
+        log = Path(self.tmp.name) / f"api-{workers}.log"
+        api = self._start(["api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+                          log, healthy)
+        try:
+            self.rounds_seen += 1
+            cfg = {"port": port, "key": self.key, "clients": self.args.api_clients,
+                   "seconds": self.args.api_seconds, "tag": f"api-{workers}-{self.rounds_seen}"}
+            run_role("load", {**cfg, "seconds": 1.0, "tag": cfg["tag"] + "-warm"}, self.env)  # every worker warm
+            before, a0 = self.meter.snapshot(), tree_cpu_s(api.pid)
+            res = run_role("load", cfg, self.env)
+            api_cpu = tree_cpu_s(api.pid) - a0
+        finally:
+            self._stop(api)
+        self._settle()
+        after = self.meter.snapshot()
+        n = res["jobs"]
+        with psycopg.connect(self.db_url.replace("+psycopg", "")) as conn:
+            row = conn.execute("SELECT count(*) FROM jobs").fetchone()
+        return {"jobs": n, "errors": res["errors"], "seconds": res["seconds"],
+                "jobs_per_s": n / res["seconds"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
+                "api_cpu_ms_per_job": api_cpu * 1000 / max(1, n),
+                "load_cpu_ms_per_job": res["client_cpu_s"] * 1000 / max(1, n),
+                "rows_match": bool(row and row[0] >= n), **Meter.per_job(before, after, n)}
+
+    def ceilings(self) -> dict[str, Any]:
+        """What this machine's Postgres and Redis do at most, on the simplest writes."""
+        out: dict[str, Any] = {}
+        db = f"{self.dbname}_pgbench"
+        with psycopg.connect(self.args.pg, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{db}"')
+        try:
+            base = self.args.pg.rsplit("/", 1)[0]
+            with psycopg.connect(f"{base}/{db}", autocommit=True) as conn:
+                conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text, at timestamptz DEFAULT now())")
+            script = Path(self.tmp.name) / "insert.sql"
+            script.write_text("INSERT INTO t (v) VALUES ('x');\n")
+            m = re.match(r"postgresql://(?P<user>[^@]+)@(?P<host>[^:/]+):(?P<port>\d+)", base)
+            assert m, base
+            out_text = subprocess.run(
+                ["pgbench", "-h", m["host"], "-p", m["port"], "-U", m["user"], "-n", "-f", str(script),
+                 "-c", "8", "-j", "2", "-T", str(max(1, round(self.args.ceiling_seconds))), db],
+                capture_output=True, text=True, check=True).stdout
+            tps = re.search(r"tps = ([\d.]+)", out_text)
+            out["pg_insert_commits_per_s"] = float(tps.group(1)) if tps else None
+        finally:
+            with psycopg.connect(self.args.pg, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        rm = re.match(r"redis://(?P<host>[^:/]+):(?P<port>\d+)/(?P<db>\d+)", self.args.redis)
+        assert rm, self.args.redis
+        n = str(int(self.args.ceiling_seconds * 10000))
+        text = subprocess.run(["redis-benchmark", "-h", rm["host"], "-p", rm["port"], "--dbnum", rm["db"],
+                               "-q", "-t", "set,lpush", "-n", n, "-c", "50"],
+                              capture_output=True, text=True, check=True).stdout
+        for cmd in ("SET", "LPUSH"):
+            hit = re.search(rf"{cmd}: ([\d.]+) requests per second", text.replace("\r", "\n"))
+            out[f"redis_{cmd.lower()}_per_s"] = float(hit.group(1)) if hit else None
+        self.r.flushdb()
+        return out
+
+
+# ---- the model: measured per-job costs × load -------------------------------------------------------
+
+def med(run_summary: dict[str, Any], side: str, key: str) -> float:
+    s = run_summary.get(side, {}).get(key)
+    return float(s["median"]) if s and s.get("median") is not None else 0.0
+
+
+def project(rec: dict[str, Any]) -> dict[str, Any]:
+    """Today's load, 10× and 100×: what each component needs, from the medians of this run."""
+    p, s = rec["params"], rec["summary"]
+    ceil = rec.get("ceilings", {})
+    mean = p["jobs_per_day"] / 86400
+    peak = mean * p["peak_factor"]
+    local_share, fal_share = 1 - p["fal_share"], p["fal_share"]
+    api = "api-w1"
+    loc = "local-c2" if "local-c2" in s else next(k for k in s if k.startswith("local-"))
+    fal = "fal-c2" if "fal-c2" in s else next(k for k in s if k.startswith("fal-"))
+
+    def path_cost(key: str) -> float:
+        """Per job submitted through the API: the API's submit, then the worker path minus its
+        producer's submit (the API did it)."""
+        worker_part = (local_share * (med(s, loc, key) - med(s, "producer", key))
+                       + fal_share * (med(s, fal, key) - med(s, "producer", key)))
+        return med(s, api, key) + max(0.0, worker_part)
+
+    per_job = {
+        "api_cpu_ms": med(s, api, "api_cpu_ms_per_job"),
+        "worker_cpu_ms": local_share * med(s, loc, "worker_cpu_ms_per_job")
+        + fal_share * med(s, fal, "worker_cpu_ms_per_job"),
+        "pg_cpu_ms": path_cost("pg_cpu_ms_per_job"),
+        "redis_cpu_ms": path_cost("redis_cpu_ms_per_job"),
+        "pg_commits": path_cost("pg_commits_per_job"),
+        "pg_rows": path_cost("pg_rows_written_per_job"),
+        "wal_kb": path_cost("wal_kb_per_job"),
+        "redis_cmds": path_cost("redis_cmds_per_job"),
+    }
+    infer_core_s = 2.0 / p["inference_img_s"]  # the local benchmark: img/s on this 2-core machine
+    api_rate = med(s, api, "jobs_per_s")
+    rows = []
+    for factor in (1, 10, 100):
+        rate = peak * factor
+        fal_rate, local_rate = rate * fal_share, rate * local_share
+        rows.append({
+            "factor": factor, "jobs_per_s": rate, "jobs_per_day": p["jobs_per_day"] * factor,
+            "api_cores": rate * per_job["api_cpu_ms"] / 1000,
+            "api_processes": rate / api_rate if api_rate else None,
+            "worker_cores": rate * per_job["worker_cpu_ms"] / 1000,
+            "inference_cores": local_rate * infer_core_s,
+            "pg_cores": rate * per_job["pg_cpu_ms"] / 1000,
+            "pg_commits_per_s": rate * per_job["pg_commits"],
+            "pg_commit_share": rate * per_job["pg_commits"] / ceil["pg_insert_commits_per_s"]
+            if ceil.get("pg_insert_commits_per_s") else None,
+            "wal_mb_per_s": rate * per_job["wal_kb"] / 1024,
+            "redis_cores": rate * per_job["redis_cpu_ms"] / 1000,
+            "redis_ops_per_s": rate * per_job["redis_cmds"],
+            "redis_share": rate * per_job["redis_cmds"] / ceil["redis_lpush_per_s"]
+            if ceil.get("redis_lpush_per_s") else None,
+            "fal_submits_per_s": fal_rate,
+            "fal_in_flight": fal_rate * p["fal_request_s"],
+            "attempt_rows_per_90_days": p["jobs_per_day"] * factor * 90 * p["attempts_per_job"],
+        })
+    return {"today": {"mean_jobs_per_s": mean, "peak_jobs_per_s": peak}, "per_job": per_job,
+            "inference_core_s_per_image": infer_core_s, "rows": rows}
+
+
+def markdown(rec: dict[str, Any]) -> str:
+    s, p = rec["summary"], rec["params"]
+    where = f"`{rec['command']}` at commit `{rec['commit']}`{' (dirty tree)' if rec.get('dirty') else ''}, " \
+            f"{rec['started_utc']}, {rec['rounds']} rounds, load average before {rec['loadavg_before'][0]}"
+    out = [f"Measured by {where}.", ""]
+
+    def f(side: str, key: str, d: int = 1) -> str:
+        return fmt(s[side][key], d) if side in s and key in s[side] else "–"
+
+    out += ["**Throughput and cost per job (measured; median (min–max) of the rounds)**", "",
+            "| side | jobs/s | worker CPU ms/job | API CPU ms/job | Postgres CPU ms/job | Redis CPU ms/job "
+            "| commits/job | rows written/job | WAL KiB/job | Redis cmds/job |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for side in s:
+        out.append(f"| {side} | {f(side, 'jobs_per_s')} | {f(side, 'worker_cpu_ms_per_job', 2)} | "
+                   f"{f(side, 'api_cpu_ms_per_job', 2)} | {f(side, 'pg_cpu_ms_per_job', 2)} | "
+                   f"{f(side, 'redis_cpu_ms_per_job', 2)} | {f(side, 'pg_commits_per_job', 2)} | "
+                   f"{f(side, 'pg_rows_written_per_job', 2)} | {f(side, 'wal_kb_per_job', 2)} | "
+                   f"{f(side, 'redis_cmds_per_job', 1)} |")
+    scaling = []
+    for path in ("local", "fal"):
+        base = f"{path}-c1"
+        for c in (2, 4):
+            side = f"{path}-c{c}"
+            if base in s and side in s:
+                ratio = rec.get("ratios", {}).get(f"{side}/{base}")
+                scaling.append(f"{side} / {base}: {fmt(ratio, 2) if ratio else '–'}×")
+    for side in ("api-w2",):
+        ratio = rec.get("ratios", {}).get(f"{side}/api-w1")
+        if ratio:
+            scaling.append(f"api-w2 / api-w1: {fmt(ratio, 2)}×")
+    if scaling:
+        out += ["", "Throughput ratios, round by round: " + "; ".join(scaling) + "."]
+    if "api-w1" in s:
+        out += ["", f"API closed loop ({p['api_clients']} clients): p50 {f('api-w1', 'p50_ms')} ms, "
+                f"p99 {f('api-w1', 'p99_ms')} ms with 1 process; p50 {f('api-w2', 'p50_ms')} ms, "
+                f"p99 {f('api-w2', 'p99_ms')} ms with 2."]
+    c = rec.get("ceilings", {})
+    if c:
+        out += ["", f"**Ceilings on this machine (measured, same run)**: Postgres single-row INSERT + commit, "
+                f"8 pgbench clients: {c.get('pg_insert_commits_per_s', 0):,.0f} commits/s; "
+                f"redis-benchmark (50 clients, no pipelining): SET {c.get('redis_set_per_s', 0):,.0f}/s, "
+                f"LPUSH {c.get('redis_lpush_per_s', 0):,.0f}/s."]
+    m = project(rec)
+    t = m["today"]
+    out += ["", f"**Load (derived)**: today = {p['jobs_per_day']:,.0f} jobs/day (assumption, see the page) = "
+            f"{t['mean_jobs_per_s']:.3f} jobs/s mean; peak = {p['peak_factor']:g}× the mean = "
+            f"{t['peak_jobs_per_s']:.2f} jobs/s; {p['fal_share']:.0%} fal, the rest local; inference "
+            f"{m['inference_core_s_per_image']:.2f} core-s per image (local benchmark: "
+            f"{p['inference_img_s']} img/s on 2 cores); fal request {p['fal_request_s']:g} s.",
+            "", "**Needs at peak (derived from the medians above)**", "",
+            "| load | jobs/s | API cores (processes) | worker cores (orchestration) | local inference cores "
+            "| Postgres cores | commits/s (share of ceiling) | WAL MB/s | Redis cores | Redis cmds/s (share) "
+            "| fal submits/s | fal in flight |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in m["rows"]:
+        def share(v: float | None) -> str:
+            return f" ({v:.1%})" if v is not None else ""
+        procs = f" ({r['api_processes']:.2f})" if r["api_processes"] is not None else ""
+        out.append(f"| {r['factor']}× | {r['jobs_per_s']:.2f} | {r['api_cores']:.3f}{procs} | "
+                   f"{r['worker_cores']:.3f} | {r['inference_cores']:.1f} | {r['pg_cores']:.3f} | "
+                   f"{r['pg_commits_per_s']:.1f}{share(r['pg_commit_share'])} | {r['wal_mb_per_s']:.3f} | "
+                   f"{r['redis_cores']:.4f} | {r['redis_ops_per_s']:.0f}{share(r['redis_share'])} | "
+                   f"{r['fal_submits_per_s']:.2f} | {r['fal_in_flight']:.1f} |")
+    pj = m["per_job"]
+    out += ["", "Per job through the API (mix-weighted): " + ", ".join(
+        f"{k.replace('_', ' ')} {v:.2f}" for k, v in pj.items()) + "."]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one small round: checks that it runs (~1 min)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n-local", type=int, default=400, help="jobs per local side")
+    parser.add_argument("--n-fal", type=int, default=500, help="jobs per fal side")
+    parser.add_argument("--concurrency", default="1,2,4", help="worker processes to measure")
+    parser.add_argument("--api-workers", default="1,2", help="API processes to measure")
+    parser.add_argument("--api-seconds", type=float, default=10.0)
+    parser.add_argument("--api-clients", type=int, default=32)
+    parser.add_argument("--fal-latency", type=float, default=1.0, help="emulator seconds IN_PROGRESS")
+    parser.add_argument("--ceiling-seconds", type=float, default=10.0)
+    parser.add_argument("--jobs-per-day", type=float, default=870_000 / 90,
+                        help="today's load (the cost-report benchmark's data: ~870k jobs in 90 days)")
+    parser.add_argument("--peak-factor", type=float, default=5.0, help="peak rate / mean rate (an assumption)")
+    parser.add_argument("--fal-share", type=float, default=0.3, help="share of jobs on fal (cost-report data)")
+    parser.add_argument("--attempts-per-job", type=float, default=1.15, help="cost-report data: 15 %% retried")
+    parser.add_argument("--inference-img-s", type=float, default=0.493,
+                        help="local inference, images/s on this 2-core machine (the local benchmark)")
+    parser.add_argument("--fal-request-s", type=float, default=1.0, help="seconds a fal request is in flight")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/11")
+    parser.add_argument("--markdown", type=Path, metavar="RECORD", help="print the tables of a saved record")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    if args.quick:
+        args.rounds, args.n_local, args.n_fal, args.api_seconds, args.ceiling_seconds = 1, 40, 60, 3.0, 2.0
+        args.concurrency, args.api_workers = "1,2", "1"
+    model_params = {k: getattr(args, k) for k in ("n_local", "n_fal", "concurrency", "api_workers", "api_seconds",
+                                                  "api_clients", "fal_latency", "jobs_per_day", "peak_factor",
+                                                  "fal_share", "attempts_per_job", "inference_img_s",
+                                                  "fal_request_s")}
+    run = Run("scale_model" + ("_quick" if args.quick else ""), rounds=args.rounds, params=model_params)
+    with Bench(args) as bench:
+        sides: dict[str, Callable[[], dict[str, Any]]] = {"producer": bench.producer_side}
+        for c in map(int, args.concurrency.split(",")):
+            sides[f"local-c{c}"] = lambda c=c: bench.worker_side("local", c)  # type: ignore[misc]
+            sides[f"fal-c{c}"] = lambda c=c: bench.worker_side("fal", c)  # type: ignore[misc]
+        for w in map(int, args.api_workers.split(",")):
+            sides[f"api-w{w}"] = lambda w=w: bench.api_side(w)  # type: ignore[misc]
+        run.rounds(sides)
+        run.extra["ceilings"] = bench.ceilings()
+    concs = [int(c) for c in args.concurrency.split(",")]
+    run.extra["ratios"] = {f"{p}-c{c}/{p}-c{concs[0]}": run.ratio(f"{p}-c{c}", f"{p}-c{concs[0]}", "jobs_per_s")
+                           for p in ("local", "fal") for c in concs[1:]}
+    if "api-w2" in run.results:
+        run.extra["ratios"]["api-w2/api-w1"] = run.ratio("api-w2", "api-w1", "jobs_per_s")
+    record = run.record()
+    run.extra["model"] = project(record)
+    path = run.save()
+    print()
+    print(markdown(json.loads(path.read_text())))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] in ("_submit", "_load"):
+        result = (role_submit if sys.argv[1] == "_submit" else role_load)(json.loads(sys.argv[2]))
+        print(json.dumps(result))
+    else:
+        main()
