@@ -71,6 +71,7 @@ FAL_KEY = "bench-key:secret"
 PNG_1PX = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 # Tables emptied between sides (api_keys and alembic_version stay).
 KEEP_TABLES = ("api_keys", "alembic_version")
+BLOB_KB = 512  # the bytes ceiling's row: about a sample photo's input + result
 
 
 # ---- counters ------------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ class Meter:
                 "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
                 "pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') FROM pg_stat_database WHERE datname = %s",
                 (self.dbname,)).fetchone()
+            tables = conn.execute("SELECT relname, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables").fetchall()
         assert row is not None
         cpu = self.r.info("cpu")
         cmds = self.r.info("commandstats")
@@ -135,11 +137,15 @@ class Meter:
                                                          "used_cpu_sys_children", "used_cpu_user_children")),
             "redis_cmds": sum(int(v["calls"]) for v in cmds.values()),
             **{f"redis_cmd_{k.removeprefix('cmdstat_')}": int(v["calls"]) for k, v in cmds.items()},
+            **{f"pg_table_{name}": int(n) for name, n in tables},
         }
 
     @staticmethod
-    def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    def per_job(before: dict[str, float], after: dict[str, float], jobs: int,
+                reads: int = 0) -> dict[str, float]:
+        """``reads``: commits of the benchmark's own read-only polls, left out."""
         d = {k: after[k] - before.get(k, 0) for k in after}
+        d["pg_commits"] -= reads
         n = max(1, jobs)
         out = {
             "pg_cpu_ms_per_job": d["pg_cpu_s"] * 1000 / n,
@@ -155,6 +161,9 @@ class Meter:
         top = sorted(((k.removeprefix("redis_cmd_"), v) for k, v in d.items()
                       if k.startswith("redis_cmd_") and v > 0), key=lambda kv: -kv[1])[:8]
         out["redis_top_commands_per_job"] = {k: round(v / n, 2) for k, v in top}  # type: ignore[assignment]
+        # TRUNCATE between sides does not reset pg_stat_user_tables: deltas only
+        writes = {k.removeprefix("pg_table_"): v / n for k, v in d.items() if k.startswith("pg_table_") and v > 0}
+        out["pg_rows_written_per_table_per_job"] = dict(sorted(writes.items(), key=lambda kv: -kv[1]))  # type: ignore[assignment]
         return out
 
 
@@ -187,17 +196,22 @@ def role_submit(cfg: dict[str, Any]) -> dict[str, Any]:
     from orchestrator.settings import get_settings
 
     settings = get_settings()
-    sources = [Source(name=f"img-{i}", data=b) for i, b in enumerate(images(cfg["n"], cfg["tag"]))]
+    blobs = [Path(p).read_bytes() for p in cfg["photos"]] if cfg.get("photos") else images(cfg["n"], cfg["tag"])
+    sources = [Source(name=f"img-{i}", data=blobs[i % len(blobs)]) for i in range(cfg["n"])]
     cpu, started = time.process_time(), time.perf_counter()
     submitted = submit(sources, settings=settings, backend=cfg["backend"])
     submit_s = time.perf_counter() - started
-    done = 0
+    done, polls = 0, [0]
     if cfg["wait"]:
+        def count(_: object) -> None:
+            polls[0] += 1
+
         states = wait_for([s.job_id for s in submitted], settings=settings, poll_seconds=0.2,
-                          timeout=cfg["timeout"])
+                          timeout=cfg["timeout"], on_progress=count)
         done = sum(1 for s in states.values() if s is JobState.SUCCEEDED)
     seconds = time.perf_counter() - started
-    return {"jobs": len(submitted), "done": done, "seconds": seconds, "submit_s": submit_s,
+    # each poll is one read-only transaction: the scale model leaves the waiting out
+    return {"jobs": len(submitted), "done": done, "seconds": seconds, "submit_s": submit_s, "polls": polls[0],
             "client_cpu_s": time.process_time() - cpu}
 
 
@@ -323,9 +337,10 @@ class Bench:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
 
-    def _start(self, argv: list[str], log: Path, ready: Callable[[], bool]) -> subprocess.Popen[bytes]:
+    def _start(self, argv: list[str], log: Path, ready: Callable[[], bool],
+               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *argv], env=self.env, cwd=ROOT,
+            proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *argv], env=env or self.env, cwd=ROOT,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while not ready():
@@ -335,22 +350,26 @@ class Bench:
             time.sleep(0.1)
         return proc
 
-    def worker_side(self, path: str, concurrency: int) -> dict[str, Any]:
+    def worker_side(self, path: str, concurrency: int, photos: list[Path] | None = None) -> dict[str, Any]:
+        """``photos``: the sample photos over and over (deduplication off), for the bytes a
+        real-sized job writes; otherwise distinct small images."""
         queue = {"local": "fake-inline", "fal": "fal"}[path]
-        n = self.args.n_fal if path == "fal" else self.args.n_local
+        n = self.args.n_photos if photos else self.args.n_fal if path == "fal" else self.args.n_local
         self.reset()
+        env = {**self.env, "ORCH_DEDUP_WINDOW_SECONDS": "0"} if photos else self.env
         log = Path(self.tmp.name) / f"{path}-{concurrency}.log"
         # Every pool process logs its backend warm (inline) or its poller running (remote).
         marker = "poller running" if path == "fal" else "backend ready"
         worker = self._start(["worker", "--queues", queue, "--concurrency", str(concurrency)], log,
-                             lambda: log.read_text().count(marker) >= concurrency)
+                             lambda: log.read_text().count(marker) >= concurrency, env)
         time.sleep(1.0)
         try:
             before, w0 = self.meter.snapshot(), tree_cpu_s(worker.pid)
             emu0 = tree_cpu_s(self.emulator.pid) if self.emulator else 0.0
             self.rounds_seen += 1
             res = run_role("submit", {"n": n, "backend": queue, "wait": True, "timeout": 600,
-                                      "tag": f"{path}-{concurrency}-{self.rounds_seen}"}, self.env)
+                                      "photos": [str(p) for p in photos or []],
+                                      "tag": f"{path}-{concurrency}-{self.rounds_seen}"}, env)
             worker_cpu = tree_cpu_s(worker.pid) - w0
             emu_cpu = (tree_cpu_s(self.emulator.pid) if self.emulator else 0.0) - emu0
         finally:
@@ -359,11 +378,15 @@ class Bench:
         after = self.meter.snapshot()
         if res["done"] != n:
             raise RuntimeError(f"{path} c{concurrency}: {res['done']} of {n} jobs succeeded; log {log}")
-        return {"jobs": n, "seconds": res["seconds"], "jobs_per_s": n / res["seconds"],
+        with psycopg.connect(self.db_url.replace("+psycopg", "")) as conn:
+            row = conn.execute("SELECT (SELECT coalesce(sum(size_bytes), 0) FROM job_inputs), "
+                               "(SELECT coalesce(sum(size_bytes), 0) FROM results)").fetchone()
+        assert row is not None
+        return {"input_kb_per_job": row[0] / 1024 / n, "result_kb_per_job": row[1] / 1024 / n,"jobs": n, "seconds": res["seconds"], "jobs_per_s": n / res["seconds"],
                 "worker_cpu_ms_per_job": worker_cpu * 1000 / n,
                 "producer_cpu_ms_per_job": res["client_cpu_s"] * 1000 / n,
                 **({"emulator_cpu_ms_per_job": emu_cpu * 1000 / n} if path == "fal" else {}),
-                **Meter.per_job(before, after, n)}
+                **Meter.per_job(before, after, n, reads=res["polls"])}
 
     def producer_side(self) -> dict[str, Any]:
         """Submitting alone (no worker): its share of the worker paths' cost."""
@@ -425,16 +448,26 @@ class Bench:
             base = self.args.pg.rsplit("/", 1)[0]
             with psycopg.connect(f"{base}/{db}", autocommit=True) as conn:
                 conn.execute("CREATE TABLE t (id bigserial PRIMARY KEY, v text, at timestamptz DEFAULT now())")
-            script = Path(self.tmp.name) / "insert.sql"
-            script.write_text("INSERT INTO t (v) VALUES ('x');\n")
+                # incompressible bytes, the size of a real job's input + result (TOAST copies them)
+                conn.execute("CREATE TABLE blob (v bytea)")
+                conn.execute("INSERT INTO blob VALUES (%s)", (os.urandom(BLOB_KB * 1024),))
+                conn.execute("CREATE TABLE b (id bigserial PRIMARY KEY, v bytea)")
             m = re.match(r"postgresql://(?P<user>[^@]+)@(?P<host>[^:/]+):(?P<port>\d+)", base)
             assert m, base
-            out_text = subprocess.run(
-                ["pgbench", "-h", m["host"], "-p", m["port"], "-U", m["user"], "-n", "-f", str(script),
-                 "-c", "8", "-j", "2", "-T", str(max(1, round(self.args.ceiling_seconds))), db],
-                capture_output=True, text=True, check=True).stdout
-            tps = re.search(r"tps = ([\d.]+)", out_text)
-            out["pg_insert_commits_per_s"] = float(tps.group(1)) if tps else None
+
+            def pgbench(sql: str) -> float | None:
+                script = Path(self.tmp.name) / "pgbench.sql"
+                script.write_text(sql + "\n")
+                text = subprocess.run(
+                    ["pgbench", "-h", m["host"], "-p", m["port"], "-U", m["user"], "-n", "-f", str(script),
+                     "-c", "8", "-j", "2", "-T", str(max(1, round(self.args.ceiling_seconds))), db],
+                    capture_output=True, text=True, check=True).stdout
+                tps = re.search(r"tps = ([\d.]+)", text)
+                return float(tps.group(1)) if tps else None
+
+            out["pg_insert_commits_per_s"] = pgbench("INSERT INTO t (v) VALUES ('x');")
+            blobs = pgbench("INSERT INTO b (v) SELECT v FROM blob;")
+            out["pg_blob_mb_per_s"] = blobs * BLOB_KB / 1024 if blobs else None
         finally:
             with psycopg.connect(self.args.pg, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -487,6 +520,11 @@ def project(rec: dict[str, Any]) -> dict[str, Any]:
         "wal_kb": path_cost("wal_kb_per_job"),
         "redis_cmds": path_cost("redis_cmds_per_job"),
     }
+    photos = "local-photos-c2"
+    if photos in s:  # the bytes of real-sized inputs and results, on top of the small images' rows
+        per_job["wal_kb_real"] = per_job["wal_kb"] + med(s, photos, "wal_kb_per_job") - med(s, loc, "wal_kb_per_job")
+        per_job["result_kb_real"] = med(s, photos, "result_kb_per_job")
+        per_job["input_kb_real"] = med(s, photos, "input_kb_per_job")
     infer_core_s = 2.0 / p["inference_img_s"]  # the local benchmark: img/s on this 2-core machine
     api_rate = med(s, api, "jobs_per_s")
     rows = []
@@ -504,6 +542,9 @@ def project(rec: dict[str, Any]) -> dict[str, Any]:
             "pg_commit_share": rate * per_job["pg_commits"] / ceil["pg_insert_commits_per_s"]
             if ceil.get("pg_insert_commits_per_s") else None,
             "wal_mb_per_s": rate * per_job["wal_kb"] / 1024,
+            "wal_mb_per_s_real": rate * per_job["wal_kb_real"] / 1024 if "wal_kb_real" in per_job else None,
+            "result_gb_per_day": p["jobs_per_day"] * factor * per_job["result_kb_real"] / 2**20
+            if "result_kb_real" in per_job else None,
             "redis_cores": rate * per_job["redis_cpu_ms"] / 1000,
             "redis_ops_per_s": rate * per_job["redis_cmds"],
             "redis_share": rate * per_job["redis_cmds"] / ceil["redis_lpush_per_s"]
@@ -513,7 +554,40 @@ def project(rec: dict[str, Any]) -> dict[str, Any]:
             "attempt_rows_per_90_days": p["jobs_per_day"] * factor * 90 * p["attempts_per_job"],
         })
     return {"today": {"mean_jobs_per_s": mean, "peak_jobs_per_s": peak}, "per_job": per_job,
-            "inference_core_s_per_image": infer_core_s, "rows": rows}
+            "inference_core_s_per_image": infer_core_s, "rows": rows,
+            "saturation": saturation(rows, ceil, api_rate, p)}
+
+
+def saturation(rows: list[dict[str, Any]], ceil: dict[str, Any], api_rate: float,
+               p: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each resource's need at 1×, 10×, 100× as a share of what one machine like this one (2
+    cores), one Redis, one Postgres or the configured fal limits give; most loaded first."""
+    def share(need: str, capacity: float | None) -> list[float | None]:
+        return [r[need] / capacity if capacity and r.get(need) is not None else None for r in rows]
+
+    host = float(p.get("host_cores", 2))
+    out = [
+        {"resource": "local inference (cores of a 2-core host)", "capacity": host,
+         "shares": share("inference_cores", host)},
+        {"resource": "worker orchestration (cores of a 2-core host)", "capacity": host,
+         "shares": share("worker_cores", host)},
+        {"resource": "API (one process's measured submits/s)", "capacity": api_rate,
+         "shares": [r["jobs_per_s"] / api_rate if api_rate else None for r in rows]},
+        {"resource": "Postgres commits (pgbench single-row insert ceiling)",
+         "capacity": ceil.get("pg_insert_commits_per_s"), "shares": share("pg_commits_per_s", ceil.get("pg_insert_commits_per_s"))},
+        {"resource": "Postgres bytes (WAL of real-sized images vs pgbench 512 KiB-row ceiling)",
+         "capacity": ceil.get("pg_blob_mb_per_s"), "shares": share("wal_mb_per_s_real", ceil.get("pg_blob_mb_per_s"))},
+        {"resource": "Postgres CPU (cores of a 2-core host)", "capacity": host, "shares": share("pg_cores", host)},
+        {"resource": "Redis commands (redis-benchmark LPUSH ceiling)", "capacity": ceil.get("redis_lpush_per_s"),
+         "shares": share("redis_ops_per_s", ceil.get("redis_lpush_per_s"))},
+        {"resource": "fal submits/s (ORCH_FAL_MAX_SUBMITS_PER_SECOND default)", "capacity": p.get("fal_max_submits", 20.0),
+         "shares": share("fal_submits_per_s", p.get("fal_max_submits", 20.0))},
+        {"resource": "fal requests running (fal account concurrency, at most)", "capacity": p.get("fal_concurrency", 40),
+         "shares": share("fal_in_flight", p.get("fal_concurrency", 40))},
+        {"resource": "fal requests in flight (ORCH_FAL_MAX_IN_FLIGHT default)", "capacity": p.get("fal_max_in_flight", 200),
+         "shares": share("fal_in_flight", p.get("fal_max_in_flight", 200))},
+    ]
+    return sorted(out, key=lambda x: -(x["shares"][-1] or 0))
 
 
 def markdown(rec: dict[str, Any]) -> str:
@@ -527,14 +601,15 @@ def markdown(rec: dict[str, Any]) -> str:
 
     out += ["**Throughput and cost per job (measured; median (min–max) of the rounds)**", "",
             "| side | jobs/s | worker CPU ms/job | API CPU ms/job | Postgres CPU ms/job | Redis CPU ms/job "
-            "| commits/job | rows written/job | WAL KiB/job | Redis cmds/job |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| commits/job | rows written/job | WAL KiB/job | Redis cmds/job | input + result KiB/job |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for side in s:
         out.append(f"| {side} | {f(side, 'jobs_per_s')} | {f(side, 'worker_cpu_ms_per_job', 2)} | "
                    f"{f(side, 'api_cpu_ms_per_job', 2)} | {f(side, 'pg_cpu_ms_per_job', 2)} | "
                    f"{f(side, 'redis_cpu_ms_per_job', 2)} | {f(side, 'pg_commits_per_job', 2)} | "
                    f"{f(side, 'pg_rows_written_per_job', 2)} | {f(side, 'wal_kb_per_job', 2)} | "
-                   f"{f(side, 'redis_cmds_per_job', 1)} |")
+                   f"{f(side, 'redis_cmds_per_job', 1)} | {f(side, 'input_kb_per_job', 0)} + "
+                   f"{f(side, 'result_kb_per_job', 0)} |")
     scaling = []
     for path in ("local", "fal"):
         base = f"{path}-c1"
@@ -553,12 +628,24 @@ def markdown(rec: dict[str, Any]) -> str:
         out += ["", f"API closed loop ({p['api_clients']} clients): p50 {f('api-w1', 'p50_ms')} ms, "
                 f"p99 {f('api-w1', 'p99_ms')} ms with 1 process; p50 {f('api-w2', 'p50_ms')} ms, "
                 f"p99 {f('api-w2', 'p99_ms')} ms with 2."]
+    breakdown = []
+    for side in ("local-c2", "fal-c2", "api-w1"):
+        first = (rec.get("raw", {}).get(side) or [{}])[0]
+        rows_by_table = first.get("pg_rows_written_per_table_per_job") or {}
+        commands = first.get("redis_top_commands_per_job") or {}
+        if rows_by_table or commands:
+            breakdown.append(f"**{side}**: " + ", ".join(f"{t} {v:.2f}" for t, v in rows_by_table.items())
+                             + "; Redis " + ", ".join(f"{k} {v}" for k, v in commands.items()))
+    if breakdown:
+        out += ["", "Rows written per job by table, and Redis commands per job (round 1): "
+                + "; ".join(breakdown) + "."]
     c = rec.get("ceilings", {})
     if c:
         out += ["", f"**Ceilings on this machine (measured, same run)**: Postgres single-row INSERT + commit, "
                 f"8 pgbench clients: {c.get('pg_insert_commits_per_s', 0):,.0f} commits/s; "
                 f"redis-benchmark (50 clients, no pipelining): SET {c.get('redis_set_per_s', 0):,.0f}/s, "
-                f"LPUSH {c.get('redis_lpush_per_s', 0):,.0f}/s."]
+                f"LPUSH {c.get('redis_lpush_per_s', 0):,.0f}/s; Postgres {BLOB_KB} KiB incompressible bytea rows, "
+                f"8 clients: {c.get('pg_blob_mb_per_s') or 0:,.0f} MB/s."]
     m = project(rec)
     t = m["today"]
     out += ["", f"**Load (derived)**: today = {p['jobs_per_day']:,.0f} jobs/day (assumption, see the page) = "
@@ -568,18 +655,26 @@ def markdown(rec: dict[str, Any]) -> str:
             f"{p['inference_img_s']} img/s on 2 cores); fal request {p['fal_request_s']:g} s.",
             "", "**Needs at peak (derived from the medians above)**", "",
             "| load | jobs/s | API cores (processes) | worker cores (orchestration) | local inference cores "
-            "| Postgres cores | commits/s (share of ceiling) | WAL MB/s | Redis cores | Redis cmds/s (share) "
-            "| fal submits/s | fal in flight |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| Postgres cores | commits/s (share of ceiling) | WAL MB/s (real-sized images) | results GB/day "
+            "| Redis cores | Redis cmds/s (share) | fal submits/s | fal in flight |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in m["rows"]:
         def share(v: float | None) -> str:
             return f" ({v:.1%})" if v is not None else ""
         procs = f" ({r['api_processes']:.2f})" if r["api_processes"] is not None else ""
+        real = f" ({r['wal_mb_per_s_real']:.2f})" if r.get("wal_mb_per_s_real") is not None else ""
+        gb = f"{r['result_gb_per_day']:.1f}" if r.get("result_gb_per_day") is not None else "–"
         out.append(f"| {r['factor']}× | {r['jobs_per_s']:.2f} | {r['api_cores']:.3f}{procs} | "
                    f"{r['worker_cores']:.3f} | {r['inference_cores']:.1f} | {r['pg_cores']:.3f} | "
-                   f"{r['pg_commits_per_s']:.1f}{share(r['pg_commit_share'])} | {r['wal_mb_per_s']:.3f} | "
+                   f"{r['pg_commits_per_s']:.1f}{share(r['pg_commit_share'])} | {r['wal_mb_per_s']:.3f}{real} | {gb} | "
                    f"{r['redis_cores']:.4f} | {r['redis_ops_per_s']:.0f}{share(r['redis_share'])} | "
                    f"{r['fal_submits_per_s']:.2f} | {r['fal_in_flight']:.1f} |")
+    out += ["", "**What saturates first (derived): need as a share of one unit's capacity, most loaded at 100× first**",
+            "", "| resource | capacity of one | 1× | 10× | 100× |", "| --- | --- | --- | --- | --- |"]
+    for row in m["saturation"]:
+        cells = [f"{v:.0%}" if v is not None else "–" for v in row["shares"]]
+        cap = f"{row['capacity']:,.1f}" if row["capacity"] is not None else "–"
+        out.append(f"| {row['resource']} | {cap} | " + " | ".join(cells) + " |")
     pj = m["per_job"]
     out += ["", "Per job through the API (mix-weighted): " + ", ".join(
         f"{k.replace('_', ' ')} {v:.2f}" for k, v in pj.items()) + "."]
@@ -592,6 +687,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n-local", type=int, default=400, help="jobs per local side")
     parser.add_argument("--n-fal", type=int, default=500, help="jobs per fal side")
+    parser.add_argument("--n-photos", type=int, default=40, help="jobs of the local-photos side (0: none)")
+    parser.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "images",
+                        help="sample photos for the real-sized side")
     parser.add_argument("--concurrency", default="1,2,4", help="worker processes to measure")
     parser.add_argument("--api-workers", default="1,2", help="API processes to measure")
     parser.add_argument("--api-seconds", type=float, default=10.0)
@@ -606,6 +704,8 @@ def main() -> None:
     parser.add_argument("--inference-img-s", type=float, default=0.493,
                         help="local inference, images/s on this 2-core machine (the local benchmark)")
     parser.add_argument("--fal-request-s", type=float, default=1.0, help="seconds a fal request is in flight")
+    parser.add_argument("--fal-concurrency", type=int, default=40,
+                        help="fal's concurrency limit per account (the most it grants; docs/fal-queue-protocol §9)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/11")
     parser.add_argument("--markdown", type=Path, metavar="RECORD", help="print the tables of a saved record")
@@ -615,17 +715,26 @@ def main() -> None:
         return
     if args.quick:
         args.rounds, args.n_local, args.n_fal, args.api_seconds, args.ceiling_seconds = 1, 40, 60, 3.0, 2.0
+        args.n_photos = 8
         args.concurrency, args.api_workers = "1,2", "1"
-    model_params = {k: getattr(args, k) for k in ("n_local", "n_fal", "concurrency", "api_workers", "api_seconds",
+    model_params = {k: getattr(args, k) for k in ("n_local", "n_fal", "n_photos", "concurrency", "api_workers", "api_seconds",
                                                   "api_clients", "fal_latency", "jobs_per_day", "peak_factor",
                                                   "fal_share", "attempts_per_job", "inference_img_s",
-                                                  "fal_request_s")}
+                                                  "fal_request_s", "fal_concurrency")}
+    from orchestrator.settings.models import FalSettings
+
+    model_params["fal_max_in_flight"] = FalSettings.model_fields["max_in_flight"].default
+    model_params["fal_max_submits"] = FalSettings.model_fields["max_submits_per_second"].default
+    model_params["host_cores"] = os.cpu_count() or 2
     run = Run("scale_model" + ("_quick" if args.quick else ""), rounds=args.rounds, params=model_params)
     with Bench(args) as bench:
         sides: dict[str, Callable[[], dict[str, Any]]] = {"producer": bench.producer_side}
         for c in map(int, args.concurrency.split(",")):
             sides[f"local-c{c}"] = lambda c=c: bench.worker_side("local", c)  # type: ignore[misc]
             sides[f"fal-c{c}"] = lambda c=c: bench.worker_side("fal", c)  # type: ignore[misc]
+        photos = sorted(args.photos.glob("*.png"))
+        if photos and args.n_photos:
+            sides["local-photos-c2"] = lambda: bench.worker_side("local", 2, photos)
         for w in map(int, args.api_workers.split(",")):
             sides[f"api-w{w}"] = lambda w=w: bench.api_side(w)  # type: ignore[misc]
         run.rounds(sides)
