@@ -49,6 +49,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -110,6 +111,46 @@ def postmaster_pid() -> int:
             if names.get(ppid) != "postgres":
                 return pid
     raise RuntimeError("no postgres process visible in /proc")
+
+
+class BackendCpu(threading.Thread):
+    """CPU of this database's own Postgres backends, sampled while a side runs (a backend's CPU
+    is gone from /proc once it exits, so each is read every 0.2 s and its last reading kept).
+    Leaves out the server's shared processes (WAL writer, checkpointer, autovacuum), which the
+    server-wide figure includes, and whatever other databases do."""
+
+    def __init__(self, postmaster: int, dbname: str) -> None:
+        super().__init__(daemon=True)
+        self.postmaster, self.tag = postmaster, f" {dbname} "
+        self.base: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.stopping = threading.Event()
+        self._sample(initial=True)
+
+    def _sample(self, initial: bool = False) -> None:
+        try:
+            kids = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children").read_text().split()
+        except OSError:
+            return
+        for kid in map(int, kids):
+            try:
+                if self.tag not in Path(f"/proc/{kid}/cmdline").read_text():
+                    continue
+                cpu = sum(int(x) for x in _stat(kid)[1][11:13]) / CLK
+            except OSError:
+                continue
+            self.base.setdefault(kid, cpu if initial else 0.0)
+            self.last[kid] = cpu
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            self._sample()
+
+    def stop(self) -> float:
+        self._sample()
+        self.stopping.set()
+        self.join()
+        return sum(self.last[pid] - self.base[pid] for pid in self.last)
 
 
 class Meter:
@@ -285,10 +326,28 @@ class Bench:
                     "ORCH_FAL_MAX_IN_FLIGHT": "5000", "ORCH_FAL_MAX_SUBMITS_PER_SECOND": "5000"}
         self.env.pop("ORCH_CONFIG", None)
         self.emulator: subprocess.Popen[str] | None = None
+        self.redis_server: subprocess.Popen[bytes] | None = None
         self.key = ""
         self.rounds_seen = 0
 
     def __enter__(self) -> Bench:
+        if self.args.private_redis:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            # the machine's Redis keeps nothing on disk either
+            self.redis_server = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL, start_new_session=True)
+            self.args.redis = f"redis://127.0.0.1:{port}/0"
+            self.env["ORCH_BROKER_URL"] = self.args.redis
+            self.r = redis.Redis.from_url(self.args.redis)
+            for _ in range(100):
+                try:
+                    self.r.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
         if self.r.exists("orchestrator-test-run"):  # tests/conftest.py claims DBs with this key
             sys.exit(f"{self.args.redis} is claimed by a test run: pass another --redis")
         with psycopg.connect(self.args.pg, autocommit=True) as conn:
@@ -313,6 +372,9 @@ class Bench:
             os.killpg(self.emulator.pid, signal.SIGTERM)
             self.emulator.wait(timeout=30)
         self.r.flushdb()
+        if self.redis_server is not None:
+            self.redis_server.terminate()
+            self.redis_server.wait(timeout=30)
         with psycopg.connect(self.args.pg, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
         self.tmp.cleanup()
@@ -365,12 +427,15 @@ class Bench:
         time.sleep(1.0)
         try:
             before, w0 = self.meter.snapshot(), tree_cpu_s(worker.pid)
+            backends = BackendCpu(self.meter.postmaster, self.dbname)
+            backends.start()
             emu0 = tree_cpu_s(self.emulator.pid) if self.emulator else 0.0
             self.rounds_seen += 1
             res = run_role("submit", {"n": n, "backend": queue, "wait": True, "timeout": 600,
                                       "photos": [str(p) for p in photos or []],
                                       "tag": f"{path}-{concurrency}-{self.rounds_seen}"}, env)
             worker_cpu = tree_cpu_s(worker.pid) - w0
+            backends_cpu = backends.stop()
             emu_cpu = (tree_cpu_s(self.emulator.pid) if self.emulator else 0.0) - emu0
         finally:
             self._stop(worker)
@@ -379,10 +444,11 @@ class Bench:
         if res["done"] != n:
             raise RuntimeError(f"{path} c{concurrency}: {res['done']} of {n} jobs succeeded; log {log}")
         with psycopg.connect(self.db_url.replace("+psycopg", "")) as conn:
-            row = conn.execute("SELECT (SELECT coalesce(sum(size_bytes), 0) FROM job_inputs), "
-                               "(SELECT coalesce(sum(size_bytes), 0) FROM results)").fetchone()
+            row = conn.execute("SELECT (SELECT coalesce(sum(size_bytes), 0) FROM job_inputs)::float8, "
+                               "(SELECT coalesce(sum(size_bytes), 0) FROM results)::float8").fetchone()
         assert row is not None
-        return {"input_kb_per_job": row[0] / 1024 / n, "result_kb_per_job": row[1] / 1024 / n,"jobs": n, "seconds": res["seconds"], "jobs_per_s": n / res["seconds"],
+        return {"input_kb_per_job": row[0] / 1024 / n, "result_kb_per_job": row[1] / 1024 / n,
+                "pg_db_cpu_ms_per_job": backends_cpu * 1000 / n,"jobs": n, "seconds": res["seconds"], "jobs_per_s": n / res["seconds"],
                 "worker_cpu_ms_per_job": worker_cpu * 1000 / n,
                 "producer_cpu_ms_per_job": res["client_cpu_s"] * 1000 / n,
                 **({"emulator_cpu_ms_per_job": emu_cpu * 1000 / n} if path == "fal" else {}),
@@ -393,13 +459,17 @@ class Bench:
         n = self.args.n_local
         self.reset()
         before = self.meter.snapshot()
+        backends = BackendCpu(self.meter.postmaster, self.dbname)
+        backends.start()
         self.rounds_seen += 1
         res = run_role("submit", {"n": n, "backend": "fake-inline", "wait": False, "timeout": 0,
                                   "tag": f"producer-{self.rounds_seen}"}, self.env)
+        backends_cpu = backends.stop()
         self._settle()
         after = self.meter.snapshot()
         return {"jobs": n, "seconds": res["seconds"], "jobs_per_s": n / res["seconds"],
-                "producer_cpu_ms_per_job": res["client_cpu_s"] * 1000 / n, **Meter.per_job(before, after, n)}
+                "producer_cpu_ms_per_job": res["client_cpu_s"] * 1000 / n,
+                "pg_db_cpu_ms_per_job": backends_cpu * 1000 / n, **Meter.per_job(before, after, n)}
 
     def api_side(self, workers: int) -> dict[str, Any]:
         self.reset()
@@ -423,8 +493,11 @@ class Bench:
                    "seconds": self.args.api_seconds, "tag": f"api-{workers}-{self.rounds_seen}"}
             run_role("load", {**cfg, "seconds": 1.0, "tag": cfg["tag"] + "-warm"}, self.env)  # every worker warm
             before, a0 = self.meter.snapshot(), tree_cpu_s(api.pid)
+            backends = BackendCpu(self.meter.postmaster, self.dbname)
+            backends.start()
             res = run_role("load", cfg, self.env)
             api_cpu = tree_cpu_s(api.pid) - a0
+            backends_cpu = backends.stop()
         finally:
             self._stop(api)
         self._settle()
@@ -435,6 +508,7 @@ class Bench:
         return {"jobs": n, "errors": res["errors"], "seconds": res["seconds"],
                 "jobs_per_s": n / res["seconds"], "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"],
                 "api_cpu_ms_per_job": api_cpu * 1000 / max(1, n),
+                "pg_db_cpu_ms_per_job": backends_cpu * 1000 / max(1, n),
                 "load_cpu_ms_per_job": res["client_cpu_s"] * 1000 / max(1, n),
                 "rows_match": bool(row and row[0] >= n), **Meter.per_job(before, after, n)}
 
@@ -513,7 +587,7 @@ def project(rec: dict[str, Any]) -> dict[str, Any]:
         "api_cpu_ms": med(s, api, "api_cpu_ms_per_job"),
         "worker_cpu_ms": local_share * med(s, loc, "worker_cpu_ms_per_job")
         + fal_share * med(s, fal, "worker_cpu_ms_per_job"),
-        "pg_cpu_ms": path_cost("pg_cpu_ms_per_job"),
+        "pg_cpu_ms": path_cost("pg_db_cpu_ms_per_job" if p.get("pg_cpu") == "own" else "pg_cpu_ms_per_job"),
         "redis_cpu_ms": path_cost("redis_cpu_ms_per_job"),
         "pg_commits": path_cost("pg_commits_per_job"),
         "pg_rows": path_cost("pg_rows_written_per_job"),
@@ -599,17 +673,21 @@ def markdown(rec: dict[str, Any]) -> str:
     def f(side: str, key: str, d: int = 1) -> str:
         return fmt(s[side][key], d) if side in s and key in s[side] else "–"
 
+    def sizes(side: str) -> str:
+        if not med(s, side, "result_kb_per_job"):
+            return "(small)"
+        return f"{f(side, 'input_kb_per_job', 0)} + {f(side, 'result_kb_per_job', 0)}"
+
     out += ["**Throughput and cost per job (measured; median (min–max) of the rounds)**", "",
-            "| side | jobs/s | worker CPU ms/job | API CPU ms/job | Postgres CPU ms/job | Redis CPU ms/job "
-            "| commits/job | rows written/job | WAL KiB/job | Redis cmds/job | input + result KiB/job |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| side | jobs/s | worker CPU ms/job | API CPU ms/job | Postgres CPU ms/job, all processes "
+            "| Postgres CPU ms/job, own backends | Redis CPU ms/job | commits/job | rows written/job | WAL KiB/job | Redis cmds/job | input + result KiB/job |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for side in s:
         out.append(f"| {side} | {f(side, 'jobs_per_s')} | {f(side, 'worker_cpu_ms_per_job', 2)} | "
-                   f"{f(side, 'api_cpu_ms_per_job', 2)} | {f(side, 'pg_cpu_ms_per_job', 2)} | "
+                   f"{f(side, 'api_cpu_ms_per_job', 2)} | {f(side, 'pg_cpu_ms_per_job', 2)} | {f(side, 'pg_db_cpu_ms_per_job', 2)} | "
                    f"{f(side, 'redis_cpu_ms_per_job', 2)} | {f(side, 'pg_commits_per_job', 2)} | "
                    f"{f(side, 'pg_rows_written_per_job', 2)} | {f(side, 'wal_kb_per_job', 2)} | "
-                   f"{f(side, 'redis_cmds_per_job', 1)} | {f(side, 'input_kb_per_job', 0)} + "
-                   f"{f(side, 'result_kb_per_job', 0)} |")
+                   f"{f(side, 'redis_cmds_per_job', 1)} | {sizes(side)} |")
     scaling = []
     for path in ("local", "fal"):
         base = f"{path}-c1"
@@ -653,7 +731,8 @@ def markdown(rec: dict[str, Any]) -> str:
             f"{t['peak_jobs_per_s']:.2f} jobs/s; {p['fal_share']:.0%} fal, the rest local; inference "
             f"{m['inference_core_s_per_image']:.2f} core-s per image (local benchmark: "
             f"{p['inference_img_s']} img/s on 2 cores); fal request {p['fal_request_s']:g} s.",
-            "", "**Needs at peak (derived from the medians above)**", "",
+            "", "**Needs at peak (derived from the medians above; Postgres CPU from "
+            + ("its own backends" if p.get("pg_cpu") == "own" else "all its processes") + ")**", "",
             "| load | jobs/s | API cores (processes) | worker cores (orchestration) | local inference cores "
             "| Postgres cores | commits/s (share of ceiling) | WAL MB/s (real-sized images) | results GB/day "
             "| Redis cores | Redis cmds/s (share) | fal submits/s | fal in flight |",
@@ -708,6 +787,12 @@ def main() -> None:
                         help="fal's concurrency limit per account (the most it grants; docs/fal-queue-protocol §9)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/11")
+    parser.add_argument("--pg-cpu", choices=("all", "own"), default="all",
+                        help="Postgres CPU in the model: every postgres process (WAL writer, checkpointer and "
+                        "autovacuum included; other databases' work too), or this database's backends only")
+    parser.add_argument("--private-redis", action="store_true",
+                        help="start a redis-server of its own (no persistence, like the machine's) instead of "
+                        "--redis: its command counts and CPU are then this benchmark's alone on a busy machine")
     parser.add_argument("--markdown", type=Path, metavar="RECORD", help="print the tables of a saved record")
     args = parser.parse_args()
     if args.markdown:
@@ -720,7 +805,7 @@ def main() -> None:
     model_params = {k: getattr(args, k) for k in ("n_local", "n_fal", "n_photos", "concurrency", "api_workers", "api_seconds",
                                                   "api_clients", "fal_latency", "jobs_per_day", "peak_factor",
                                                   "fal_share", "attempts_per_job", "inference_img_s",
-                                                  "fal_request_s", "fal_concurrency")}
+                                                  "fal_request_s", "fal_concurrency", "private_redis", "pg_cpu")}
     from orchestrator.settings.models import FalSettings
 
     model_params["fal_max_in_flight"] = FalSettings.model_fields["max_in_flight"].default
