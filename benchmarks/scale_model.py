@@ -674,7 +674,7 @@ def markdown(rec: dict[str, Any]) -> str:
         return fmt(s[side][key], d) if side in s and key in s[side] else "–"
 
     def sizes(side: str) -> str:
-        if not med(s, side, "result_kb_per_job"):
+        if med(s, side, "result_kb_per_job") < 10:  # the small generated images: under 1 KiB
             return "(small)"
         return f"{f(side, 'input_kb_per_job', 0)} + {f(side, 'result_kb_per_job', 0)}"
 
