@@ -72,6 +72,9 @@ FAL_KEY = "bench-key:secret"
 PNG_1PX = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 # Tables emptied between sides (api_keys and alembic_version stay).
 KEEP_TABLES = ("api_keys", "alembic_version")
+# The model's load assumptions: `--markdown RECORD --peak-factor 3` re-derives with another.
+ASSUMPTIONS = ("jobs_per_day", "peak_factor", "fal_share", "attempts_per_job", "inference_img_s",
+               "fal_request_s", "fal_concurrency", "pg_cpu")
 BLOB_KB = 512  # the bytes ceiling's row: about a sample photo's input + result
 
 
@@ -669,6 +672,9 @@ def markdown(rec: dict[str, Any]) -> str:
     where = f"`{rec['command']}` at commit `{rec['commit']}`{' (dirty tree)' if rec.get('dirty') else ''}, " \
             f"{rec['started_utc']}, {rec['rounds']} rounds, load average before {rec['loadavg_before'][0]}"
     out = [f"Measured by {where}.", ""]
+    if rec.get("rederived"):
+        out[0] += " Derived figures re-computed with " + ", ".join(
+            f"`--{k.replace('_', '-')} {v}`" for k, v in rec["rederived"].items()) + "."
 
     def f(side: str, key: str, d: int = 1) -> str:
         return fmt(s[side][key], d) if side in s and key in s[side] else "–"
@@ -796,7 +802,13 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, metavar="RECORD", help="print the tables of a saved record")
     args = parser.parse_args()
     if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())))
+        # the measured figures of the record under other load assumptions, when given
+        rec = json.loads(args.markdown.read_text())
+        for key in ASSUMPTIONS:
+            if getattr(args, key) != parser.get_default(key):
+                rec["params"][key] = getattr(args, key)
+                rec.setdefault("rederived", {})[key] = getattr(args, key)
+        print(markdown(rec))
         return
     if args.quick:
         args.rounds, args.n_local, args.n_fal, args.api_seconds, args.ceiling_seconds = 1, 40, 60, 3.0, 2.0
