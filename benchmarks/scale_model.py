@@ -41,6 +41,7 @@ import asyncio
 import base64
 import io
 import json
+import math
 import os
 import re
 import signal
@@ -644,24 +645,22 @@ def saturation(rows: list[dict[str, Any]], ceil: dict[str, Any], api_rate: float
 
     host = float(p.get("host_cores", 2))
     out = [
-        {"resource": "local inference (cores of a 2-core host)", "capacity": host,
+        {"resource": "local inference (cores of a 2-core host)", "capacity": host, "add": "more local worker hosts (or more of the mix to fal)",
          "shares": share("inference_cores", host)},
-        {"resource": "worker orchestration (cores of a 2-core host)", "capacity": host,
-         "shares": share("worker_cores", host)},
-        {"resource": "API (one process's measured submits/s)", "capacity": api_rate,
+        {"resource": "API (one process's measured submits/s)", "capacity": api_rate, "add": "more API processes, then API hosts behind a load balancer",
          "shares": [r["jobs_per_s"] / api_rate if api_rate else None for r in rows]},
-        {"resource": "Postgres commits (pgbench single-row insert ceiling)",
+        {"resource": "Postgres commits (pgbench single-row insert ceiling)", "add": "a larger Postgres host; fewer commits per fal job",
          "capacity": ceil.get("pg_insert_commits_per_s"), "shares": share("pg_commits_per_s", ceil.get("pg_insert_commits_per_s"))},
-        {"resource": "Postgres bytes (WAL of real-sized images vs pgbench 512 KiB-row ceiling)",
+        {"resource": "Postgres bytes (WAL of real-sized images vs pgbench 512 KiB-row ceiling)", "add": "image bytes in an object store (ORCH_OBJECT_STORE_URL)",
          "capacity": ceil.get("pg_blob_mb_per_s"), "shares": share("wal_mb_per_s_real", ceil.get("pg_blob_mb_per_s"))},
-        {"resource": "Postgres CPU (cores of a 2-core host)", "capacity": host, "shares": share("pg_cores", host)},
-        {"resource": "Redis commands (redis-benchmark LPUSH ceiling)", "capacity": ceil.get("redis_lpush_per_s"),
+        {"resource": "Postgres CPU (cores of a 2-core host)", "capacity": host, "add": "a larger Postgres host; reports on a read replica", "shares": share("pg_cores", host)},
+        {"resource": "Redis commands (redis-benchmark LPUSH ceiling)", "capacity": ceil.get("redis_lpush_per_s"), "add": "a Redis per queue",
          "shares": share("redis_ops_per_s", ceil.get("redis_lpush_per_s"))},
-        {"resource": "fal submits/s (ORCH_FAL_MAX_SUBMITS_PER_SECOND default)", "capacity": p.get("fal_max_submits", 20.0),
+        {"resource": "fal submits/s (ORCH_FAL_MAX_SUBMITS_PER_SECOND default)", "capacity": p.get("fal_max_submits", 20.0), "add": "raise ORCH_FAL_MAX_SUBMITS_PER_SECOND (as far as the rate limit of fal allows)",
          "shares": share("fal_submits_per_s", p.get("fal_max_submits", 20.0))},
-        {"resource": "fal requests running (fal account concurrency, at most)", "capacity": p.get("fal_concurrency", 40),
+        {"resource": "fal requests running (fal account concurrency, at most)", "capacity": p.get("fal_concurrency", 40), "add": "a higher concurrency from fal (40 is the most it grants by itself)",
          "shares": share("fal_in_flight", p.get("fal_concurrency", 40))},
-        {"resource": "fal requests in flight (ORCH_FAL_MAX_IN_FLIGHT default)", "capacity": p.get("fal_max_in_flight", 200),
+        {"resource": "fal requests in flight (ORCH_FAL_MAX_IN_FLIGHT default)", "capacity": p.get("fal_max_in_flight", 200), "add": "raise ORCH_FAL_MAX_IN_FLIGHT",
          "shares": share("fal_in_flight", p.get("fal_max_in_flight", 200))},
     ]
     return sorted(out, key=lambda x: -(x["shares"][-1] or 0))
@@ -760,6 +759,19 @@ def markdown(rec: dict[str, Any]) -> str:
         cells = [f"{v:.0%}" if v is not None else "–" for v in row["shares"]]
         cap = f"{row['capacity']:,.1f}" if row["capacity"] is not None else "–"
         out.append(f"| {row['resource']} | {cap} | " + " | ".join(cells) + " |")
+    out += ["", "**Steps (derived): what is over half its capacity at each load, and what to add**", "",
+            "| load | over 50 % of one unit | add | results kept in Postgres | attempt rows per 90 days |",
+            "| --- | --- | --- | --- | --- |"]
+    host = float(p.get("host_cores", 2))
+    for i, r in enumerate(m["rows"]):
+        busy = [x for x in m["saturation"] if (x["shares"][i] or 0) >= 0.5]
+        what = "; ".join(f"{x['resource'].split(' (')[0]} {x['shares'][i]:.0%}" for x in busy) or "nothing"
+        add = "; ".join(dict.fromkeys(
+            f"local worker hosts: {math.ceil(r['inference_cores'] / host)} of {host:g} cores in all "
+            "(or more of the mix to fal)" if x["resource"].startswith("local inference") else x["add"]
+            for x in busy)) or "–"
+        gb = f"{r['result_gb_per_day']:,.1f} GB/day" if r.get("result_gb_per_day") is not None else "–"
+        out.append(f"| {r['factor']}× | {what} | {add} | {gb} | {r['attempt_rows_per_90_days'] / 1e6:,.1f} million |")
     pj = m["per_job"]
     out += ["", "Per job through the API (mix-weighted): " + ", ".join(
         f"{k.replace('_', ' ')} {v:.2f}" for k, v in pj.items()) + "."]
