@@ -585,7 +585,7 @@ def project(rec: dict[str, Any]) -> dict[str, Any]:
         producer's submit (the API did it)."""
         worker_part = (local_share * (med(s, loc, key) - med(s, "producer", key))
                        + fal_share * (med(s, fal, key) - med(s, "producer", key)))
-        return med(s, api, key) + max(0.0, worker_part)
+        return float(med(s, api, key) + max(0.0, worker_part))
 
     per_job = {
         "api_cpu_ms": med(s, api, "api_cpu_ms_per_job"),
@@ -824,8 +824,8 @@ def main() -> None:
         return
     if args.quick:
         args.rounds, args.n_local, args.n_fal, args.api_seconds, args.ceiling_seconds = 1, 40, 60, 3.0, 2.0
-        args.n_photos = 8
-        args.concurrency, args.api_workers = "1,2", "1"
+        args.n_photos = 8  # one worker size per path: ~1 minute on a quiet machine
+        args.concurrency, args.api_workers = "2", "1"
     model_params = {k: getattr(args, k) for k in ("n_local", "n_fal", "n_photos", "concurrency", "api_workers", "api_seconds",
                                                   "api_clients", "fal_latency", "jobs_per_day", "peak_factor",
                                                   "fal_share", "attempts_per_job", "inference_img_s",
