@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 
+from orchestrator.api.fast_submit import FastSubmit
 from orchestrator.api.gate import AuthGate, BodyLimit, FailedAuthLimiter
 from orchestrator.api.header_limit import HeaderLimit
 from orchestrator.api.ratelimit import RateLimiter
@@ -123,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(InterfaceError, _database_unavailable)
     # base64 makes a data URI about 4/3 of its image; leave room for the JSON around it.
     max_body = settings.inputs.max_bytes * 4 // 3 + 64 * 1024
+    # Innermost: the submit's common case, answered without FastAPI's request cycle.
+    app.add_middleware(FastSubmit)
     app.add_middleware(BodyLimit, large=max_body, small=settings.api.max_small_body_bytes)
     # Before the body limit and the body: a request without a valid key costs no body read.
     app.add_middleware(AuthGate, settings=settings, failures=failures)

@@ -37,6 +37,12 @@ async def authenticated(
     request: Request,
     authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
 ) -> Principal:
+    return await principal_for(request, authorization)
+
+
+async def principal_for(request: Request, authorization: str | None) -> Principal:
+    """The caller of a request with this Authorization header, within its rate limits; else
+    401 or 429 (as HTTPException)."""
     settings = app_settings(request)
     failures: FailedAuthLimiter = request.app.state.auth_failures
     address = client_address(request.scope)
