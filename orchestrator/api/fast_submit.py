@@ -22,6 +22,7 @@ from typing import Any
 
 from annotated_types import MaxLen, MinLen
 from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,7 +91,7 @@ class FastSubmit:
         request = Request(scope, receive, send)
         try:
             # As FastAPI reads a body: a failed read (a disconnect) is its 400.
-            body = await request.body()
+            body = await _read_body(receive)
         except Exception as exc:
             if isinstance(exc, HTTPException):
                 raise
@@ -128,6 +129,18 @@ class FastSubmit:
             response = await response
         assert isinstance(response, Response)
         return response
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """What ``Request.body()`` returns, without its async generator."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
