@@ -136,10 +136,15 @@ def publish_many(settings: Settings, jobs: Sequence[tuple[object, str]]) -> None
     publisher = publisher_for(settings)
     with publisher.producer_or_acquire() as producer:
         try:
+            declared: set[str] = set()
             with producer.batch():
                 for job_id, queue in jobs:
+                    # The queue is declared with its first message; declaring it again per
+                    # message (a copy and bind of the entity each time) changes nothing.
                     publisher.send_task(RUN_JOB_TASK, args=[str(job_id)], queue=queue,
-                                        routing_key=queue, producer=producer, retry=True)
+                                        routing_key=queue, producer=producer, retry=True,
+                                        declare=[] if queue in declared else None)
+                    declared.add(queue)
             return
         except Exception:
             log.warning("batched publish of %d message(s) failed; publishing one by one",
