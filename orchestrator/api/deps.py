@@ -9,7 +9,7 @@ from fastapi import Depends, Header, HTTPException, Query, Request
 from sqlalchemy.orm import Session
 
 from orchestrator.api.gate import FailedAuthLimiter, client_address, key_from, lookup_principal
-from orchestrator.api.ratelimit import RateLimiter
+from orchestrator.api.ratelimit import RateLimiter, allow_key_and_tenant
 from orchestrator.auth.keys import Principal
 from orchestrator.commands.caller import Caller
 from orchestrator.commands.caller import visible_job as commands_visible_job
@@ -37,6 +37,12 @@ async def authenticated(
     request: Request,
     authorization: Annotated[str | None, Header(description="`Key <api key>`")] = None,
 ) -> Principal:
+    return await principal_for(request, authorization)
+
+
+async def principal_for(request: Request, authorization: str | None) -> Principal:
+    """The caller of a request with this Authorization header, within its rate limits; else
+    401 or 429 (as HTTPException)."""
     settings = app_settings(request)
     failures: FailedAuthLimiter = request.app.state.auth_failures
     address = client_address(request.scope)
@@ -52,14 +58,16 @@ async def authenticated(
         failures.failed(address)
         raise HTTPException(401, "invalid or revoked API key")
     limiter: RateLimiter = request.app.state.rate_limiter
-    if not await limiter.allow(principal.key_id):
+    tenant_limiter: RateLimiter = request.app.state.tenant_rate_limiter
+    key_ok, tenant_ok = await allow_key_and_tenant(limiter, tenant_limiter, principal.key_id,
+                                                   principal.client)
+    if not key_ok:
         raise HTTPException(
             429,
             f"rate limit of {limiter.per_second:g} requests per second for this key exceeded",
             headers={"Retry-After": "1"},
         )
-    tenant_limiter: RateLimiter = request.app.state.tenant_rate_limiter
-    if not await tenant_limiter.allow(principal.client):
+    if not tenant_ok:
         raise HTTPException(
             429,
             f"rate limit of {tenant_limiter.per_second:g} requests per second for this tenant's "

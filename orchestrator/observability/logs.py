@@ -137,9 +137,14 @@ class Redactor:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
-        text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
-        text = _API_KEY.sub("orch_" + MASK, text)
+        # Each pattern needs a literal its match contains: a line without it skips the regex
+        # (an access line, written per request, has none of the three).
+        if "@" in text:
+            text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+        if "=" in text:
+            text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
+        if "orch_" in text:
+            text = _API_KEY.sub("orch_" + MASK, text)
         return _AUTH_VALUE.sub(rf"\1{MASK}", text)
 
 

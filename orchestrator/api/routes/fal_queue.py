@@ -21,6 +21,7 @@ from orchestrator.api.views import (
     result_body,
     status_body,
 )
+from orchestrator.auth.keys import Principal
 from orchestrator.commands import CancelOutcome, SubmitOptions
 from orchestrator.db.session import session_scope
 from orchestrator.errors import JobStateError
@@ -78,17 +79,26 @@ async def submit_request(
     fal_webhook: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> JSONResponse:
     """Queue a background removal; reply as fal's queue does."""
+    return await queue_rembg(request, principal, body.image_url, sync_mode=body.sync_mode,
+                             crop_to_bbox=body.crop_to_bbox, backend=backend,
+                             idempotency_key=idempotency_key, fal_webhook=fal_webhook)
+
+
+async def queue_rembg(request: Request, principal: Principal, image_url: str, *, sync_mode: bool,
+                      crop_to_bbox: bool, backend: str | None, idempotency_key: str | None,
+                      fal_webhook: str | None) -> JSONResponse:
+    """The submit endpoint's work once its request is parsed (by the route, or by
+    orchestrator.api.fast_submit for the common case)."""
     settings = app_settings(request)
-    if len(body.image_url) < INLINE_CHECK_MAX and body.image_url.startswith("data:"):
-        source = source_from_image_url(body.image_url, settings, name="image")
+    if len(image_url) < INLINE_CHECK_MAX and image_url.startswith("data:"):
+        source = source_from_image_url(image_url, settings, name="image")
     else:  # a URL's host is resolved, a big data URI decoded: not on the event loop
-        source = await run_in_threadpool(source_from_image_url, body.image_url, settings,
-                                         name="image")
+        source = await run_in_threadpool(source_from_image_url, image_url, settings, name="image")
     if fal_webhook is not None:
         await run_in_threadpool(check_webhook_url, fal_webhook, settings)
     submitter: SubmitBatcher = request.app.state.submitter
     accepted = await submitter.submit_for(caller_of(principal), source, SubmitOptions(
-        backend=backend, crop_to_bbox=body.crop_to_bbox, sync_mode=body.sync_mode,
+        backend=backend, crop_to_bbox=crop_to_bbox, sync_mode=sync_mode,
         idempotency_key=idempotency_key, webhook_url=fal_webhook))
     job_id = accepted.submitted.job_id
     # The submit reply is the hot path: no extra database round trip. The position is the
