@@ -99,6 +99,7 @@ def float32_model(source: Path, cache_dir: Path | None = None) -> Path:
 def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; a model copy is as readable as its source
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
