@@ -43,6 +43,12 @@ def configured_path_session(settings: Settings, opts: Any) -> Any:
     as_shipped = settings.local.model_precision == "as-shipped"
     try:
         path = source if as_shipped else float32_model(source, settings.local.model_cache_dir)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"ORCH_LOCAL_MODEL_PRECISION=float32 needs the onnx package ({exc}); install the "
+            "local extra: pip install 'bg-orchestrator[local]', or set "
+            "ORCH_LOCAL_MODEL_PRECISION=as-shipped"
+        ) from exc
     except OSError as exc:
         raise BackendUnavailable(
             f"could not cache a float32 copy of {source} ({exc}); set ORCH_LOCAL_MODEL_CACHE_DIR "
