@@ -1,9 +1,9 @@
 """A float32 copy of a float16 ONNX model, made once and cached beside the user's other caches.
 
-ONNX Runtime's CPU provider has no float16 kernels for most of IS-Net's operators: it inserts a
-Cast before and after each of them, so a model shipped with float16 weights (the shared
-``isnet-general.onnx`` has 238 float16 initializers and 91 Cast nodes) spends part of every run
-converting tensors back and forth, and computes in float32 anyway. A copy with float32 weights and
+ONNX Runtime's CPU provider computes in float32: where it has no float16 kernel for a node it
+casts around it, so a model shipped with float16 weights (the shared ``isnet-general.onnx`` has
+238 float16 initializers and 91 Cast nodes of its own) spends part of every run converting
+tensors back and forth. A copy with float32 weights and
 the Casts turned into Identity (which ONNX Runtime removes when it optimises the graph) computes
 the same function without the conversions; its mask differs from the float16 model's only by the
 rounding of the conversions (``benchmarks/local_pipeline.py`` prints the largest alpha difference
