@@ -133,6 +133,7 @@ class Pipeline:
             env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         self.procs = self._wait_warm()
         self.last_jobs: list[uuid.UUID] = []
+        self.seen: set[uuid.UUID] = set()
 
     def _wait_warm(self) -> int:
         deadline = time.monotonic() + 300
@@ -150,9 +151,12 @@ class Pipeline:
     def settings(self) -> Any:
         from orchestrator.settings import load_settings
 
+        # The worker's settings, not this process's environment: above all no deduplication,
+        # or the repeated photos would be served from earlier jobs instead of being computed.
         return load_settings(database_url=self.env["ORCH_DATABASE_URL"],
                              broker_url=self.env["ORCH_BROKER_URL"],
-                             local_model_path=self.env["ORCH_LOCAL_MODEL_PATH"])
+                             local_model_path=self.env["ORCH_LOCAL_MODEL_PATH"],
+                             dedup_window_seconds=0)
 
     def side(self, images: list[Path], n: int) -> Callable[[], dict[str, Any]]:
         def run() -> dict[str, Any]:
@@ -170,6 +174,9 @@ class Pipeline:
             started = time.time()
             submitted = submit(sources, settings=settings, backend="local")
             ids = [s.job_id for s in submitted]
+            fresh = set(ids) - self.seen
+            assert len(fresh) == n, "jobs were deduplicated: the pipeline would not compute them"
+            self.seen |= fresh
             states = wait_for(ids, settings=settings, poll_seconds=0.2)
             assert all(s is JobState.SUCCEEDED for s in states.values()), states
             with session_scope(settings.database.url.get_secret_value()) as session:
