@@ -56,6 +56,8 @@ MAPPING: dict[str, str] = {
     "budget_alert_webhook_url": "budgets.alert_webhook_url",
     "local_model": "local.model",
     "local_model_path": "local.model_path",
+    "local_model_precision": "local.model_precision",
+    "local_model_cache_dir": "local.model_cache_dir",
     "local_price_per_second": "local.price_per_second",
     "local_host_price_per_hour": "local.host_price_per_hour",
     "webhook_allow_hosts": "inputs.webhook_allow_hosts",

@@ -20,7 +20,7 @@ from celery.signals import (
 from orchestrator import backends
 from orchestrator.backends.base import InlineBackend, RemoteBackend
 from orchestrator.db.models import Job
-from orchestrator.db.session import session_scope
+from orchestrator.db.session import get_engine, session_scope
 from orchestrator.errors import ProviderFallback
 from orchestrator.jobs.runner import run_delivery
 from orchestrator.observability.logs import log_context
@@ -78,7 +78,21 @@ def _start_backends(**_: Any) -> None:
             _pollers.append(poller)
             facts.setdefault("pollers", []).append(name)
             log.info("%s poller running in process %d", name, os.getpid())
+    _warm_database(settings)
     health.record_ready(**facts)
+
+
+def _warm_database(settings: Any) -> None:
+    """Open this process's connection pool now, as the model is warmed now: creating the engine
+    imports the database driver and connects, which a py-spy profile of a worker showed inside
+    its first job."""
+    from sqlalchemy import text
+
+    try:
+        with get_engine(settings.database.url.get_secret_value()).connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # the first job retries the database as it always has
+        log.warning("could not connect to the database at process start: %s", exc)
 
 
 @task_postrun.connect  # type: ignore[untyped-decorator]

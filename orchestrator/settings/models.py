@@ -199,6 +199,19 @@ class LocalSettings(_Group):
         description="A custom ONNX model file (IS-Net/DIS family, as rembg's dis_custom); wins "
         "over ORCH_LOCAL_MODEL.",
     )
+    model_precision: Literal["float32", "as-shipped"] = _setting(
+        "local_model_precision", "float32",
+        description="float32: a model file with float16 weights runs from a float32 copy (made "
+        "once, cached in ORCH_LOCAL_MODEL_CACHE_DIR; ONNX Runtime's CPU kernels compute in "
+        "float32 anyway) and the image is normalised in float32: alpha within 1 of rembg's, "
+        "faster. as-shipped: the file as it is and rembg's own pre-processing, pixel-identical "
+        "to rembg. Applies to ORCH_LOCAL_MODEL_PATH; rembg's named models run as rembg ships them.",
+    )
+    model_cache_dir: Path | None = _setting(
+        "local_model_cache_dir", None,
+        description="Where float32 copies of models are cached (one file per source model, named "
+        "by its sha256); unset = $XDG_CACHE_HOME/bg-orchestrator/models (~/.cache/…).",
+    )
     price_per_second: Decimal | None = _setting(
         "local_price_per_second", None, ge=0,
         description="What one local compute second costs you (USD), for reports; wins over the "
@@ -224,7 +237,8 @@ class LocalSettings(_Group):
         "asked for here is not really in use.",
     )
 
-    @field_validator("model_path", "price_per_second", "host_price_per_hour", mode="before")
+    @field_validator("model_path", "model_cache_dir", "price_per_second", "host_price_per_hour",
+                     mode="before")
     @classmethod
     def _empty_path_is_none(cls, value: object) -> object:
         return None if value == "" else value

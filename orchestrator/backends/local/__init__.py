@@ -48,7 +48,7 @@ def _import_rembg() -> Any:
 
 def _model_key(settings: Settings) -> str:
     if settings.local.model_path is not None:
-        return str(settings.local.model_path)
+        return f"{settings.local.model_path}:{settings.local.model_precision}"
     return settings.local.model
 
 
@@ -56,24 +56,14 @@ def create_session(settings: Settings) -> Any:
     """A rembg session for the configured model, with the configured ONNX thread count."""
     rembg = _import_rembg()
     import onnxruntime as ort
-    from rembg.sessions.dis_custom import DisCustomSession
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.onnx_threads()
     opts.inter_op_num_threads = 1
     if settings.local.model_path is not None:
+        from orchestrator.backends.local.model_session import configured_path_session
 
-        class _ConfiguredPathSession(DisCustomSession):  # type: ignore[misc]
-            # rembg refuses model paths outside its model home because its HTTP server takes
-            # them from users; ours comes from the operator's settings, so it is trusted.
-            @classmethod
-            def download_models(cls, *args: Any, **kwargs: Any) -> str:
-                return str(kwargs["model_path"])
-
-        return _ConfiguredPathSession(
-            "dis_custom", opts, model_path=str(settings.local.model_path),
-            providers=list(settings.local.providers),
-        )
+        return configured_path_session(settings, opts)
     try:
         return rembg.new_session(
             settings.local.model, sess_opts=opts, providers=list(settings.local.providers)
