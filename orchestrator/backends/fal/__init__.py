@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import httpx
 from fal_client.client import Completed, FalClientHTTPError, InProgress
 from fal_client.client import Queued as FalQueued
 
@@ -56,6 +57,8 @@ class FalBackend(RemoteBackend):
         super().__init__(settings)
         # fal_client.AsyncClient keeps an httpx client bound to the loop it was first used on.
         self._async_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._downloaders: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary())
 
     @classmethod
     def model_label(cls, settings: Settings) -> str:
@@ -130,11 +133,23 @@ class FalBackend(RemoteBackend):
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = fal_http.async_client(self.key())
+            # A pool as large as the polls one poller makes at once.
+            client = fal_http.async_client(self.key(), connections=self.settings.fal.poll_batch)
             self._async_clients[loop] = client
         return client
 
+    def _downloader(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        http = self._downloaders.get(loop)
+        if http is None:
+            http = fal_http.download_client(self.settings.fal.poll_batch)
+            self._downloaders[loop] = http
+        return http
+
     async def aclose(self) -> None:
+        downloader = self._downloaders.pop(asyncio.get_running_loop(), None)
+        if downloader is not None:
+            await downloader.aclose()
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         # fal_client builds its httpx client on first use and caches it in the instance's
         # __dict__; it never closes it itself.
@@ -191,7 +206,8 @@ class FalBackend(RemoteBackend):
         if not isinstance(image, dict) or not image.get("url"):
             raise RemoteRunFailed("fal's output has no image.url")
         data, content_type = await fal_http.download(
-            str(image["url"]), max_bytes=self.settings.fal.max_result_bytes)
+            str(image["url"]), max_bytes=self.settings.fal.max_result_bytes,
+            http=self._downloader())
         content_type = content_type or str(image.get("content_type") or "")
         if not content_type.startswith("image/"):
             raise RemoteRunFailed(f"fal's result is {content_type or 'untyped'}, not an image")
