@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
+from fal_client import client as fal_queue
 from fal_client.client import Completed, FalClientHTTPError, InProgress
 from fal_client.client import Queued as FalQueued
 
@@ -186,7 +187,7 @@ class FalBackend(RemoteBackend):
         code: int | None = None
         message = status.error or status.error_type or "fal reported an error"
         try:
-            await self._client().result(self.settings.fal.endpoint, request_id)
+            await self._completed_output(request_id)
         except FalClientHTTPError as exc:
             code = exc.status_code
             message = str(exc.message) if exc.message else message
@@ -197,9 +198,17 @@ class FalBackend(RemoteBackend):
         kind = status.error_type or (f"HTTP {code}" if code else "error")
         return RemoteRunFailed(f"fal's run failed ({kind}): {message}")
 
+    async def _completed_output(self, request_id: str) -> Any:
+        """The output of a request whose status was just COMPLETED. fal_client's ``result()``
+        asks for the status once more before fetching it; the poller has just seen it."""
+        handle = await self._client().get_handle(self.settings.fal.endpoint, request_id)
+        response = await fal_queue._async_maybe_retry_request(
+            handle.client, "GET", handle.response_url, timeout=fal_queue.QUEUE_POLL_TIMEOUT)
+        return response.json()
+
     async def result(self, request_id: str) -> RemoteOutput:
         try:
-            output = await self._client().result(self.settings.fal.endpoint, request_id)
+            output = await self._completed_output(request_id)
         except Exception as exc:  # noqa: BLE001 - translated in one place
             fal_http.raise_call_failed(exc, "result", request_id)
         image = output.get("image") if isinstance(output, dict) else None
