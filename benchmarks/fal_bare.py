@@ -6,7 +6,8 @@ One asyncio loop over ``fal_client.AsyncClient``: an ``asyncio.Semaphore`` of ``
 requests in flight (held from the submit to the end of the download, as the pipeline holds its
 slot), the pipeline's poll schedule (first poll ``--poll-initial`` s after the submit, then
 ×1.5 per poll up to ``--poll-max``, less often for a request deep in the queue), the result
-fetched and its file downloaded through one shared ``httpx.AsyncClient``. fal_client builds its
+fetched once COMPLETED is seen (as the pipeline does: fal_client's ``result()`` would ask for the
+status once more) and its file downloaded through one shared ``httpx.AsyncClient``. fal_client builds its
 own httpx client with httpx's default pool (100 connections, 20 kept alive); here both pools are
 sized to the limit, so no request waits for a connection and none is re-handshaken for want of a
 kept-alive one. Nothing is persisted. Needs ``FAL_KEY``, ``FAL_QUEUE_RUN_HOST`` and
@@ -62,9 +63,9 @@ class PooledAsyncClient(fal_client.AsyncClient):
 
 
 class Loop:
-    def __init__(self, limit: int, poll_initial: float, poll_max: float) -> None:
+    def __init__(self, limit: int, poll_initial: float, poll_max: float, connections: int) -> None:
         self.limit = asyncio.Semaphore(limit)
-        self.connections = limit
+        self.connections = connections
         self.poll_initial = poll_initial
         self.poll_max = poll_max
         self.in_flight = 0
@@ -89,15 +90,17 @@ class Loop:
                 polls = 0
                 while True:
                     status = await fal.status(ENDPOINT, handle.request_id, with_logs=False)
-                    self.polls += 1
                     if isinstance(status, Completed):
                         break
                     polls += 1
+                    self.polls += 1  # counted as the pipeline's attempts.polls: not COMPLETED
                     await asyncio.sleep(self.interval(polls, getattr(status, "position", None)))
                 if status.error:
                     raise RuntimeError(f"request {handle.request_id} failed: {status.error}")
-                output = await fal.result(ENDPOINT, handle.request_id)
-                response = await http.get(output["image"]["url"])
+                # fal_client's result() would ask for the status once more: fetch it directly.
+                reply = await handle.client.get(handle.response_url)
+                reply.raise_for_status()
+                response = await http.get(reply.json()["image"]["url"])
                 response.raise_for_status()
                 return len(response.content)
             finally:
@@ -123,8 +126,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=64, help="requests in flight")
     parser.add_argument("--poll-initial", type=float, default=0.5)
     parser.add_argument("--poll-max", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=None,
+                        help="size of each connection pool (default: the limit)")
     args = parser.parse_args()
-    loop = Loop(args.limit, args.poll_initial, args.poll_max)
+    loop = Loop(args.limit, args.poll_initial, args.poll_max, args.connections or args.limit)
     result = asyncio.run(loop.run(images(args.n), os.environ["FAL_KEY"]))
     print(json.dumps(result))
 
