@@ -25,9 +25,17 @@ def get_engine(url: str) -> Engine:
     return _engine(url, os.getpid())
 
 
+@lru_cache(maxsize=8)
+def _session_factory(url: str, pid: int) -> sessionmaker[Session]:
+    # One factory per engine: sessionmaker() defines a new Session subclass each time, and
+    # SQLAlchemy sets up that class's event dispatch on its first session (a cost per call
+    # that grew with every class made before it).
+    return sessionmaker(bind=_engine(url, pid), expire_on_commit=False)
+
+
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on error."""
-    factory = sessionmaker(bind=get_engine(url), expire_on_commit=False)
+    factory = _session_factory(url, os.getpid())
     with factory() as session, session.begin():
         yield session

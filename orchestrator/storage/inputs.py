@@ -79,6 +79,11 @@ def load_input(settings: Settings, job_id: uuid.UUID) -> bytes:
             return input_ref(session, job_id)
 
     stored = retry_db(read_row, budget_seconds=settings.database.retry_seconds, what="reading the input")
+    return read_input(settings, stored)
+
+
+def read_input(settings: Settings, stored: StoredBytes) -> bytes:
+    """The bytes an input row (``input_ref``) points at, from whichever store holds them."""
     try:
         return store_named(settings, stored.store).get(stored)
     except ObjectMissing:

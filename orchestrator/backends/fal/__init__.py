@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import httpx
+from fal_client import client as fal_queue
 from fal_client.client import Completed, FalClientHTTPError, InProgress
 from fal_client.client import Queued as FalQueued
 
@@ -56,6 +58,8 @@ class FalBackend(RemoteBackend):
         super().__init__(settings)
         # fal_client.AsyncClient keeps an httpx client bound to the loop it was first used on.
         self._async_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._downloaders: weakref.WeakKeyDictionary[Any, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary())
 
     @classmethod
     def model_label(cls, settings: Settings) -> str:
@@ -130,11 +134,23 @@ class FalBackend(RemoteBackend):
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = fal_http.async_client(self.key())
+            # A pool as large as the polls one poller makes at once.
+            client = fal_http.async_client(self.key(), connections=self.settings.fal.poll_batch)
             self._async_clients[loop] = client
         return client
 
+    def _downloader(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        http = self._downloaders.get(loop)
+        if http is None:
+            http = fal_http.download_client(self.settings.fal.poll_batch)
+            self._downloaders[loop] = http
+        return http
+
     async def aclose(self) -> None:
+        downloader = self._downloaders.pop(asyncio.get_running_loop(), None)
+        if downloader is not None:
+            await downloader.aclose()
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         # fal_client builds its httpx client on first use and caches it in the instance's
         # __dict__; it never closes it itself.
@@ -171,7 +187,7 @@ class FalBackend(RemoteBackend):
         code: int | None = None
         message = status.error or status.error_type or "fal reported an error"
         try:
-            await self._client().result(self.settings.fal.endpoint, request_id)
+            await self._completed_output(request_id)
         except FalClientHTTPError as exc:
             code = exc.status_code
             message = str(exc.message) if exc.message else message
@@ -182,16 +198,25 @@ class FalBackend(RemoteBackend):
         kind = status.error_type or (f"HTTP {code}" if code else "error")
         return RemoteRunFailed(f"fal's run failed ({kind}): {message}")
 
+    async def _completed_output(self, request_id: str) -> Any:
+        """The output of a request whose status was just COMPLETED. fal_client's ``result()``
+        asks for the status once more before fetching it; the poller has just seen it."""
+        handle = await self._client().get_handle(self.settings.fal.endpoint, request_id)
+        response = await fal_queue._async_maybe_retry_request(
+            handle.client, "GET", handle.response_url, timeout=fal_queue.QUEUE_POLL_TIMEOUT)
+        return response.json()
+
     async def result(self, request_id: str) -> RemoteOutput:
         try:
-            output = await self._client().result(self.settings.fal.endpoint, request_id)
+            output = await self._completed_output(request_id)
         except Exception as exc:  # noqa: BLE001 - translated in one place
             fal_http.raise_call_failed(exc, "result", request_id)
         image = output.get("image") if isinstance(output, dict) else None
         if not isinstance(image, dict) or not image.get("url"):
             raise RemoteRunFailed("fal's output has no image.url")
         data, content_type = await fal_http.download(
-            str(image["url"]), max_bytes=self.settings.fal.max_result_bytes)
+            str(image["url"]), max_bytes=self.settings.fal.max_result_bytes,
+            http=self._downloader())
         content_type = content_type or str(image.get("content_type") or "")
         if not content_type.startswith("image/"):
             raise RemoteRunFailed(f"fal's result is {content_type or 'untyped'}, not an image")

@@ -11,13 +11,16 @@ cancel are safe to repeat and use fal_client's public API, retries included.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import threading
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import fal_client
 import httpx
+from asyncstdlib import cached_property as async_cached_property
 from fal_client import client as fal_queue
 
 from orchestrator.errors import (
@@ -115,8 +118,38 @@ def submit_once(key: str, endpoint: str, arguments: dict[str, Any], *, timeout: 
     raise BackendRejected(f"fal rejected the input (HTTP {code}: {detail})")
 
 
-def async_client(key: str) -> fal_client.AsyncClient:
-    return fal_client.AsyncClient(key=key)
+@dataclass(unsafe_hash=True)
+class PooledAsyncClient(fal_client.AsyncClient):
+    """fal_client's AsyncClient with a connection pool of ``connections``, all kept alive.
+
+    fal_client builds its httpx client with httpx's default pool (100 connections, 20 kept
+    alive): a poller with more polls at once than that waits for connections, and opens (and
+    TLS-handshakes) a new one for most calls."""
+
+    connections: int = 100
+
+    @async_cached_property(asyncio.Lock)
+    async def _client(self) -> httpx.AsyncClient:
+        auth = await self._auth
+        pool = httpx.Limits(max_connections=self.connections,
+                            max_keepalive_connections=self.connections)
+        return httpx.AsyncClient(
+            transport=fal_queue.AsyncBackupDomainTransport(
+                transport=httpx.AsyncHTTPTransport(limits=pool)),
+            headers={"Authorization": auth.header_value, "User-Agent": fal_queue.USER_AGENT},
+            timeout=self.default_timeout,
+        )
+
+
+def async_client(key: str, *, connections: int = 100) -> fal_client.AsyncClient:
+    return PooledAsyncClient(key=key, connections=connections)
+
+
+def download_client(connections: int, timeout: float = 60.0) -> httpx.AsyncClient:
+    """One client for every result download of a loop (a new client per file would build a
+    TLS context and open a connection for each)."""
+    pool = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=True, limits=pool)
 
 
 def raise_call_failed(exc: Exception, call: str, request_id: str) -> NoReturn:
@@ -154,8 +187,10 @@ def cancel_once(key: str, endpoint: str, request_id: str) -> str:
     return "cancelled"
 
 
-async def download(url: str, *, max_bytes: int, timeout: float = 60.0) -> tuple[bytes, str]:
-    """The result file, byte for byte, and its content type. Raises ProviderCallFailed."""
+async def download(url: str, *, max_bytes: int, timeout: float = 60.0,
+                   http: httpx.AsyncClient | None = None) -> tuple[bytes, str]:
+    """The result file, byte for byte, and its content type, through ``http`` (or a client of
+    its own). Raises ProviderCallFailed."""
     if url.startswith("data:"):
         header, _, payload = url.partition(",")
         content_type = header[5:].split(";")[0] or "application/octet-stream"
@@ -163,17 +198,19 @@ async def download(url: str, *, max_bytes: int, timeout: float = 60.0) -> tuple[
         if len(data) > max_bytes:
             raise ProviderCallFailed(f"the result is {len(data)} bytes, over the limit of {max_bytes}")
         return data, content_type
+    if http is None:
+        async with download_client(1, timeout) as own:
+            return await download(url, max_bytes=max_bytes, timeout=timeout, http=own)
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as http:
-            async with http.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise ProviderCallFailed(
-                        f"downloading fal's result failed with HTTP {response.status_code}")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body.extend(chunk)
-                    if len(body) > max_bytes:
-                        raise ProviderCallFailed(f"the result is over the limit of {max_bytes} bytes")
-                return bytes(body), response.headers.get("content-type", "").split(";")[0].strip()
+        async with http.stream("GET", url, timeout=timeout) as response:
+            if response.status_code >= 400:
+                raise ProviderCallFailed(
+                    f"downloading fal's result failed with HTTP {response.status_code}")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body.extend(chunk)
+                if len(body) > max_bytes:
+                    raise ProviderCallFailed(f"the result is over the limit of {max_bytes} bytes")
+            return bytes(body), response.headers.get("content-type", "").split(";")[0].strip()
     except httpx.HTTPError as exc:
         raise ProviderCallFailed(f"downloading fal's result failed: {exc!r}") from None

@@ -116,8 +116,11 @@ def claim_submit(
     if isinstance(job, Skip):
         return job
     now = utcnow()
+    # Attempt rows are only made by open_attempt, which counts them: a job never attempted
+    # (most deliveries) has none to look for, which saves two queries under the job's lock.
+    attempted = job.attempt_count > 0
 
-    for current in running_attempts(session, job.id):
+    for current in running_attempts(session, job.id) if attempted else []:
         if current.submit_state is SubmitState.ACCEPTED:
             # Delivered again after the provider accepted it: never pay twice, poll it now.
             current.next_poll_at = now
@@ -146,12 +149,12 @@ def claim_submit(
     held = _before_paying(session, job, settings)
     if held is not None:
         return held
-    lost_before = session.scalar(
+    lost_before = attempted and session.scalar(
         select(Attempt.id)
         .where(Attempt.job_id == job.id, Attempt.outcome == AttemptOutcome.LOST)
         .limit(1)
-    )
-    if lost_before is not None:
+    ) is not None
+    if lost_before:
         job.possible_duplicate = True
     return open_attempt(
         session, job, now,

@@ -7,7 +7,9 @@ import random
 import uuid
 from collections.abc import Callable
 
-from orchestrator.backends.base import Queued, RemoteBackend, RemoteInput, Running
+from sqlalchemy.orm import Session
+
+from orchestrator.backends.base import Queued, RemoteBackend, RemoteInput, RemotePolicy, Running
 from orchestrator.errors import (
     BackendBusy,
     CredentialsRefused,
@@ -22,7 +24,8 @@ from orchestrator.jobs.runner import RunReport, in_transaction
 from orchestrator.jobs.transitions import Busy, Claim, Cost, Pricing, Skip
 from orchestrator.observability.logs import bind, log_context
 from orchestrator.settings import Settings
-from orchestrator.storage.inputs import load_input
+from orchestrator.storage import StoredBytes
+from orchestrator.storage.inputs import input_ref, load_input, read_input
 
 log = logging.getLogger("orchestrator.remote")
 
@@ -39,10 +42,30 @@ def pricing_for(backend: RemoteBackend, settings: Settings) -> Pricing:
     return Pricing(backend.price_per_second(), settings.fal.price_per_second)
 
 
-def _input(claim: Claim, settings: Settings) -> RemoteInput:
+Located = StoredBytes | PermanentJobError | None
+
+
+def _claim_and_locate(session: Session, job_id: uuid.UUID, settings: Settings,
+                      policy: RemotePolicy) -> tuple[Claim | Busy | Skip | attempts.NotSubmitted, Located]:
+    """Open the attempt and, in the same transaction, read where a file job's input is (one
+    transaction less per submit). A missing or expired input is returned, not raised: the
+    attempt stays open and the job fails on it, as when the input is read afterwards."""
+    decision = attempts.claim_submit(session, job_id, settings, policy)
+    if not isinstance(decision, Claim) or decision.source_kind == "url":
+        return decision, None
+    try:
+        return decision, input_ref(session, job_id)
+    except PermanentJobError as exc:
+        return decision, exc
+
+
+def _input(claim: Claim, settings: Settings, located: Located) -> RemoteInput:
     if claim.source_kind == "url":
         return RemoteInput(url=claim.source_url, data=None, options=claim.options)
-    return RemoteInput(url=None, data=load_input(settings, claim.job_id), options=claim.options)
+    if isinstance(located, PermanentJobError):
+        raise located
+    data = read_input(settings, located) if located is not None else load_input(settings, claim.job_id)
+    return RemoteInput(url=None, data=data, options=claim.options)
 
 
 def _fail(claim: Claim, exc: Exception, pricing: Pricing, settings: Settings) -> None:
@@ -69,9 +92,9 @@ def _submit_delivery(
         publish(job_id, backend.name, random.uniform(0.5, 1.5))
         return RunReport("busy", f"{backend.name} limit reached; re-published")
 
-    decision = in_transaction(
+    decision, located = in_transaction(
         settings, f"claiming a {backend.name} job",
-        lambda session: attempts.claim_submit(session, job_id, settings, policy))
+        lambda session: _claim_and_locate(session, job_id, settings, policy))
     if isinstance(decision, Skip):
         if decision.reason != attempts.ALREADY_SUBMITTED:
             limits.release(slot)
@@ -93,7 +116,7 @@ def _submit_delivery(
     claim = decision
     bind(attempt=claim.attempt_number)
     try:
-        payload = backend.prepare(_input(claim, settings))
+        payload = backend.prepare(_input(claim, settings, located))
     except PermanentJobError as exc:
         limits.release(slot)
         _fail(claim, exc, pricing, settings)
