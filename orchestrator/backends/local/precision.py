@@ -4,7 +4,8 @@ ONNX Runtime's CPU provider computes in float32: where it has no float16 kernel 
 casts around it, so a model shipped with float16 weights (the shared ``isnet-general.onnx`` has
 238 float16 initializers and 91 Cast nodes of its own) spends part of every run converting
 tensors back and forth. A copy with float32 weights and
-the Casts turned into Identity (which ONNX Runtime removes when it optimises the graph) computes
+its casts to float16 made casts to float32 (no-ops, which ONNX Runtime removes when it optimises
+the graph) computes
 the same function without the conversions; its mask differs from the float16 model's only by the
 rounding of the conversions (``benchmarks/local_pipeline.py`` prints the largest alpha difference
 against bare rembg).
@@ -45,8 +46,8 @@ def has_float16_weights(model: Any) -> bool:
 
 
 def to_float32(model: Any) -> Any:
-    """Rewrite ``model`` in place: float16 initializers and constants become float32, every Cast
-    between float types becomes Identity, float16 type annotations become float32."""
+    """Rewrite ``model`` in place: float16 initializers and constants become float32, casts to
+    float16 cast to float32, float16 type annotations become float32."""
     import numpy as np
     from onnx import TensorProto, numpy_helper
 
@@ -61,12 +62,13 @@ def to_float32(model: Any) -> Any:
                 if attr.name == "value" and attr.t.data_type == FLOAT16:
                     attr.t.CopyFrom(numpy_helper.from_array(
                         numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
-        elif node.op_type == "Cast" and any(a.name == "to" and a.i in (FLOAT, FLOAT16)
-                                            for a in node.attribute):
-            # Casts to float/float16 only ever joined float16 and float32 tensors in such a
-            # model: with every tensor float32 they are no-ops.
-            node.op_type = "Identity"
-            del node.attribute[:]
+        elif node.op_type == "Cast":
+            # A cast to float16 now casts to float32: right whatever its input's type. Casts
+            # between two float32 tensors are then no-ops, which ONNX Runtime's graph
+            # optimisation removes (its Cast elimination).
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == FLOAT16:
+                    attr.i = FLOAT
     for value in [*graph.value_info, *graph.input, *graph.output]:
         if value.type.tensor_type.elem_type == FLOAT16:
             value.type.tensor_type.elem_type = TensorProto.FLOAT
