@@ -43,7 +43,9 @@ class RedisRecorder(threading.Thread):
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
-        self.client = redis.Redis.from_url(url)
+        # No read timeout (redis-py's default is 5 s): a quiet spell, such as a worker
+        # starting, must not end the recording.
+        self.client = redis.Redis.from_url(url, socket_timeout=None)
         self.db = int(url.rsplit("/", 1)[1])
         self.commands: list[str] = []
         self.ready = threading.Event()
