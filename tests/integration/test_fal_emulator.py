@@ -669,7 +669,9 @@ def test_thousand_requests_in_flight(emu: FalEmulator, fal: ModuleType) -> None:
         inside += step
         peak = max(peak, inside)
     assert peak == 100
-    assert elapsed < 30
+    # A guard against a hang, not a speed claim (speed is measured in benchmarks/): ~15 s on a
+    # quiet 2-core machine, 40 s with other CPU-heavy work beside it.
+    assert elapsed < 120
 
 
 # -- standalone process ------------------------------------------------------------------------
