@@ -255,9 +255,9 @@ class Bench:
                     "ORCH_API_REQUESTS_PER_SECOND": "100000",
                     # one tenant floods the API on purpose: no per-tenant rate or in-flight cap
                     "ORCH_API_TENANT_REQUESTS_PER_SECOND": "100000", "ORCH_TENANT_MAX_JOBS_IN_FLIGHT": "0",
-           # nor a stored-input cap: its check sums the tenant's stored inputs on every batch,
-           # and nothing here consumes them (docs/explanation/benchmarks.md says what it costs)
-           "ORCH_TENANT_MAX_STORED_INPUT_BYTES": "0"}
+                    # nor a stored-input cap: its check sums the tenant's stored inputs on
+                    # every batch, and nothing here consumes them (the docs say what it costs)
+                    "ORCH_TENANT_MAX_STORED_INPUT_BYTES": "0"}
         self.env.pop("ORCH_CONFIG", None)
         self.redis = redis.Redis.from_url(args.redis)
         self.tmp = tempfile.TemporaryDirectory()
