@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import io
 import json
 import math
@@ -46,7 +45,6 @@ import os
 import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -54,7 +52,6 @@ import threading
 import time
 import urllib.request
 import uuid
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,11 +63,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.api_submit import request_bytes  # noqa: E402
 from benchmarks.harness import Run, fmt  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 FAL_KEY = "bench-key:secret"
-PNG_1PX = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 # Tables emptied between sides (api_keys and alembic_version stay).
 KEEP_TABLES = ("api_keys", "alembic_version")
 # The model's load assumptions: `--markdown RECORD --peak-factor 3` re-derives with another.
@@ -263,15 +260,6 @@ def role_submit(cfg: dict[str, Any]) -> dict[str, Any]:
             "client_cpu_s": time.process_time() - cpu}
 
 
-def _request(cfg: dict[str, Any], tag: str) -> bytes:
-    text = b"tEXtn\0" + tag.encode()  # after IHDR: a valid PNG, different for every request
-    png = PNG_1PX[:33] + struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text)) + PNG_1PX[33:]
-    body = json.dumps({"image_url": "data:image/png;base64," + base64.b64encode(png).decode()}).encode()
-    return (f"POST /fal-ai/imageutils/rembg HTTP/1.1\r\nHost: 127.0.0.1:{cfg['port']}\r\n"
-            f"Authorization: Key {cfg['key']}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-
-
 async def _closed_loop(cfg: dict[str, Any]) -> dict[str, Any]:
     ok, errors, lat = 0, 0, []
     t0 = time.perf_counter()
@@ -282,7 +270,7 @@ async def _closed_loop(cfg: dict[str, Any]) -> dict[str, Any]:
         n = 0
         while time.perf_counter() < t0 + cfg["seconds"]:
             start = time.perf_counter()
-            writer.write(_request(cfg, f"{cfg['tag']}-{c}-{n}"))
+            writer.write(request_bytes(cfg, f"{cfg['tag']}-{c}-{n}"))
             head = await reader.readuntil(b"\r\n\r\n")
             length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
             await reader.readexactly(int(length.group(1)) if length else 0)
@@ -509,7 +497,7 @@ class Bench:
                           log, healthy)
         try:
             self.rounds_seen += 1
-            cfg = {"port": port, "key": self.key, "clients": self.args.api_clients,
+            cfg = {"host": "127.0.0.1", "port": port, "key": self.key, "clients": self.args.api_clients,
                    "seconds": self.args.api_seconds, "tag": f"api-{workers}-{self.rounds_seen}"}
             run_role("load", {**cfg, "seconds": 1.0, "tag": cfg["tag"] + "-warm"}, self.env)  # every worker warm
             time.sleep(STATS_FLUSH_S)
