@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import backends
-from orchestrator.auth.keys import Principal, authenticate, cached_principal
+from orchestrator.auth.keys import Principal, authenticate, cached_principal, hash_key
 from orchestrator.db.session import session_scope
 from orchestrator.settings import Settings
 
@@ -74,6 +75,12 @@ def client_address(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
+# Lookups under way, per event loop and key hash: when a key's cache entry expires, the
+# requests that arrive before its lookup returns share that one lookup instead of each taking
+# a worker thread and a database session (a burst every CACHE_SECONDS under load).
+_lookups: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Future[Principal | None]] = {}
+
+
 async def lookup_principal(settings: Settings, key: str) -> Principal | None:
     principal = cached_principal(key)
     if principal is not None:
@@ -83,7 +90,14 @@ async def lookup_principal(settings: Settings, key: str) -> Principal | None:
         with session_scope(settings.database.url.get_secret_value()) as session:
             return authenticate(session, key)
 
-    return await run_in_threadpool(lookup)
+    loop = asyncio.get_running_loop()
+    slot = (loop, hash_key(key))
+    pending = _lookups.get(slot)
+    if pending is None:
+        pending = _lookups[slot] = asyncio.ensure_future(run_in_threadpool(lookup))
+        pending.add_done_callback(lambda _: _lookups.pop(slot, None))
+    # A caller that goes away (a disconnect) does not cancel the others' lookup.
+    return await asyncio.shield(pending)
 
 
 async def _reply(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
