@@ -99,7 +99,9 @@ class Job(TimestampMixin, Base):
               postgresql_include=["created_at", "state", "finished_at"]).ddl_if(dialect="postgresql"),
         Index("ix_jobs_client_created_at", "client", "created_at",
               postgresql_include=["backend", "state", "finished_at"]),
-        Index("ix_jobs_client_input_sha256", "client", "input_sha256"),  # dedup lookups
+        # Dedup lookups. With created_at in it, Postgres picks it over ix_jobs_client_created_at
+        # even before the table has statistics (that one scans every recent job of the tenant).
+        Index("ix_jobs_client_input_sha256_created_at", "client", "input_sha256", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
