@@ -254,10 +254,8 @@ class Bench:
         self.env = {**os.environ, "ORCH_DATABASE_URL": self.db_url, "ORCH_BROKER_URL": args.redis,
                     "ORCH_API_REQUESTS_PER_SECOND": "100000",
                     # one tenant floods the API on purpose: no per-tenant rate or in-flight cap
-                    "ORCH_API_TENANT_REQUESTS_PER_SECOND": "100000", "ORCH_TENANT_MAX_JOBS_IN_FLIGHT": "0",
-                    # nor a stored-input cap: its check sums the tenant's stored inputs on
-                    # every batch, and nothing here consumes them (the docs say what it costs)
-                    "ORCH_TENANT_MAX_STORED_INPUT_BYTES": "0"}
+                    "ORCH_API_TENANT_REQUESTS_PER_SECOND": "100000", "ORCH_TENANT_MAX_JOBS_IN_FLIGHT": "0"}
+        # The stored-input cap stays at its default: it reads the tenant's running total.
         self.env.pop("ORCH_CONFIG", None)
         self.redis = redis.Redis.from_url(args.redis)
         self.tmp = tempfile.TemporaryDirectory()

@@ -117,7 +117,7 @@ def env(base_env: dict[str, str], database_url: str, broker_url: str) -> Iterato
 
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE jobs, job_inputs, attempts, results, api_keys, fal_budgets, fal_budget_alerts "
+            "TRUNCATE jobs, job_inputs, attempts, results, api_keys, tenant_usage, fal_budgets, fal_budget_alerts "
             "RESTART IDENTITY CASCADE"
         )
     redis_client = redis.Redis.from_url(broker_url)

@@ -181,6 +181,19 @@ class JobInput(Base):
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class TenantUsage(Base):
+    """Running totals per tenant, kept in the transactions that change them, so a quota check
+    reads one row instead of summing a table (orchestrator.storage.usage)."""
+
+    __tablename__ = "tenant_usage"
+
+    client: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # Bytes of the tenant's stored inputs that retention has not removed (job_inputs rows
+    # with expired_at NULL): added when they are recorded, subtracted when they expire.
+    stored_input_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0,
+                                                    server_default="0")
+
+
 class Attempt(Base):
     """One try at a job, with its compute seconds and cost."""
 

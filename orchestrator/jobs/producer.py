@@ -44,6 +44,7 @@ from orchestrator.queue.celery_app import publish_many
 from orchestrator.settings import Settings
 from orchestrator.storage import StoredBytes
 from orchestrator.storage.inputs import discard_inputs, input_row, put_inputs
+from orchestrator.storage.usage import add_stored_inputs
 
 log = logging.getLogger("orchestrator.producer")
 
@@ -169,9 +170,10 @@ def submit(
     return submit_requests(requests, settings=settings)
 
 
-# Called in the recording transaction, before anything is written, with the new jobs that will
-# run and the sizes of the inputs they store; raises to refuse them all (quotas).
-Admit = Callable[[Session, Settings, list[tuple[Job, int]]], None]
+# Called in the recording transaction before the rows are written, with the new jobs that will
+# run, the sizes of the inputs they store, and each storing tenant's stored input bytes with
+# them (orchestrator.storage.usage); raises to refuse them all (quotas).
+Admit = Callable[[Session, Settings, list[tuple[Job, int]], dict[str, int]], None]
 
 
 def submit_requests(requests: list[JobRequest], *, settings: Settings,
@@ -280,6 +282,15 @@ def _admitted(job: Job, data: bytes | None) -> tuple[Job, int]:
     return job, len(data) if data is not None else 0
 
 
+def _count_stored(session: Session, admitted: list[tuple[Job, int]]) -> dict[str, int]:
+    """Add the inputs about to be stored to their tenants' running totals (in this
+    transaction, so they count exactly when it commits); the totals with them."""
+    sizes: dict[str, int] = {}
+    for job, size in admitted:
+        sizes[job.client] = sizes.get(job.client, 0) + size
+    return add_stored_inputs(session, sizes)
+
+
 def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings,
                   admit: Admit | None = None) -> list[Submitted]:
     """One transaction for every job of the batch, deduplicated against recent jobs and
@@ -312,9 +323,11 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings,
             out.append(Submitted(job.id, request.source, True, job.state, job.backend))
         # Bulk INSERTs without RETURNING: one executemany each (psycopg pipelines it), instead
         # of a unit-of-work flush or one huge multi-VALUES statement that psycopg re-parses.
+        data_of = dict(pending)
+        admitted = [_admitted(job, data_of.get(job.id)) for job in new_jobs]
+        stored = _count_stored(session, admitted)
         if admit is not None:
-            data_of = dict(pending)
-            admit(session, settings, [_admitted(job, data_of.get(job.id)) for job in new_jobs])
+            admit(session, settings, admitted, stored)
         connection = session.connection()
         # The bytes are stored before their rows commit (a store fault refuses the batch).
         written.update(put_inputs(settings, pending))
@@ -374,8 +387,10 @@ def _record_keyed(request: JobRequest, job: Job, settings: Settings,
     try:
         with _discard_on_error(settings, written), session_scope(settings.database.url.get_secret_value()) as session:
             data = _input_data(request, job)
+            admitted = [_admitted(job, data)]
+            stored = _count_stored(session, admitted)
             if admit is not None:
-                admit(session, settings, [_admitted(job, data)])
+                admit(session, settings, admitted, stored)
             session.add(job)
             session.flush()
             if data is not None:

@@ -30,6 +30,7 @@ from orchestrator.jobs.states import FINAL_STATES
 from orchestrator.settings import Settings
 from orchestrator.storage import BlobStore, Listed, store_named
 from orchestrator.storage.keys import INPUTS, RESULTS
+from orchestrator.storage.usage import remove_stored_inputs
 
 log = logging.getLogger("orchestrator.gc")
 
@@ -81,7 +82,8 @@ def external_stores(settings: Settings) -> list[BlobStore]:
 
 def _expire_inputs(settings: Settings, now: datetime, dry_run: bool, report: GcReport) -> None:
     cutoff = now - timedelta(seconds=settings.retention.input_retention_seconds)
-    due = (select(JobInput.job_id, JobInput.store, JobInput.location, JobInput.size_bytes)
+    due = (select(JobInput.job_id, JobInput.store, JobInput.location, JobInput.size_bytes,
+                  Job.client)
            .join(Job, Job.id == JobInput.job_id)
            .where(JobInput.expired_at.is_(None), Job.state.in_(list(FINAL_STATES)),
                   Job.finished_at < cutoff))
@@ -99,6 +101,10 @@ def _expire_inputs(settings: Settings, now: datetime, dry_run: bool, report: GcR
                 session.execute(update(JobInput)
                                 .where(JobInput.job_id.in_([r.job_id for r in rows]))
                                 .values(data=None, location=None, expired_at=now))
+                removed: dict[str, int] = {}
+                for r in rows:
+                    removed[r.client] = removed.get(r.client, 0) + r.size_bytes
+                remove_stored_inputs(session, removed)  # the tenants' totals, same commit
         # Committed: now the bytes can go (an input belongs to one job only).
         _delete(settings, [(r.store, r.location) for r in rows])
         report.inputs += len(rows)

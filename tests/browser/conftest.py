@@ -69,7 +69,7 @@ class Console:
 
 def _truncate(database_url: str, broker_url: str) -> None:
     with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, job_inputs, attempts, results, api_keys, fal_budgets, "
+        conn.execute("TRUNCATE jobs, job_inputs, attempts, results, api_keys, tenant_usage, fal_budgets, "
                      "fal_budget_alerts RESTART IDENTITY CASCADE")
     client = redis.Redis.from_url(broker_url)
     for key in client.keys("*"):

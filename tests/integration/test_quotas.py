@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from PIL import Image
 
+from orchestrator import commands
+from orchestrator.errors import QuotaExceeded
+from orchestrator.jobs.producer import Source
+from orchestrator.jobs.transitions import utcnow
+from orchestrator.settings import get_settings
+from orchestrator.storage.retention import collect
 from tests.conftest import run_cli
 from tests.support.api_server import PlainApi
 from tests.support.db import load_jobs
@@ -165,3 +174,69 @@ def test_concurrent_submits_cannot_overshoot_the_cap(env: dict[str, str], capped
         codes = list(pool.map(submit, range(10)))
     assert sorted(codes) == [200] * 3 + [409] * 7, codes
     assert _count(env, "tenant-a") == 3
+
+
+def _stored(db: str) -> tuple[dict[str, int], dict[str, int]]:
+    """(the running totals, the sums they stand for) per tenant."""
+    with psycopg.connect(db.replace("+psycopg", "")) as conn:
+        totals = dict(conn.execute("SELECT client, stored_input_bytes FROM tenant_usage"
+                                   " WHERE stored_input_bytes <> 0").fetchall())
+        sums = dict(conn.execute(
+            "SELECT jobs.client, SUM(size_bytes) FROM job_inputs JOIN jobs ON jobs.id = job_id"
+            " WHERE expired_at IS NULL GROUP BY jobs.client").fetchall())
+    return totals, sums
+
+
+def test_the_stored_input_total_follows_submits_refusals_and_retention(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    images = [_png(40 + i, 96) for i in range(4)]
+    cap = sum(len(data) for data in images[:3])
+    for name, value in {"ORCH_TENANT_MAX_STORED_INPUT_BYTES": str(cap),
+                        "ORCH_INPUT_RETENTION_SECONDS": "60"}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings, db = get_settings(), env["ORCH_DATABASE_URL"]
+    options = commands.SubmitOptions(backend="local")
+
+    def submit(client: str, *data: bytes) -> None:
+        commands.submit(settings, commands.Caller(client),
+                        [Source(name=f"i{i}", data=d) for i, d in enumerate(data)], options)
+
+    submit("tenant-a", images[0], images[1])
+    submit("tenant-b", images[3])
+    with pytest.raises(QuotaExceeded, match="stores"):
+        submit("tenant-a", images[2], images[3])  # refused whole: nothing added
+    totals, sums = _stored(db)
+    assert totals == sums == {"tenant-a": len(images[0]) + len(images[1]),
+                              "tenant-b": len(images[3])}
+
+    # Two submits at once that fit only one at a time: exactly one passes.
+    results: list[str] = []
+    start = threading.Barrier(2)
+
+    def racer(data: bytes) -> None:
+        start.wait()
+        try:
+            submit("tenant-a", data)
+            results.append("ok")
+        except QuotaExceeded:
+            results.append("refused")
+
+    threads = [threading.Thread(target=racer, args=(d,)) for d in (images[2], _png(99, 96))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["ok", "refused"]
+    totals, sums = _stored(db)
+    assert totals == sums and totals["tenant-a"] <= cap
+
+    # Retention subtracts what it expires.
+    with psycopg.connect(db.replace("+psycopg", "")) as conn:
+        conn.execute("UPDATE jobs SET state = 'cancelled', finished_at = now() "
+                     "WHERE client = 'tenant-a'")
+    report = collect(settings, now=utcnow() + timedelta(hours=1))
+    assert report.inputs == 3
+    totals, sums = _stored(db)
+    assert totals == sums == {"tenant-b": len(images[3])}
+    submit("tenant-a", images[2], images[0])  # room again

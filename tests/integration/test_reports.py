@@ -98,7 +98,7 @@ def seeded(
 
     db = database_url.replace("+psycopg", "")
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("TRUNCATE jobs, job_inputs, attempts, results, api_keys, fal_budgets, "
+        conn.execute("TRUNCATE jobs, job_inputs, attempts, results, api_keys, tenant_usage, fal_budgets, "
                      "fal_budget_alerts RESTART IDENTITY CASCADE")
     broker = redis.Redis.from_url(broker_url)
     for key in broker.keys("*"):

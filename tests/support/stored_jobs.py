@@ -12,6 +12,7 @@ from orchestrator.db.models import Attempt, Job, JobInput, Result
 from orchestrator.db.session import session_scope
 from orchestrator.jobs.states import AttemptOutcome, JobState
 from orchestrator.jobs.transitions import utcnow
+from orchestrator.storage.usage import add_stored_inputs
 
 
 def insert_succeeded_jobs(database_url: str, n: int, *, size: int = 2048,
@@ -39,4 +40,5 @@ def insert_succeeded_jobs(database_url: str, n: int, *, size: int = 2048,
                                sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
                                width=1, height=1, store="database", data=data))
             out[job_id] = data
+            add_stored_inputs(session, {"default": len(source)})  # as the producer does
     return out
