@@ -360,19 +360,19 @@ def _dedup_candidates(session: Session, jobs: list[Job], settings: Settings) -> 
     if not jobs:
         return {}
     since = utcnow() - timedelta(seconds=settings.inputs.dedup_window_seconds)
+    where = (
+        Job.client.in_(sorted({job.client for job in jobs})),
+        Job.input_sha256.in_(sorted({job.input_sha256 or '' for job in jobs})),
+        Job.created_at >= since,
+        # Copies made by dedup are not originals: following them would lock ever more rows.
+        Job.deduplicated_from.is_(None),
+        Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
+    )
+    # Most batches have no duplicate: a plain read says so without loading or locking rows.
+    if session.connection().execute(select(Job.id).where(*where).limit(1)).first() is None:
+        return {}
     rows = session.scalars(
-        select(Job)
-        .where(
-            Job.client.in_(sorted({job.client for job in jobs})),
-            Job.input_sha256.in_(sorted({job.input_sha256 or '' for job in jobs})),
-            Job.created_at >= since,
-            # Copies made by dedup are not originals: following them would lock ever more rows.
-            Job.deduplicated_from.is_(None),
-            Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
-        )
-        .order_by(Job.created_at.desc())
-        .with_for_update()
-    ).all()
+        select(Job).where(*where).order_by(Job.created_at.desc()).with_for_update()).all()
     found: dict[DedupKey, Job] = {}
     for row in rows:
         found.setdefault(_dedup_key(row), row)
