@@ -322,8 +322,6 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings,
             if _dedupable(request, job, settings):
                 originals[key] = job  # later identical requests of this batch attach to it
             out.append(Submitted(job.id, request.source, True, job.state, job.backend))
-        # Bulk INSERTs without RETURNING: one executemany each (psycopg pipelines it), instead
-        # of a unit-of-work flush or one huge multi-VALUES statement that psycopg re-parses.
         data_of = dict(pending)
         admitted = [_admitted(job, data_of.get(job.id)) for job in new_jobs]
         stored = _count_stored(session, admitted)
@@ -332,6 +330,8 @@ def _record_batch(jobs: list[tuple[JobRequest, Job]], settings: Settings,
         connection = session.connection()
         # The bytes are stored before their rows commit (a store fault refuses the batch).
         written.update(put_inputs(settings, pending))
+        # Bulk INSERTs without RETURNING: one executemany each, both in one pipeline, instead
+        # of a unit-of-work flush or one huge multi-VALUES statement that psycopg re-parses.
         with _one_round_trip(connection):
             if new_jobs:
                 connection.execute(insert(JOBS), [_job_row(job) for job in new_jobs])
