@@ -13,8 +13,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import backends
@@ -339,7 +340,14 @@ def poll_interval(polls: int, position: int | None, policy: RemotePolicy) -> flo
 
 def record_status(
     session: Session, attempt_id: int, status: str, position: int | None, policy: RemotePolicy,
+    *, polls: int | None = None,
 ) -> None:
+    """A poll's answer and the next poll's time. ``polls``: the count the poller claimed the
+    attempt with; while the row still has it, one UPDATE does it all (the most frequent write
+    of a poller), else the row is read first."""
+    if polls is not None and _record_status_at(session, attempt_id, status, position, policy,
+                                               polls):
+        return
     attempt = session.get(Attempt, attempt_id)
     if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
         return
@@ -350,6 +358,26 @@ def record_status(
     if status == IN_PROGRESS and attempt.first_in_progress_at is None:
         attempt.first_in_progress_at = now
     attempt.next_poll_at = now + timedelta(seconds=poll_interval(attempt.polls, position, policy))
+
+
+def _record_status_at(
+    session: Session, attempt_id: int, status: str, position: int | None, policy: RemotePolicy,
+    polls: int,
+) -> bool:
+    now = utcnow()
+    values: dict[str, Any] = {
+        "polls": polls + 1, "provider_status": status, "queue_position": position,
+        "next_poll_at": now + timedelta(seconds=poll_interval(polls + 1, position, policy)),
+    }
+    if status == IN_PROGRESS:
+        values["first_in_progress_at"] = func.coalesce(Attempt.first_in_progress_at, now)
+    result = session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.polls == polls,
+               Attempt.outcome.in_(POLLED_OUTCOMES))
+        .values(values)
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def record_poll_error(
@@ -373,14 +401,21 @@ def _current(job: Job | None, attempt: Attempt | None) -> bool:
 
 def complete_remote(
     session: Session, attempt_id: int, output: BackendOutput, stored: StoredBytes, sha256: str,
-    pricing: Pricing,
+    pricing: Pricing, *, job_id: uuid.UUID | None = None,
 ) -> bool:
-    """The provider finished it: store the result once and end the job succeeded."""
-    attempt = session.get(Attempt, attempt_id, populate_existing=True)
-    if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
-        return False
-    job = lock_job(session, attempt.job_id)
-    session.refresh(attempt)
+    """The provider finished it: store the result once and end the job succeeded. Given the
+    attempt's ``job_id``, the job is locked first and the attempt read once under the lock."""
+    if job_id is not None:
+        job = lock_job(session, job_id)
+        attempt = session.get(Attempt, attempt_id, populate_existing=True)
+        if attempt is None or attempt.job_id != job_id:
+            return False
+    else:
+        attempt = session.get(Attempt, attempt_id, populate_existing=True)
+        if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
+            return False
+        job = lock_job(session, attempt.job_id)
+        session.refresh(attempt)
     if attempt.outcome not in POLLED_OUTCOMES:  # another poll of it finished first
         return False
     record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
