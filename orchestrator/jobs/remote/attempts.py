@@ -110,12 +110,16 @@ def _before_paying(session: Session, job: Job, settings: Settings) -> NotSubmitt
 
 
 def claim_submit(
-    session: Session, job_id: uuid.UUID, settings: Settings, policy: RemotePolicy
+    session: Session, job_id: uuid.UUID, settings: Settings, policy: RemotePolicy,
+    backend: str | None = None,
 ) -> Claim | Busy | Skip | NotSubmitted:
-    """Open a new remote attempt, or explain why this delivery must not submit."""
+    """Open a new remote attempt, or explain why this delivery must not submit. A job that is
+    not ``backend``'s (delivered on its queue before a reroute) goes on to its own queue."""
     job = take_delivery(session, job_id)
     if isinstance(job, Skip):
         return job
+    if backend is not None and job.backend != backend:
+        return NotSubmitted(f"the job is for {job.backend}, not {backend}", rerouted_to=job.backend)
     now = utcnow()
     # Attempt rows are only made by open_attempt, which counts them: a job never attempted
     # (most deliveries) has none to look for, which saves two queries under the job's lock.
@@ -147,7 +151,8 @@ def claim_submit(
     waiting = wait_or_exhausted(job, now)
     if waiting is not None:
         return waiting
-    held = _before_paying(session, job, settings)
+    with session.no_autoflush:  # the job's changes go in the one UPDATE that opens the attempt
+        held = _before_paying(session, job, settings)
     if held is not None:
         return held
     lost_before = attempted and session.scalar(
@@ -171,17 +176,18 @@ def record_accepted(
     """Store the request id; False if the job was cancelled meanwhile (the caller cancels it
     at the provider)."""
     job = lock_job(session, claim.job_id)
-    attempt = session.get(Attempt, claim.attempt_id, populate_existing=True)
-    assert job is not None and attempt is not None
+    assert job is not None
     now = utcnow()
-    attempt.provider_request_id = request_id
-    attempt.submit_state = SubmitState.ACCEPTED
-    attempt.submitted_at = now
-    attempt.provider_status = status
-    attempt.queue_position = position
-    if status == IN_PROGRESS:
-        attempt.first_in_progress_at = now
-    attempt.next_poll_at = now + timedelta(seconds=policy.poll_initial_seconds)
+    # Written without reading the row first: nothing here depends on what it holds.
+    updated = session.execute(
+        update(Attempt)
+        .where(Attempt.id == claim.attempt_id)
+        .values(provider_request_id=request_id, submit_state=SubmitState.ACCEPTED,
+                submitted_at=now, provider_status=status, queue_position=position,
+                next_poll_at=now + timedelta(seconds=policy.poll_initial_seconds),
+                **({"first_in_progress_at": now} if status == IN_PROGRESS else {}))
+        .execution_options(synchronize_session=False))
+    assert updated.rowcount == 1  # type: ignore[attr-defined]
     if job.lease_owner == str(claim.owner):
         job.lease_owner = None
         job.lease_expires_at = None
