@@ -315,8 +315,8 @@ def claim_due_polls(
     """Take up to ``limit`` of the backend's attempts due for a poll (by ``due_before``, default
     now); other pollers skip them (SKIP LOCKED)."""
     now = utcnow()
-    rows = session.scalars(
-        select(Attempt)
+    due = (
+        select(Attempt.id)
         .where(
             Attempt.backend == backend,
             Attempt.outcome.in_(POLLED_OUTCOMES),
@@ -326,13 +326,23 @@ def claim_due_polls(
         .order_by(Attempt.next_poll_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+    # One statement, no ORM objects: the rows are taken (if this poller dies, they are due
+    # again after the lease) and read in the same UPDATE.
+    rows = session.execute(
+        update(Attempt)
+        .where(Attempt.id.in_(due.scalar_subquery()))
+        .values(next_poll_at=now + timedelta(seconds=lease_seconds))
+        .returning(Attempt.id, Attempt.job_id, Attempt.provider_request_id, Attempt.polls,
+                   Attempt.poll_errors, Attempt.submitted_at, Attempt.first_in_progress_at,
+                   Attempt.number)
+        .execution_options(synchronize_session=False)
     ).all()
     items = []
-    for a in rows:
-        assert a.provider_request_id is not None
-        a.next_poll_at = now + timedelta(seconds=lease_seconds)  # if this poller dies, due again
-        items.append(PollItem(a.id, a.job_id, a.provider_request_id, a.polls, a.poll_errors,
-                              a.submitted_at, a.first_in_progress_at, a.number))
+    for r in rows:
+        assert r.provider_request_id is not None
+        items.append(PollItem(r.id, r.job_id, r.provider_request_id, r.polls, r.poll_errors,
+                              r.submitted_at, r.first_in_progress_at, r.number))
     return items
 
 
