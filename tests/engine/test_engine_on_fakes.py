@@ -185,6 +185,17 @@ def test_remote_submits_once_polls_and_stores_the_result(
     assert attempt.cost_usd == Decimal("0.000055500")
 
 
+def test_a_job_of_another_backend_on_a_remote_queue_goes_to_its_own_queue(
+    settings: Settings, remote: FakeRemoteBackend, provider: FakeProvider, published: Published
+) -> None:
+    job_id = new_job(settings, backends.FAKE_INLINE)  # e.g. rerouted while its message waited
+    report = submit_delivery(job_id, settings=settings, backend=remote, publish=record(published))
+    assert report.outcome == "rerouted" and provider.accepted == []
+    assert published == [(job_id, backends.FAKE_INLINE, 0)]
+    job = load(settings, job_id)
+    assert job.state is JobState.QUEUED and job.attempts == []
+
+
 def test_remote_busy_provider_buys_nothing_and_retries(
     settings: Settings, remote: FakeRemoteBackend, provider: FakeProvider, published: Published
 ) -> None:

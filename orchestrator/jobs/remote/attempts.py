@@ -13,8 +13,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import backends
@@ -109,12 +110,16 @@ def _before_paying(session: Session, job: Job, settings: Settings) -> NotSubmitt
 
 
 def claim_submit(
-    session: Session, job_id: uuid.UUID, settings: Settings, policy: RemotePolicy
+    session: Session, job_id: uuid.UUID, settings: Settings, policy: RemotePolicy,
+    backend: str | None = None,
 ) -> Claim | Busy | Skip | NotSubmitted:
-    """Open a new remote attempt, or explain why this delivery must not submit."""
+    """Open a new remote attempt, or explain why this delivery must not submit. A job that is
+    not ``backend``'s (delivered on its queue before a reroute) goes on to its own queue."""
     job = take_delivery(session, job_id)
     if isinstance(job, Skip):
         return job
+    if backend is not None and job.backend != backend:
+        return NotSubmitted(f"the job is for {job.backend}, not {backend}", rerouted_to=job.backend)
     now = utcnow()
     # Attempt rows are only made by open_attempt, which counts them: a job never attempted
     # (most deliveries) has none to look for, which saves two queries under the job's lock.
@@ -146,7 +151,8 @@ def claim_submit(
     waiting = wait_or_exhausted(job, now)
     if waiting is not None:
         return waiting
-    held = _before_paying(session, job, settings)
+    with session.no_autoflush:  # the job's changes go in the one UPDATE that opens the attempt
+        held = _before_paying(session, job, settings)
     if held is not None:
         return held
     lost_before = attempted and session.scalar(
@@ -170,17 +176,18 @@ def record_accepted(
     """Store the request id; False if the job was cancelled meanwhile (the caller cancels it
     at the provider)."""
     job = lock_job(session, claim.job_id)
-    attempt = session.get(Attempt, claim.attempt_id, populate_existing=True)
-    assert job is not None and attempt is not None
+    assert job is not None
     now = utcnow()
-    attempt.provider_request_id = request_id
-    attempt.submit_state = SubmitState.ACCEPTED
-    attempt.submitted_at = now
-    attempt.provider_status = status
-    attempt.queue_position = position
-    if status == IN_PROGRESS:
-        attempt.first_in_progress_at = now
-    attempt.next_poll_at = now + timedelta(seconds=policy.poll_initial_seconds)
+    # Written without reading the row first: nothing here depends on what it holds.
+    updated = session.execute(
+        update(Attempt)
+        .where(Attempt.id == claim.attempt_id)
+        .values(provider_request_id=request_id, submit_state=SubmitState.ACCEPTED,
+                submitted_at=now, provider_status=status, queue_position=position,
+                next_poll_at=now + timedelta(seconds=policy.poll_initial_seconds),
+                **({"first_in_progress_at": now} if status == IN_PROGRESS else {}))
+        .execution_options(synchronize_session=False))
+    assert updated.rowcount == 1  # type: ignore[attr-defined]
     if job.lease_owner == str(claim.owner):
         job.lease_owner = None
         job.lease_expires_at = None
@@ -308,8 +315,8 @@ def claim_due_polls(
     """Take up to ``limit`` of the backend's attempts due for a poll (by ``due_before``, default
     now); other pollers skip them (SKIP LOCKED)."""
     now = utcnow()
-    rows = session.scalars(
-        select(Attempt)
+    due = (
+        select(Attempt.id)
         .where(
             Attempt.backend == backend,
             Attempt.outcome.in_(POLLED_OUTCOMES),
@@ -319,13 +326,23 @@ def claim_due_polls(
         .order_by(Attempt.next_poll_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
+    )
+    # One statement, no ORM objects: the rows are taken (if this poller dies, they are due
+    # again after the lease) and read in the same UPDATE.
+    rows = session.execute(
+        update(Attempt)
+        .where(Attempt.id.in_(due.scalar_subquery()))
+        .values(next_poll_at=now + timedelta(seconds=lease_seconds))
+        .returning(Attempt.id, Attempt.job_id, Attempt.provider_request_id, Attempt.polls,
+                   Attempt.poll_errors, Attempt.submitted_at, Attempt.first_in_progress_at,
+                   Attempt.number)
+        .execution_options(synchronize_session=False)
     ).all()
     items = []
-    for a in rows:
-        assert a.provider_request_id is not None
-        a.next_poll_at = now + timedelta(seconds=lease_seconds)  # if this poller dies, due again
-        items.append(PollItem(a.id, a.job_id, a.provider_request_id, a.polls, a.poll_errors,
-                              a.submitted_at, a.first_in_progress_at, a.number))
+    for r in rows:
+        assert r.provider_request_id is not None
+        items.append(PollItem(r.id, r.job_id, r.provider_request_id, r.polls, r.poll_errors,
+                              r.submitted_at, r.first_in_progress_at, r.number))
     return items
 
 
@@ -339,7 +356,14 @@ def poll_interval(polls: int, position: int | None, policy: RemotePolicy) -> flo
 
 def record_status(
     session: Session, attempt_id: int, status: str, position: int | None, policy: RemotePolicy,
+    *, polls: int | None = None,
 ) -> None:
+    """A poll's answer and the next poll's time. ``polls``: the count the poller claimed the
+    attempt with; while the row still has it, one UPDATE does it all (the most frequent write
+    of a poller), else the row is read first."""
+    if polls is not None and _record_status_at(session, attempt_id, status, position, policy,
+                                               polls):
+        return
     attempt = session.get(Attempt, attempt_id)
     if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
         return
@@ -350,6 +374,26 @@ def record_status(
     if status == IN_PROGRESS and attempt.first_in_progress_at is None:
         attempt.first_in_progress_at = now
     attempt.next_poll_at = now + timedelta(seconds=poll_interval(attempt.polls, position, policy))
+
+
+def _record_status_at(
+    session: Session, attempt_id: int, status: str, position: int | None, policy: RemotePolicy,
+    polls: int,
+) -> bool:
+    now = utcnow()
+    values: dict[str, Any] = {
+        "polls": polls + 1, "provider_status": status, "queue_position": position,
+        "next_poll_at": now + timedelta(seconds=poll_interval(polls + 1, position, policy)),
+    }
+    if status == IN_PROGRESS:
+        values["first_in_progress_at"] = func.coalesce(Attempt.first_in_progress_at, now)
+    result = session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.polls == polls,
+               Attempt.outcome.in_(POLLED_OUTCOMES))
+        .values(values)
+        .execution_options(synchronize_session=False))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def record_poll_error(
@@ -373,14 +417,21 @@ def _current(job: Job | None, attempt: Attempt | None) -> bool:
 
 def complete_remote(
     session: Session, attempt_id: int, output: BackendOutput, stored: StoredBytes, sha256: str,
-    pricing: Pricing,
+    pricing: Pricing, *, job_id: uuid.UUID | None = None,
 ) -> bool:
-    """The provider finished it: store the result once and end the job succeeded."""
-    attempt = session.get(Attempt, attempt_id, populate_existing=True)
-    if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
-        return False
-    job = lock_job(session, attempt.job_id)
-    session.refresh(attempt)
+    """The provider finished it: store the result once and end the job succeeded. Given the
+    attempt's ``job_id``, the job is locked first and the attempt read once under the lock."""
+    if job_id is not None:
+        job = lock_job(session, job_id)
+        attempt = session.get(Attempt, attempt_id, populate_existing=True)
+        if attempt is None or attempt.job_id != job_id:
+            return False
+    else:
+        attempt = session.get(Attempt, attempt_id, populate_existing=True)
+        if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
+            return False
+        job = lock_job(session, attempt.job_id)
+        session.refresh(attempt)
     if attempt.outcome not in POLLED_OUTCOMES:  # another poll of it finished first
         return False
     record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)

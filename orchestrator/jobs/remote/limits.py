@@ -15,20 +15,22 @@ import redis
 
 from orchestrator.queue.broker import redis_client
 
+# Both limits in one script, one round trip. A refusal by the submit rate drops the slot, held
+# before or not (as a release would).
 _ACQUIRE = """
-local key, limit, now, member, stale = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local key, window = KEYS[1], KEYS[2]
+local limit, now, member, stale = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local per_second = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - stale)
-if redis.call('ZSCORE', key, member) then return 1 end
-if redis.call('ZCARD', key) >= limit then return 0 end
-redis.call('ZADD', key, now, member)
-return 1
-"""
-
-_RATE = """
-local key, limit = KEYS[1], tonumber(ARGV[1])
-local n = redis.call('INCR', key)
-if n == 1 then redis.call('EXPIRE', key, 2) end
-if n > limit then return 0 end
+local held = redis.call('ZSCORE', key, member)
+if not held and redis.call('ZCARD', key) >= limit then return 0 end
+local n = redis.call('INCR', window)
+if n == 1 then redis.call('EXPIRE', window, 2) end
+if n > per_second then
+  redis.call('ZREM', key, member)
+  return 0
+end
+if not held then redis.call('ZADD', key, now, member) end
 return 1
 """
 
@@ -48,17 +50,15 @@ class RemoteLimits:
         self.key = IN_FLIGHT_KEY.format(backend=backend)
         self.max_in_flight = max_in_flight
         self.max_per_second = max_per_second
+        self._acquire = self.redis.register_script(_ACQUIRE)  # EVALSHA: the body is sent once
 
     def try_acquire(self, attempt_key: str) -> bool:
         """Reserve an in-flight slot and a submit in this second; False when over a limit."""
-        if not self.redis.eval(_ACQUIRE, 1, self.key, self.max_in_flight, time.time(),
-                               attempt_key, 86400):
-            return False
-        window = RATE_KEY.format(backend=self.backend, second=int(time.time()))
-        if not self.redis.eval(_RATE, 1, window, max(1, int(self.max_per_second))):
-            self.release(attempt_key)
-            return False
-        return True
+        now = time.time()
+        window = RATE_KEY.format(backend=self.backend, second=int(now))
+        return bool(self._acquire(keys=[self.key, window],
+                                  args=[self.max_in_flight, now, attempt_key, 86400,
+                                        max(1, int(self.max_per_second))]))
 
     def release(self, attempt_key: str) -> None:
         try:

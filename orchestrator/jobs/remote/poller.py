@@ -152,10 +152,10 @@ class RemotePoller(threading.Thread):
                 await self._cancel_at_deadline(item)
             elif isinstance(status, Queued):
                 await self._db(attempts.record_status, item.attempt_id, attempts.IN_QUEUE,
-                               status.position, self.policy)
+                               status.position, self.policy, polls=item.polls)
             elif isinstance(status, Running):
                 await self._db(attempts.record_status, item.attempt_id, attempts.IN_PROGRESS,
-                               None, self.policy)
+                               None, self.policy, polls=item.polls)
         except ProviderCallFailed as exc:
             await self._retry_later(item, str(exc))
         except CredentialsRefused as exc:
@@ -235,7 +235,7 @@ class RemotePoller(threading.Thread):
         def store_result(session: Any) -> bool:
             # A retry after a commit whose reply was lost finds its own result already there.
             return (attempts.complete_remote(session, item.attempt_id, output, stored, digest,
-                                             self.pricing)
+                                             self.pricing, job_id=item.job_id)
                     or transitions.result_attempt_id(session, item.job_id) == item.attempt_id)
 
         try:

@@ -46,11 +46,12 @@ Located = StoredBytes | PermanentJobError | None
 
 
 def _claim_and_locate(session: Session, job_id: uuid.UUID, settings: Settings,
-                      policy: RemotePolicy) -> tuple[Claim | Busy | Skip | attempts.NotSubmitted, Located]:
+                      policy: RemotePolicy, backend: str,
+                      ) -> tuple[Claim | Busy | Skip | attempts.NotSubmitted, Located]:
     """Open the attempt and, in the same transaction, read where a file job's input is (one
     transaction less per submit). A missing or expired input is returned, not raised: the
     attempt stays open and the job fails on it, as when the input is read afterwards."""
-    decision = attempts.claim_submit(session, job_id, settings, policy)
+    decision = attempts.claim_submit(session, job_id, settings, policy, backend)
     if not isinstance(decision, Claim) or decision.source_kind == "url":
         return decision, None
     try:
@@ -94,7 +95,7 @@ def _submit_delivery(
 
     decision, located = in_transaction(
         settings, f"claiming a {backend.name} job",
-        lambda session: _claim_and_locate(session, job_id, settings, policy))
+        lambda session: _claim_and_locate(session, job_id, settings, policy, backend.name))
     if isinstance(decision, Skip):
         if decision.reason != attempts.ALREADY_SUBMITTED:
             limits.release(slot)
