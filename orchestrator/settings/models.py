@@ -652,7 +652,7 @@ class Settings(BaseModel):
         return None
 
     def concurrency(self) -> int:
-        """Worker processes: one per inference slot unless set (benchmarks/README.md says why)."""
+        """Worker processes: one per inference slot unless set (docs/how-to/run-workers.md)."""
         return self.worker.concurrency or self.inference_slots()
 
     def retry_countdown_cap(self) -> float:
