@@ -18,7 +18,10 @@ Two configurations of the machine's 2 cores: ``1x2`` (one session × 2 ONNX thre
 default) and ``2x1`` (two sessions × 1 thread: bare and ceilings as two processes each doing half
 the images; the pipeline as ``--concurrency 2`` with ``ORCH_LOCAL_ONNX_THREADS=1`` and
 ``ORCH_LOCAL_INFERENCE_SLOTS=2``). Each configuration runs its sides in rotating alternating
-rounds (``benchmarks.harness.Run``). Parity: the pipeline's results for the 4 photos against
+rounds (``benchmarks.harness.Run``). Each side also reports its CPU seconds per image (user +
+system, all threads: the bare processes; the worker's processes, the run's Postgres backends and
+the submit call): less disturbed than wall-clock time when other work shares the machine, it
+shows which side needs less of the cores (with 1x2 it includes ONNX Runtime's spinning). Parity: the pipeline's results for the 4 photos against
 bare rembg's (largest alpha difference; largest colour difference where both alphas are > 0).
 Needs the machine's Postgres and Redis (DB 14 by default); drops its database at the end.
 """
@@ -62,6 +65,15 @@ def rss_peak_mib(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -93,6 +105,7 @@ def bare_side(model: Path, images: list[Path], n: int, procs: int, threads: int,
         for w in workers:
             w.wait(timeout=60)
         return {"images": sum(r["images"] for r in results), "seconds": seconds, "ips": n / seconds,
+                "cpu_s_per_image": sum(r["cpu_s"] for r in results) / n,
                 "peak_rss_mib": max(r["peak_rss_mib"] for r in results), "processes": procs}
     return run
 
@@ -171,14 +184,22 @@ class Pipeline:
             blobs = [(p.stem, p.read_bytes()) for p in images]
             sources = [Source(name=f"{blobs[i % len(blobs)][0]}-{i}", data=blobs[i % len(blobs)][1])
                        for i in range(n)]
+            workers = [self.worker.pid, *children(self.worker.pid)]
+            cpu_before = {pid: cpu_seconds(pid) for pid in [*workers, *self.postgres_backends()]}
             started = time.time()
+            submit_cpu = time.process_time()
             submitted = submit(sources, settings=settings, backend="local")
+            submit_cpu = time.process_time() - submit_cpu
             ids = [s.job_id for s in submitted]
             fresh = set(ids) - self.seen
             assert len(fresh) == n, "jobs were deduplicated: the pipeline would not compute them"
             self.seen |= fresh
             states = wait_for(ids, settings=settings, poll_seconds=0.2)
             assert all(s is JobState.SUCCEEDED for s in states.values()), states
+            # The worker's processes, the database's backends for this run (a backend opened
+            # during it counts from 0) and the submit call; not Redis, which other helpers share.
+            cpu = submit_cpu + sum(cpu_seconds(pid) - cpu_before.get(pid, 0.0)
+                                   for pid in {*workers, *self.postgres_backends()})
             with session_scope(settings.database.url.get_secret_value()) as session:
                 last: datetime = session.execute(
                     select(func.max(Job.finished_at)).where(Job.id.in_(ids))).scalar_one()
@@ -186,9 +207,16 @@ class Pipeline:
             self.last_jobs = ids
             pids = children(self.worker.pid)
             return {"images": n, "seconds": seconds, "ips": n / seconds, "processes": self.procs,
+                    "cpu_s_per_image": cpu / n,
                     "peak_rss_mib": max((rss_peak_mib(p) for p in pids), default=0.0),
                     "peak_rss_mib_main": round(rss_peak_mib(self.worker.pid), 1)}
         return run
+
+    def postgres_backends(self) -> list[int]:
+        with psycopg.connect(self.pg_admin, autocommit=True) as conn:
+            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                (self.dbname,)).fetchall()
+        return [int(row[0]) for row in rows]
 
     def results(self, count: int) -> list[bytes]:
         from orchestrator import commands
@@ -276,6 +304,8 @@ def main() -> None:
     for name in args.configs:
         run.extra.setdefault("ratios", {})[name] = {
             "pipeline/bare": run.ratio(f"{name} pipeline", f"{name} bare", "ips"),
+            "bare/pipeline CPU per image": run.ratio(f"{name} bare", f"{name} pipeline",
+                                                     "cpu_s_per_image"),
             "bare/ceiling-fp16": run.ratio(f"{name} bare", f"{name} ceiling-fp16", "ips"),
             "ceiling-fp32/ceiling-fp16": run.ratio(f"{name} ceiling-fp32", f"{name} ceiling-fp16", "ips"),
         }
@@ -289,8 +319,8 @@ def table(run: Run, configs: list[str]) -> str:
         f"Command: `{run.command}` · commit `{commit}` · {run.rounds_count} rounds, "
         f"{run.params['n']} images per side · median (range)",
         "",
-        "| config | side | images/s | s/image | peak RSS MiB/process | ratio | goal |",
-        "|---|---|---|---|---|---|---|",
+        "| config | side | images/s | s/image | CPU s/image | peak RSS MiB/process | ratio | goal |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in configs:
         bare = f"{name} bare"
@@ -307,8 +337,9 @@ def table(run: Run, configs: list[str]) -> str:
             ratio = run.ratio(key, bare, "ips")
             goal = f"≥ {GOAL:.2f}× bare" if side == "pipeline" else ""
             rss = run.figure(key, "peak_rss_mib")
-            lines.append(f"| {name} | {label} | {fmt(ips)} | {fmt(per_image)} | {fmt(rss, 0)} | "
-                         f"{fmt(ratio)}× bare | {goal} |")
+            cpu = run.figure(key, "cpu_s_per_image")
+            lines.append(f"| {name} | {label} | {fmt(ips)} | {fmt(per_image)} | {fmt(cpu)} | "
+                         f"{fmt(rss, 0)} | {fmt(ratio)}× bare | {goal} |")
     for name, p in run.extra.get("parity", {}).items():
         lines.append("")
         lines.append(f"Parity ({name}, pipeline vs bare rembg, {p['photos']} photos): largest alpha "

@@ -24,7 +24,7 @@ def worker(
         typer.Option(
             "--concurrency",
             "-c",
-            help="Worker processes (default: ORCH_WORKER_CONCURRENCY, else inference slots + 1).",
+            help="Worker processes (default: ORCH_WORKER_CONCURRENCY, else one per inference slot).",
             min=1,
         ),
     ] = None,

@@ -85,7 +85,7 @@ def test_results_match_bare_rembg(
         assert_matches_rembg(path.name, np.asarray(got_img), want, exact=precision == "as-shipped")
 
     if precision == "float32":
-        assert list((tmp_path / "model-cache").glob("*-fp32.onnx")), "no float32 copy was cached"
+        assert list((tmp_path / "model-cache").glob("*-fp32-mask.onnx")), "no float32 copy was cached"
     jobs = load_jobs(env["ORCH_DATABASE_URL"])
     assert {j.state for j in jobs} == {JobState.SUCCEEDED}
     assert {j.model for j in jobs} == {"dis_custom:isnet-general.onnx"}

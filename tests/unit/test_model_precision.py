@@ -85,3 +85,41 @@ def test_a_float32_model_is_used_as_it_is(tiny_model: Path, tmp_path: Path) -> N
     assert not has_float16_weights(onnx.load(str(tiny_model)))
     assert float32_model(tiny_model, tmp_path / "cache") == tiny_model
     assert float32_model(tiny_model, tmp_path / "cache") == tiny_model
+
+
+def write_two_output_model(path: Path) -> Path:
+    """float32 weights; ``output`` (what rembg reads) and a ``side`` output computed apart from it,
+    as the IS-Net export's side outputs are."""
+    rng = np.random.default_rng(2)
+    weight = numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w")
+    side_weight = numpy_helper.from_array(rng.standard_normal((1, 2, 1, 1)).astype(np.float32), "sw")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w"], ["features"], pads=[1, 1, 1, 1]),
+         helper.make_node("Sigmoid", ["features"], ["output"]),
+         helper.make_node("Conv", ["features", "sw"], ["side_conv"]),
+         helper.make_node("Sigmoid", ["side_conv"], ["side"])],
+        "two_outputs",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2, 8, 8]),
+         helper.make_tensor_value_info("side", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [weight, side_weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_the_copy_computes_only_the_first_output_bit_for_bit(tmp_path: Path) -> None:
+    source = write_two_output_model(tmp_path / "m.onnx")
+    copy = float32_model(source, tmp_path / "cache")
+    assert copy != source
+    pruned = onnx.load(str(copy))
+    assert [o.name for o in pruned.graph.output] == ["output"]
+    assert [n.op_type for n in pruned.graph.node] == ["Conv", "Sigmoid"]
+    assert [i.name for i in pruned.graph.initializer] == ["w"]
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    full = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    got = ort.InferenceSession(str(copy), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert len(full) == 2 and len(got) == 1
+    assert np.array_equal(got[0], full[0])

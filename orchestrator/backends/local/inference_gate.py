@@ -35,6 +35,11 @@ class InferenceGate:
 
     def __enter__(self) -> InferenceGate:
         self._open()
+        if len(self._fds) == 1:
+            # One slot: wait in the kernel, woken the moment the holder lets go (or dies).
+            fcntl.flock(self._fds[0], fcntl.LOCK_EX)
+            self._held = self._fds[0]
+            return self
         pause = 0.001
         while True:
             for fd in self._fds:

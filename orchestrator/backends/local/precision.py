@@ -1,4 +1,4 @@
-"""A float32 copy of a float16 ONNX model, made once and cached beside the user's other caches.
+"""A float32, mask-only copy of an ONNX model, made once and cached beside the user's other caches.
 
 ONNX Runtime's CPU provider computes in float32: where it has no float16 kernel for a node it
 casts around it, so a model shipped with float16 weights (the shared ``isnet-general.onnx`` has
@@ -10,10 +10,15 @@ the same function without the conversions; its mask differs from the float16 mod
 rounding of the conversions (``benchmarks/local_pipeline.py`` prints the largest alpha difference
 against bare rembg).
 
-The copy is cached as ``<cache dir>/<sha256 of the source>-fp32.onnx``: written to a temporary
-file and renamed (atomic: concurrent worker processes never read a half-written copy), reused
-while the source's content is the same, rebuilt when it changes. A model with no float16
-initializers (rembg's downloaded models are float32) is used as it is.
+The copy also keeps only the model's first output and the nodes it needs: rembg's ``dis_custom``
+session reads the first output (the mask) and nothing else, while the IS-Net export also computes
+five side outputs, each upsampled to 1024×1024 and passed through a sigmoid (~5 % of a run's
+time). The first output is computed by the same nodes as before: bit for bit the same.
+
+The copy is cached as ``<cache dir>/<sha256 of the source>-fp32-mask.onnx``: written to a
+temporary file and renamed (atomic: concurrent worker processes never read a half-written copy),
+reused while the source's content is the same, rebuilt when it changes. A model with float32
+weights and one output is used as it is.
 """
 
 from __future__ import annotations
@@ -43,6 +48,17 @@ def file_sha256(path: Path) -> str:
 
 def has_float16_weights(model: Any) -> bool:
     return any(init.data_type == FLOAT16 for init in model.graph.initializer)
+
+
+def mask_only(model: Any) -> Any:
+    """A model computing only ``model``'s first output (onnx's Extractor keeps the nodes and
+    initializers it needs)."""
+    from onnx.utils import Extractor
+
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+    inputs = [value.name for value in graph.input if value.name not in weights]
+    return Extractor(model).extract_model(inputs, [graph.output[0].name])
 
 
 def to_float32(model: Any) -> Any:
@@ -76,24 +92,24 @@ def to_float32(model: Any) -> Any:
 
 
 def float32_model(source: Path, cache_dir: Path | None = None) -> Path:
-    """The path of a float32 version of ``source``: ``source`` itself when it has no float16
-    weights, else the cached copy (made now if missing)."""
+    """The path of a float32, mask-only version of ``source``: ``source`` itself when it has no
+    float16 weights and one output, else the cached copy (made now if missing)."""
     import onnx
 
     cache_dir = cache_dir or default_cache_dir()
     digest = file_sha256(source)
-    cached = cache_dir / f"{digest}-fp32.onnx"
-    plain = cache_dir / f"{digest}-is-fp32"
+    cached = cache_dir / f"{digest}-fp32-mask.onnx"
+    plain = cache_dir / f"{digest}-as-is"
     if cached.is_file():
         return cached
     if plain.is_file():
         return source
     model = onnx.load(str(source))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    if not has_float16_weights(model):
+    if not has_float16_weights(model) and len(model.graph.output) == 1:
         _write_atomically(plain, b"")  # remember the answer: no need to parse the model again
         return source
-    data = to_float32(model).SerializeToString()
+    data = mask_only(to_float32(model)).SerializeToString()
     _write_atomically(cached, data)
     return cached
 
