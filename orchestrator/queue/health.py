@@ -1,7 +1,8 @@
 """Worker health, answered by Celery's own remote control.
 
 Each pool process writes a small record when its backends are ready (model loaded, warmed, the
-ONNX providers it really uses, the fal poller running) and counts the jobs it ran; the worker's
+ONNX providers it really uses, the fal poller running) and counts the jobs it ran (the
+count reaches the file within half a second, not after every job); the worker's
 main process answers the ``orchestrator_health`` inspect command from those records and the
 pool's live process list, adding each process's resident memory. So
 ``celery -A orchestrator.queue.celery_app inspect orchestrator_health`` (and
@@ -27,7 +28,10 @@ from orchestrator.settings import get_settings
 COMMAND = "orchestrator_health"
 # A fal poller that has not beaten for this long is reported (it beats every 5 s).
 POLLER_SILENT_SECONDS = 30.0
+FLUSH_SECONDS = 0.5
 _lock = threading.Lock()  # the task thread and the poller thread update one record
+_record: dict[str, Any] = {}  # this pool process's record (empty in the worker's main process)
+_flush_timer: threading.Timer | None = None
 
 
 def health_dir(worker_pid: int) -> Path:
@@ -59,21 +63,37 @@ def _write(path: Path, record: dict[str, Any]) -> None:
 
 def record_ready(**facts: Any) -> None:
     """In a pool process: its backends are ready (called once, at process start)."""
-    record = {"pid": os.getpid(), "ready_at": time.time(), "jobs": 0, **facts}
-    _write(_path(os.getppid(), os.getpid()), record)
+    with _lock:
+        _record.clear()
+        _record.update({"pid": os.getpid(), "ready_at": time.time(), "jobs": 0, **facts})
+        _write(_path(os.getppid(), os.getpid()), _record)
 
 
 def _update(**changes: Any) -> None:
-    path = _path(os.getppid(), os.getpid())
+    """Change this process's record in memory; it reaches its file within FLUSH_SECONDS.
+    Rewriting the file after every task took ~7 % of a fal submit task's samples in a profile."""
+    global _flush_timer
     with _lock:
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+        if not _record:  # not ready yet: the record is written first by record_ready
             return
         if "jobs" in changes:
-            changes["jobs"] = int(record.get("jobs", 0)) + changes["jobs"]
-        record.update(changes)
-        _write(path, record)
+            changes["jobs"] = int(_record.get("jobs", 0)) + changes["jobs"]
+        _record.update(changes)
+        if _flush_timer is None:
+            _flush_timer = threading.Timer(FLUSH_SECONDS, flush)
+            _flush_timer.daemon = True
+            _flush_timer.start()
+
+
+def flush() -> None:
+    """Write this process's record now (the flush timer; process shutdown)."""
+    global _flush_timer
+    with _lock:
+        if _flush_timer is not None:
+            _flush_timer.cancel()  # a no-op when called by the timer itself
+            _flush_timer = None
+        if _record:
+            _write(_path(os.getppid(), os.getpid()), _record)
 
 
 def record_job_done() -> None:

@@ -104,6 +104,7 @@ def _count_job(**_: Any) -> None:
 def _stop_backends(**_: Any) -> None:
     for poller in _pollers:
         poller.stop()
+    health.flush()
 
 
 # The reconciler runs as a thread in every worker's main process rather than under Celery

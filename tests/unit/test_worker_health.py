@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.queue.health import health_dir, node_health
+from tests.support.wait import wait_until
 
 WORKER = 2_000_000_000 + os.getpid()  # no real process has this pid
 
@@ -49,3 +50,26 @@ def test_cold_process_and_silent_poller_are_problems(records: dict[int, dict[str
 
 def test_no_processes_is_a_problem() -> None:
     assert node_health([], ["local"], WORKER)["problems"] == ["no pool processes"]
+
+
+def test_job_counts_reach_the_record_later_not_per_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.queue import health
+
+    path = health_dir(os.getppid()) / f"{os.getpid()}.json"
+    try:
+        monkeypatch.setattr(health, "FLUSH_SECONDS", 60.0)
+        health.record_ready(queues=["local"])
+        for _ in range(3):
+            health.record_job_done()
+        assert json.loads(path.read_text())["jobs"] == 0  # not rewritten per job
+        health.flush()  # the timer's work, or the process's shutdown
+        assert json.loads(path.read_text())["jobs"] == 3
+
+        monkeypatch.setattr(health, "FLUSH_SECONDS", 0.05)
+        health.record_job_done()
+        wait_until(lambda: json.loads(path.read_text())["jobs"] == 4, timeout=10,
+                   what="the fourth job in the record")
+    finally:
+        health.flush()
+        health._record.clear()
+        path.unlink(missing_ok=True)
