@@ -20,7 +20,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import psycopg
-from sqlalchemy import Connection, Table, insert, select
+from sqlalchemy import ColumnElement, Connection, String, Table, func, insert, select, true
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -358,6 +359,28 @@ def _one_round_trip(connection: Connection) -> Iterator[None]:
                                   dialect=connection.dialect) from exc
 
 
+def _any_original(session: Session, jobs: list[Job], window: tuple[ColumnElement[bool], ...]) -> bool:
+    """Whether any job of the batch has an original within ``window`` (time and state).
+
+    On PostgreSQL one index probe per (client, input hash) pair, through a LATERAL join: with
+    ``client IN (…) AND input_sha256 IN (…)``, a table without statistics yet (a new database,
+    or autovacuum off) got a plan through ``ix_jobs_client_created_at`` that filtered every job
+    of the tenant's window — 15-25 ms per batch at 40,000 jobs in the API benchmark, against
+    ~0.2 ms here, whatever the statistics."""
+    pairs = sorted({(job.client, job.input_sha256 or "") for job in jobs})
+    if session.get_bind().dialect.name != "postgresql":
+        clients, hashes = {c for c, _ in pairs}, {h for _, h in pairs}
+        probe = select(Job.id).where(Job.client.in_(clients), Job.input_sha256.in_(hashes), *window)
+        return session.connection().execute(probe.limit(1)).first() is not None
+    keys = func.unnest(postgresql.array([c for c, _ in pairs], type_=String),
+                       postgresql.array([h for _, h in pairs], type_=String)
+                       ).table_valued("client", "sha").render_derived(name="k")
+    hit = (select(Job.id).where(Job.client == keys.c.client, Job.input_sha256 == keys.c.sha, *window)
+           .limit(1).lateral("hit"))
+    probe = select(hit.c.id).select_from(keys.join(hit, true())).limit(1)
+    return session.connection().execute(probe).first() is not None
+
+
 @contextmanager
 def _discard_on_error(settings: Settings, written: dict[uuid.UUID, StoredBytes]) -> Iterator[None]:
     """Inputs stored for rows that then did not commit are removed again."""
@@ -379,17 +402,17 @@ def _dedup_candidates(session: Session, jobs: list[Job], settings: Settings) -> 
     if not jobs:
         return {}
     since = utcnow() - timedelta(seconds=settings.inputs.dedup_window_seconds)
-    where = (
-        Job.client.in_(sorted({job.client for job in jobs})),
-        Job.input_sha256.in_(sorted({job.input_sha256 or '' for job in jobs})),
+    window = (
         Job.created_at >= since,
         # Copies made by dedup are not originals: following them would lock ever more rows.
         Job.deduplicated_from.is_(None),
         Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
     )
     # Most batches have no duplicate: a plain read says so without loading or locking rows.
-    if session.connection().execute(select(Job.id).where(*where).limit(1)).first() is None:
+    if not _any_original(session, jobs, window):
         return {}
+    where = (Job.client.in_(sorted({job.client for job in jobs})),
+             Job.input_sha256.in_(sorted({job.input_sha256 or '' for job in jobs})), *window)
     rows = session.scalars(
         select(Job).where(*where).order_by(Job.created_at.desc()).with_for_update()).all()
     found: dict[DedupKey, Job] = {}
