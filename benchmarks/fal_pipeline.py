@@ -238,7 +238,9 @@ def main() -> None:
         args.n, args.limits, args.rounds, args.skip_long = 100, "64", 1, True
     limits = [int(x) for x in args.limits.split(",") if x]
 
-    run = Run("fal_pipeline", rounds=args.rounds, params=vars(args))
+    # The long row alone keeps a record of its own: it must not replace the 1 s rows' record.
+    run = Run("fal_pipeline_40s" if args.only_long else "fal_pipeline", rounds=args.rounds,
+              params=vars(args))
     print(f"[fal_pipeline] pipeline@N: ORCH_FAL_MAX_IN_FLIGHT=N, ORCH_FAL_MAX_SUBMITS_PER_SECOND="
           f"{UNBOUND_RATE} (only the in-flight limit binds); pipeline@default: shipped limits; "
           f"{args.processes} worker processes", flush=True)
