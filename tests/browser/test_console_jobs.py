@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from playwright.sync_api import expect
+
 from tests.browser.conftest import Console, png, shot, sign_in
 
 
@@ -124,7 +126,9 @@ def test_keyset_pages_load_more(console: Console, page: Any) -> None:
     rows = page.locator("#job-rows tr:not(#more-row)")
     assert rows.count() == 50
     page.get_by_role("link", name="Load more").click()
-    page.wait_for_function("document.querySelectorAll('#job-rows tr').length == 55")
+    # Playwright's own assertion, not wait_for_function: a string predicate that has to poll
+    # is evaluated in the page, which the console's CSP (no 'unsafe-eval') refuses.
+    expect(page.locator("#job-rows tr")).to_have_count(55)
     assert page.locator("#more-row").count() == 0
     names = [t.strip() for t in page.locator("#job-rows td.input").all_inner_texts()]
     assert names == [f"p{i:02}" for i in reversed(range(55))]
