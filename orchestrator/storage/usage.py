@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
 from orchestrator.db.models import TenantUsage
@@ -47,8 +47,3 @@ def remove_stored_inputs(session: Session, removed: Mapping[str, int]) -> None:
             .values(stored_input_bytes=USAGE.c.stored_input_bytes - bindparam("size")),
             rows)
 
-
-def stored_input_bytes(session: Session, client: str) -> int:
-    """The tenant's stored input bytes, as its running total has them."""
-    return int(session.scalar(select(USAGE.c.stored_input_bytes)
-                              .where(USAGE.c.client == client)) or 0)

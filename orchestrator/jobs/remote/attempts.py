@@ -417,21 +417,14 @@ def _current(job: Job | None, attempt: Attempt | None) -> bool:
 
 def complete_remote(
     session: Session, attempt_id: int, output: BackendOutput, stored: StoredBytes, sha256: str,
-    pricing: Pricing, *, job_id: uuid.UUID | None = None,
+    pricing: Pricing, *, job_id: uuid.UUID,
 ) -> bool:
-    """The provider finished it: store the result once and end the job succeeded. Given the
-    attempt's ``job_id``, the job is locked first and the attempt read once under the lock."""
-    if job_id is not None:
-        job = lock_job(session, job_id)
-        attempt = session.get(Attempt, attempt_id, populate_existing=True)
-        if attempt is None or attempt.job_id != job_id:
-            return False
-    else:
-        attempt = session.get(Attempt, attempt_id, populate_existing=True)
-        if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
-            return False
-        job = lock_job(session, attempt.job_id)
-        session.refresh(attempt)
+    """The provider finished it: store the result once and end the job succeeded. The job
+    (the attempt's ``job_id``) is locked first and the attempt read once under the lock."""
+    job = lock_job(session, job_id)
+    attempt = session.get(Attempt, attempt_id, populate_existing=True)
+    if attempt is None or attempt.job_id != job_id:
+        return False
     if attempt.outcome not in POLLED_OUTCOMES:  # another poll of it finished first
         return False
     record_cost(attempt, Cost(output.compute_seconds, output.compute_basis), pricing)
