@@ -20,7 +20,17 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import psycopg
-from sqlalchemy import ColumnElement, Connection, String, Table, func, insert, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -273,6 +283,7 @@ def _dedupable(request: JobRequest, job: Job, settings: Settings) -> bool:
 
 
 DedupKey = tuple[str, str | None, str, str, str]
+_TEXT_ARRAY = postgresql.ARRAY(String)
 
 
 def _dedup_key(job: Job) -> DedupKey:
@@ -372,8 +383,10 @@ def _any_original(session: Session, jobs: list[Job], window: tuple[ColumnElement
         clients, hashes = {c for c, _ in pairs}, {h for _, h in pairs}
         probe = select(Job.id).where(Job.client.in_(clients), Job.input_sha256.in_(hashes), *window)
         return session.connection().execute(probe.limit(1)).first() is not None
-    keys = func.unnest(postgresql.array([c for c, _ in pairs], type_=String),
-                       postgresql.array([h for _, h in pairs], type_=String)
+    # Two array parameters, not an ARRAY[...] of one parameter per pair: the statement is the
+    # same for every batch size, so SQLAlchemy compiles it once (its cache key would differ).
+    keys = func.unnest(bindparam("clients", [c for c, _ in pairs], type_=_TEXT_ARRAY),
+                       bindparam("hashes", [h for _, h in pairs], type_=_TEXT_ARRAY)
                        ).table_valued("client", "sha").render_derived(name="k")
     hit = (select(Job.id).where(Job.client == keys.c.client, Job.input_sha256 == keys.c.sha, *window)
            .limit(1).lateral("hit"))

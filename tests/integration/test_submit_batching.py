@@ -5,15 +5,20 @@ identical inputs of one batch fold into one job, and every created job is publis
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import psycopg
 import redis
+from celery._state import _task_stack
+from celery.app.task import Context
+from celery.result import AsyncResult
 from PIL import Image
 
 from orchestrator.api.submissions import Accepted, SubmitBatcher
 from orchestrator.jobs.producer import JobRequest, Source
 from orchestrator.jobs.states import JobState
+from orchestrator.queue.celery_app import RUN_JOB_TASK, publish_many, publisher_for
 from orchestrator.settings import load_settings
 from tests.support.images import png_of
 
@@ -118,3 +123,62 @@ def test_dedup_window_zero_disables_folding(env: dict[str, str]) -> None:
     accepted = asyncio.run(submit_all(batcher, [request(same) for _ in range(4)]))
 
     assert len({a.submitted.job_id for a in accepted if isinstance(a, Accepted)}) == 4
+
+
+def _comparable(raw: bytes) -> dict[str, object]:
+    """A Celery message with what differs between any two sends (ids, origin) blanked."""
+    message = json.loads(raw)
+    for key in ("id", "root_id", "origin"):
+        message["headers"][key] = None
+    for key in ("correlation_id", "delivery_tag"):
+        message["properties"][key] = None
+    return dict(message)
+
+
+def test_batched_messages_are_the_ones_send_task_publishes(env: dict[str, str]) -> None:
+    settings = load_settings()
+    publisher = publisher_for(settings)
+    broker = redis.Redis.from_url(env["ORCH_BROKER_URL"])
+    job = str(uuid.uuid4())
+
+    publisher.send_task(RUN_JOB_TASK, args=[job], queue="fal", routing_key="fal", retry=True)
+    publish_many(settings, [(job, "local"), (job, "fal"), (job, "local")])
+    # Redis lists are pushed at the head: oldest last.
+    [batched_fal, by_send_task] = broker.lrange("fal", 0, -1)
+    batched_local = broker.lrange("local", 0, -1)
+
+    assert _comparable(batched_fal) == _comparable(by_send_task)
+    assert len(batched_local) == 2
+    fal_route = json.loads(by_send_task)["properties"]["delivery_info"]
+    for raw in batched_local:
+        local = _comparable(raw)
+        assert local["properties"]["delivery_info"] == {**fal_route, "routing_key": "local"}  # type: ignore[index]
+        assert {**local, "properties": None} == {**_comparable(by_send_task), "properties": None}
+    ids = {json.loads(raw)["headers"]["id"] for raw in [batched_fal, *batched_local]}
+    assert len(ids) == 3  # every message its own task id
+
+
+def test_batched_messages_published_inside_a_task_record_its_lineage(env: dict[str, str]) -> None:
+    settings = load_settings()
+    publisher = publisher_for(settings)
+    broker = redis.Redis.from_url(env["ORCH_BROKER_URL"])
+    parent = Context(id="parent-task", root_id="root-task", called_directly=False)
+
+    trail: list[str] = []
+
+    class Parent:  # what Celery keeps on its task stack while a task runs
+        request = parent
+
+        def add_trail(self, result: AsyncResult) -> None:
+            trail.append(result.id)
+
+    _task_stack.push(Parent())
+    try:
+        publish_many(settings, [("job-1", "local")])
+        publisher.send_task(RUN_JOB_TASK, args=["job-1"], queue="local", routing_key="local")
+    finally:
+        _task_stack.pop()
+    by_send_task, batched = (json.loads(raw)["headers"] for raw in broker.lrange("local", 0, -1))
+    assert (batched["root_id"], batched["parent_id"]) == ("root-task", "parent-task")
+    assert (by_send_task["root_id"], by_send_task["parent_id"]) == ("root-task", "parent-task")
+    assert trail == [batched["id"], by_send_task["id"]]  # both added to the parent's children
