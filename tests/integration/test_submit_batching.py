@@ -125,7 +125,7 @@ def test_dedup_window_zero_disables_folding(env: dict[str, str]) -> None:
     assert len({a.submitted.job_id for a in accepted if isinstance(a, Accepted)}) == 4
 
 
-def _comparable(raw: bytes) -> dict[str, object]:
+def _comparable(raw: bytes | str) -> dict[str, object]:
     """A Celery message with what differs between any two sends (ids, origin) blanked."""
     message = json.loads(raw)
     for key in ("id", "root_id", "origin"):
