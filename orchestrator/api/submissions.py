@@ -2,8 +2,11 @@
 
 Submits that arrive while a batch is being written wait for the next one, so under load many
 jobs share one transaction and one broker connection, and an idle API writes a lone request at
-once (no timer, no added latency). The command layer plans each request and records the
-batch; this only gathers requests and hands each caller its own answer.
+once (no timer, no added latency). A batch is recorded, then published; the next batch is
+recorded while the previous one is published (publishing takes no database lock, and batches
+are published in the order they were recorded). A caller is answered once its job's message
+is in the broker. The command layer plans each request, records and publishes the batch; this
+only gathers requests and hands each caller its own answer.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class SubmitBatcher:
         self.max_batch = max_batch
         self._pending: list[tuple[JobRequest, asyncio.Future[Accepted]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._publishing: asyncio.Task[None] | None = None  # the last batch's publishing
 
     async def submit(self, request: JobRequest) -> Accepted:
         if request.idempotency_key is not None:
@@ -66,16 +70,31 @@ class SubmitBatcher:
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             try:
-                accepted = await run_in_threadpool(self._write, [r for r, _ in batch])
+                submitted = await run_in_threadpool(self._record, [r for r, _ in batch])
             except Exception:
                 # Nothing of the batch was committed: write each alone, so one bad request
                 # fails only its own caller.
                 for request, future in batch:
                     await self._write_alone(request, future)
                 continue
-            for (_, future), item in zip(batch, accepted, strict=True):
+            self._publishing = asyncio.create_task(
+                self._publish(self._publishing, [f for _, f in batch], submitted))
+
+    async def _publish(self, previous: asyncio.Task[None] | None,
+                       futures: list[asyncio.Future[Accepted]], submitted: list[Submitted]) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # in recording order (its outcome is its callers')
+        try:
+            accepted = await run_in_threadpool(self._published, submitted)
+        except BaseException as exc:  # cancelled at shutdown, or a bug: no caller waits forever
+            for future in futures:
                 if not future.done():
-                    future.set_result(item)
+                    future.set_exception(exc if isinstance(exc, Exception) else
+                                         RuntimeError("the API is shutting down"))
+            raise
+        for future, item in zip(futures, accepted, strict=True):
+            if not future.done():
+                future.set_result(item)
 
     async def _write_alone(self, request: JobRequest, future: asyncio.Future[Accepted]) -> None:
         try:
@@ -88,7 +107,13 @@ class SubmitBatcher:
                 future.set_result(item)
 
     def _write(self, requests: list[JobRequest]) -> list[Accepted]:
-        submitted = commands.record(self.settings, requests)
+        return self._published(self._record(requests))
+
+    def _record(self, requests: list[JobRequest]) -> list[Submitted]:
+        return commands.record_unpublished(self.settings, requests)
+
+    def _published(self, submitted: list[Submitted]) -> list[Accepted]:
+        commands.publish(self.settings, submitted)
         return [Accepted(item, pos) for item, pos in zip(submitted, self._positions(submitted),
                                                          strict=True)]
 

@@ -21,8 +21,10 @@ from orchestrator.commands.submit import (
     BatchOutcome,
     SubmitOptions,
     backend_choices,
+    publish,
     read_inputs,
     record,
+    record_unpublished,
     requests_for,
     resolve_backend,
     submit,
@@ -37,6 +39,6 @@ __all__ = [
     "AttemptView", "BatchEntry", "BatchOutcome", "Caller", "CancelOutcome", "CancelResult",
     "JobFilter", "JobPage", "JobView", "ProviderAnswer", "ResultFile", "ResultMeta",
     "SubmitOptions", "backend_choices", "cancel", "cancel_at_provider", "costs", "list_jobs",
-    "read_inputs", "record", "requests_for", "resolve_backend", "result", "result_by_token",
+    "publish", "read_inputs", "record", "record_unpublished", "requests_for", "resolve_backend", "result", "result_by_token",
     "retry", "show", "submit", "submit_batch", "submit_paths", "submit_sources", "wait",
 ]

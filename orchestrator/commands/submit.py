@@ -22,6 +22,8 @@ from orchestrator.jobs.producer import (
     Source,
     Submitted,
     expand_sources,
+    publish_submitted,
+    record_requests,
     submit_requests,
 )
 from orchestrator.routing import AUTO, gather, plan
@@ -128,6 +130,17 @@ def requests_for(settings: Settings, caller: Caller, sources: Sequence[Source],
 def record(settings: Settings, requests: list[JobRequest]) -> list[Submitted]:
     """Record planned requests (possibly of several callers) and publish them."""
     return submit_requests(requests, settings=settings, admit=quotas.admit)
+
+
+def record_unpublished(settings: Settings, requests: list[JobRequest]) -> list[Submitted]:
+    """``record`` without the publishing: the caller hands the result to ``publish``."""
+    return record_requests(requests, settings=settings, admit=quotas.admit)
+
+
+def publish(settings: Settings, submitted: list[Submitted]) -> None:
+    """Publish what ``record_unpublished`` queued (a failure is logged; the reconciler re-drives
+    queued jobs whose message never came)."""
+    publish_submitted(settings, submitted)
 
 
 def submit(settings: Settings, caller: Caller, sources: Sequence[Source],

@@ -190,7 +190,21 @@ Admit = Callable[[Session, Settings, list[tuple[Job, int]], dict[str, int]], Non
 
 def submit_requests(requests: list[JobRequest], *, settings: Settings,
                     admit: Admit | None = None) -> list[Submitted]:
-    """Record many jobs in one transaction, then publish them on one broker connection.
+    """Record many jobs in one transaction, then publish them on one broker connection."""
+    submitted = record_requests(requests, settings=settings, admit=admit)
+    publish_submitted(settings, submitted)
+    return submitted
+
+
+def publish_submitted(settings: Settings, submitted: list[Submitted]) -> None:
+    """Publish the run messages of the jobs a ``record_requests`` call created and queued."""
+    publish_runs(settings, [(item.job_id, item.backend) for item in submitted
+                            if item.created and item.state is JobState.QUEUED])
+
+
+def record_requests(requests: list[JobRequest], *, settings: Settings,
+                    admit: Admit | None = None) -> list[Submitted]:
+    """Record many jobs in one transaction, publishing nothing (``publish_submitted`` does).
 
     Requests with an idempotency key are recorded one by one (a key already used is a unique
     violation, which would roll back everyone else's jobs in a shared transaction). The result
@@ -216,10 +230,7 @@ def submit_requests(requests: list[JobRequest], *, settings: Settings,
                 out[index] = next(unkeyed)
     for index, request, job in keyed:
         out[index] = _record_keyed(request, job, settings, admit)
-    submitted = [out[i] for i in range(len(requests))]
-    publish_runs(settings, [(item.job_id, item.backend) for item in submitted
-                            if item.created and item.state is JobState.QUEUED])
-    return submitted
+    return [out[i] for i in range(len(requests))]
 
 
 def _unavailable_reason(backend: str, settings: Settings) -> str | None:

@@ -44,8 +44,8 @@ def test_concurrent_submits_each_get_their_own_job_and_one_message(env: dict[str
     settings = load_settings()
     batcher = SubmitBatcher(settings, max_batch=16)
     sizes: list[int] = []
-    write = batcher._write
-    batcher._write = lambda batch: (sizes.append(len(batch)), write(batch))[1]  # type: ignore[method-assign]
+    record = batcher._record
+    batcher._record = lambda batch: (sizes.append(len(batch)), record(batch))[1]  # type: ignore[method-assign]
     requests = [request(png(i), name=f"img-{i}") for i in range(60)]
 
     accepted = asyncio.run(submit_all(batcher, requests))
