@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ import psycopg
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     String,
     Table,
     bindparam,
@@ -381,28 +383,44 @@ def _one_round_trip(connection: Connection) -> Iterator[None]:
                                   dialect=connection.dialect) from exc
 
 
-def _any_original(session: Session, jobs: list[Job], window: tuple[ColumnElement[bool], ...]) -> bool:
-    """Whether any job of the batch has an original within ``window`` (time and state).
+def _window(since: object) -> tuple[ColumnElement[bool], ...]:
+    """Jobs that can be an original: recent (created at or after ``since``), in flight or
+    succeeded, and not copies themselves (following copies would lock ever more rows)."""
+    return (
+        Job.created_at >= since,
+        Job.deduplicated_from.is_(None),
+        Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
+    )
 
-    On PostgreSQL one index probe per (client, input hash) pair, through a LATERAL join: with
-    ``client IN (…) AND input_sha256 IN (…)``, a table without statistics yet (a new database,
-    or autovacuum off) got a plan through ``ix_jobs_client_created_at`` that filtered every job
-    of the tenant's window — 15-25 ms per batch at 40,000 jobs in the API benchmark, against
-    ~0.2 ms here, whatever the statistics."""
-    pairs = sorted({(job.client, job.input_sha256 or "") for job in jobs})
-    if session.get_bind().dialect.name != "postgresql":
-        clients, hashes = {c for c, _ in pairs}, {h for _, h in pairs}
-        probe = select(Job.id).where(Job.client.in_(clients), Job.input_sha256.in_(hashes), *window)
-        return session.connection().execute(probe.limit(1)).first() is not None
-    # Two array parameters, not an ARRAY[...] of one parameter per pair: the statement is the
-    # same for every batch size, so SQLAlchemy compiles it once (its cache key would differ).
-    keys = func.unnest(bindparam("clients", [c for c, _ in pairs], type_=_TEXT_ARRAY),
-                       bindparam("hashes", [h for _, h in pairs], type_=_TEXT_ARRAY)
+
+@cache
+def _pair_probe() -> Select[tuple[uuid.UUID]]:
+    """PostgreSQL's probe: one index lookup per (client, input hash) pair, through a LATERAL
+    join over two array parameters. With ``client IN (…) AND input_sha256 IN (…)``, a table
+    without statistics yet (a new database, or autovacuum off) got a plan through
+    ``ix_jobs_client_created_at`` that filtered every job of the tenant's window — 15-25 ms per
+    batch at 40,000 jobs in the API benchmark, against ~0.2 ms here, whatever the statistics.
+    Built once: the same statement serves every batch (building it cost more than running it)."""
+    keys = func.unnest(bindparam("clients", type_=_TEXT_ARRAY), bindparam("hashes", type_=_TEXT_ARRAY)
                        ).table_valued("client", "sha").render_derived(name="k")
+    window = _window(bindparam("since", type_=Job.__table__.c.created_at.type))
     hit = (select(Job.id).where(Job.client == keys.c.client, Job.input_sha256 == keys.c.sha, *window)
            .limit(1).lateral("hit"))
-    probe = select(hit.c.id).select_from(keys.join(hit, true())).limit(1)
-    return session.connection().execute(probe).first() is not None
+    return select(hit.c.id).select_from(keys.join(hit, true())).limit(1)
+
+
+def _any_original(session: Session, jobs: list[Job], since: datetime) -> bool:
+    """Whether any job of the batch has an original created at or after ``since``."""
+    pairs = sorted({(job.client, job.input_sha256 or "") for job in jobs})
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        clients, hashes = {c for c, _ in pairs}, {h for _, h in pairs}
+        probe = select(Job.id).where(Job.client.in_(clients), Job.input_sha256.in_(hashes),
+                                     *_window(since))
+        return connection.execute(probe.limit(1)).first() is not None
+    return connection.execute(_pair_probe(), {
+        "clients": [c for c, _ in pairs], "hashes": [h for _, h in pairs], "since": since,
+    }).first() is not None
 
 
 @contextmanager
@@ -426,17 +444,12 @@ def _dedup_candidates(session: Session, jobs: list[Job], settings: Settings) -> 
     if not jobs:
         return {}
     since = utcnow() - timedelta(seconds=settings.inputs.dedup_window_seconds)
-    window = (
-        Job.created_at >= since,
-        # Copies made by dedup are not originals: following them would lock ever more rows.
-        Job.deduplicated_from.is_(None),
-        Job.state.in_([JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.SUCCEEDED]),
-    )
     # Most batches have no duplicate: a plain read says so without loading or locking rows.
-    if not _any_original(session, jobs, window):
+    if not _any_original(session, jobs, since):
         return {}
     where = (Job.client.in_(sorted({job.client for job in jobs})),
-             Job.input_sha256.in_(sorted({job.input_sha256 or '' for job in jobs})), *window)
+             Job.input_sha256.in_(sorted({job.input_sha256 or '' for job in jobs})),
+             *_window(since))
     rows = session.scalars(
         select(Job).where(*where).order_by(Job.created_at.desc()).with_for_update()).all()
     found: dict[DedupKey, Job] = {}
