@@ -91,7 +91,9 @@ class SubmitBatcher:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else
                                          RuntimeError("the API is shutting down"))
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            return  # the callers have the error (each request answers with it, logged there)
         for future, item in zip(futures, accepted, strict=True):
             if not future.done():
                 future.set_result(item)

@@ -39,6 +39,7 @@ __all__ = [
     "AttemptView", "BatchEntry", "BatchOutcome", "Caller", "CancelOutcome", "CancelResult",
     "JobFilter", "JobPage", "JobView", "ProviderAnswer", "ResultFile", "ResultMeta",
     "SubmitOptions", "backend_choices", "cancel", "cancel_at_provider", "costs", "list_jobs",
-    "publish", "read_inputs", "record", "record_unpublished", "requests_for", "resolve_backend", "result", "result_by_token",
-    "retry", "show", "submit", "submit_batch", "submit_paths", "submit_sources", "wait",
+    "publish", "read_inputs", "record", "record_unpublished", "requests_for", "resolve_backend",
+    "result", "result_by_token", "retry", "show", "submit", "submit_batch", "submit_paths",
+    "submit_sources", "wait",
 ]

@@ -16,7 +16,7 @@ from celery.result import AsyncResult
 from PIL import Image
 
 from orchestrator.api.submissions import Accepted, SubmitBatcher
-from orchestrator.jobs.producer import JobRequest, Source
+from orchestrator.jobs.producer import JobRequest, Source, Submitted
 from orchestrator.jobs.states import JobState
 from orchestrator.queue.celery_app import RUN_JOB_TASK, publish_many, publisher_for
 from orchestrator.settings import load_settings
@@ -97,6 +97,33 @@ def test_a_bad_request_fails_alone(env: dict[str, str]) -> None:
     ok = [a for a in accepted if isinstance(a, Accepted)]
     assert len(ok) == 8 and all(a.submitted.state is JobState.QUEUED for a in ok)
     assert len(rows(env["ORCH_DATABASE_URL"])) == 8
+    assert redis.Redis.from_url(env["ORCH_BROKER_URL"]).llen("local") == 8
+
+
+def test_a_batch_whose_publishing_breaks_fails_its_callers_only(env: dict[str, str]) -> None:
+    """Batches are published one after another, each while the next is recorded: an error
+    in one batch's publishing reaches that batch's callers, and the batches after it are
+    published and answered as usual."""
+    settings = load_settings()
+    batcher = SubmitBatcher(settings, max_batch=4)
+    published = batcher._published
+    calls: list[int] = []
+
+    def breaks_once(submitted: list[Submitted]) -> list[Accepted]:
+        calls.append(len(submitted))
+        if len(calls) == 1:
+            raise RuntimeError("broken publishing")
+        return published(submitted)
+
+    batcher._published = breaks_once  # type: ignore[method-assign]
+    accepted = asyncio.run(submit_all(batcher, [request(png(i), name=f"img-{i}") for i in range(12)]))
+
+    assert calls == [4, 4, 4]
+    assert all(isinstance(a, RuntimeError) for a in accepted[:4])
+    assert all(isinstance(a, Accepted) for a in accepted[4:])
+    # The first batch's rows are committed and queued (the reconciler re-drives them); only
+    # the other two batches' messages went out.
+    assert len(rows(env["ORCH_DATABASE_URL"])) == 12
     assert redis.Redis.from_url(env["ORCH_BROKER_URL"]).llen("local") == 8
 
 
