@@ -2,8 +2,9 @@
 
 Routing decides (orchestrator.routing), this module orchestrates, the producer records rows and
 publishes. Every request of one call — ``auto`` included — is recorded by one
-``submit_requests`` call: unkeyed jobs in one transaction, keyed ones each in their own (a reused
-key is a unique violation that would roll back everyone else's rows).
+``record_requests`` call (``submit_requests`` records, then publishes): unkeyed jobs in one
+transaction, keyed ones each in their own (a reused key is a unique violation that would roll
+back everyone else's rows).
 """
 
 from __future__ import annotations

@@ -294,7 +294,6 @@ def _dedupable(request: JobRequest, job: Job, settings: Settings) -> bool:
 
 
 DedupKey = tuple[str, str | None, str, str, str]
-_TEXT_ARRAY = postgresql.ARRAY(String)
 
 
 def _dedup_key(job: Job) -> DedupKey:
@@ -394,6 +393,8 @@ def _window(since: datetime) -> tuple[ColumnElement[bool], ...]:
         Job.state.in_(_ORIGINAL_STATES),
     )
 
+
+_TEXT_ARRAY = postgresql.ARRAY(String)
 
 # PostgreSQL's probe: one index lookup per (client, input hash) pair, through a LATERAL join
 # over two array parameters. With ``client IN (…) AND input_sha256 IN (…)``, a table without
