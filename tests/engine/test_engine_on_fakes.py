@@ -185,6 +185,46 @@ def test_remote_submits_once_polls_and_stores_the_result(
     assert attempt.cost_usd == Decimal("0.000055500")
 
 
+def test_a_not_finished_answer_is_written_once_and_a_stale_one_is_dropped(
+    settings: Settings, remote: FakeRemoteBackend, provider: FakeProvider, published: Published
+) -> None:
+    provider.latency = 30.0  # every poll of this test answers "in progress"
+    job_id = new_job(settings, backends.FAKE_REMOTE)
+    other_id = new_job(settings, backends.FAKE_REMOTE, png((40, 40)))  # other bytes: not merged
+    for key in (job_id, other_id):
+        assert submit_delivery(key, settings=settings, backend=remote,
+                               publish=record(published)).outcome == "submitted"
+    url = settings.database.url.get_secret_value()
+    with session_scope(url) as session:
+        items = attempts.claim_due_polls(session, remote.name, limit=10, lease_seconds=60,
+                                         due_before=transitions.utcnow() + _SOON)
+    [item] = [i for i in items if i.job_id == job_id]
+    assert {i.job_id for i in items} == {job_id, other_id}  # two answers: one statement for both
+    before = transitions.utcnow()
+    RemotePoller(settings, remote, record(published)).poll_now(items)
+
+    [attempt] = load(settings, job_id).attempts
+    [other] = load(settings, other_id).attempts
+    assert other.polls == attempt.polls
+    assert (attempt.polls, attempt.provider_status) == (item.polls + 1, attempts.IN_PROGRESS)
+    assert attempt.first_in_progress_at is not None
+    interval = attempts.poll_interval(item.polls + 1, None, remote.policy())
+    assert attempt.next_poll_at is not None
+    assert before + timedelta(seconds=interval) <= attempt.next_poll_at
+    assert attempt.next_poll_at <= transitions.utcnow() + timedelta(seconds=interval)
+
+    # The same answer again, as from a poller whose lease ran out: the row has moved on.
+    stale = attempts.PollAnswer(item.attempt_id, item.polls, attempts.IN_QUEUE, 7,
+                                transitions.utcnow())
+    with session_scope(url) as session:
+        attempts.record_statuses(session, [stale], remote.policy())
+    [again] = load(settings, job_id).attempts
+    assert (again.polls, again.provider_status, again.queue_position) == (
+        attempt.polls, attempts.IN_PROGRESS, None)
+    assert again.next_poll_at == attempt.next_poll_at
+    assert again.first_in_progress_at == attempt.first_in_progress_at
+
+
 def test_a_job_of_another_backend_on_a_remote_queue_goes_to_its_own_queue(
     settings: Settings, remote: FakeRemoteBackend, provider: FakeProvider, published: Published
 ) -> None:

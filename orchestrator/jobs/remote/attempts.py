@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import DateTime, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import backends
@@ -354,46 +354,44 @@ def poll_interval(polls: int, position: int | None, policy: RemotePolicy) -> flo
     return min(interval, policy.poll_max_seconds)
 
 
-def record_status(
-    session: Session, attempt_id: int, status: str, position: int | None, policy: RemotePolicy,
-    *, polls: int | None = None,
-) -> None:
-    """A poll's answer and the next poll's time. ``polls``: the count the poller claimed the
-    attempt with; while the row still has it, one UPDATE does it all (the most frequent write
-    of a poller), else the row is read first."""
-    if polls is not None and _record_status_at(session, attempt_id, status, position, policy,
-                                               polls):
-        return
-    attempt = session.get(Attempt, attempt_id)
-    if attempt is None or attempt.outcome not in POLLED_OUTCOMES:
-        return
-    now = utcnow()
-    attempt.polls += 1
-    attempt.provider_status = status
-    attempt.queue_position = position
-    if status == IN_PROGRESS and attempt.first_in_progress_at is None:
-        attempt.first_in_progress_at = now
-    attempt.next_poll_at = now + timedelta(seconds=poll_interval(attempt.polls, position, policy))
+@dataclass(frozen=True)
+class PollAnswer:
+    """A poll's answer that the request is not finished yet, to be written with the poller's
+    next claim (``record_statuses``)."""
+
+    attempt_id: int
+    polls: int  # the count the attempt was claimed with
+    status: str  # IN_QUEUE or IN_PROGRESS
+    position: int | None
+    answered_at: datetime
 
 
-def _record_status_at(
-    session: Session, attempt_id: int, status: str, position: int | None, policy: RemotePolicy,
-    polls: int,
-) -> bool:
-    now = utcnow()
-    values: dict[str, Any] = {
-        "polls": polls + 1, "provider_status": status, "queue_position": position,
-        "next_poll_at": now + timedelta(seconds=poll_interval(polls + 1, position, policy)),
-    }
-    if status == IN_PROGRESS:
-        values["first_in_progress_at"] = func.coalesce(Attempt.first_in_progress_at, now)
-    result = session.execute(
-        update(Attempt)
-        .where(Attempt.id == attempt_id, Attempt.polls == polls,
-               Attempt.outcome.in_(POLLED_OUTCOMES))
-        .values(values)
-        .execution_options(synchronize_session=False))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+_RECORD_STATUS = (
+    update(Attempt)
+    .where(Attempt.id == bindparam("b_id"), Attempt.polls == bindparam("b_polls"),
+           # not IN (...): an expanding parameter cannot be used with executemany
+           or_(*(Attempt.outcome == outcome for outcome in POLLED_OUTCOMES)))
+    .values(polls=bindparam("b_polls") + 1, provider_status=bindparam("b_status"),
+            queue_position=bindparam("b_position"),
+            # NULL for a request still queued: the column keeps what it had.
+            first_in_progress_at=func.coalesce(Attempt.first_in_progress_at,
+                                               bindparam("b_started", type_=DateTime(timezone=True))),
+            next_poll_at=bindparam("b_next", type_=DateTime(timezone=True)))
+)
+
+
+def record_statuses(session: Session, answers: Sequence[PollAnswer], policy: RemotePolicy) -> None:
+    """Poll answers and each attempt's next poll time, in one statement (the most frequent
+    write of a poller, made once per tick rather than once per poll). An answer about an
+    attempt whose poll count has moved on (its lease ran out and another poller asked
+    since) or that has ended is dropped: the later write wins."""
+    if not answers:
+        return
+    session.connection().execute(_RECORD_STATUS, [
+        {"b_id": a.attempt_id, "b_polls": a.polls, "b_status": a.status, "b_position": a.position,
+         "b_started": a.answered_at if a.status == IN_PROGRESS else None,
+         "b_next": a.answered_at + timedelta(seconds=poll_interval(a.polls + 1, a.position, policy))}
+        for a in answers])
 
 
 def record_poll_error(
@@ -476,6 +474,7 @@ def fail_remote(
 
 __all__ = [
     "POLLED_OUTCOMES",
+    "PollAnswer",
     "PollItem",
     "adopt_request",
     "claim_due_polls",
@@ -487,7 +486,7 @@ __all__ = [
     "record_accepted",
     "record_poll_error",
     "record_refused",
-    "record_status",
+    "record_statuses",
     "record_unknown",
     "resubmit_delay",
 ]

@@ -34,7 +34,7 @@ from orchestrator.errors import (
 )
 from orchestrator.jobs import transitions
 from orchestrator.jobs.remote import attempts
-from orchestrator.jobs.remote.attempts import PollItem
+from orchestrator.jobs.remote.attempts import PollAnswer, PollItem
 from orchestrator.jobs.remote.limits import mark_key_refused
 from orchestrator.jobs.remote.submit import limits_for, pricing_for
 from orchestrator.jobs.states import ComputeBasis
@@ -66,6 +66,8 @@ class RemotePoller(threading.Thread):
         self.limits = limits_for(backend, settings)
         self.pricing = pricing_for(backend, settings)
         self._stopping = threading.Event()
+        # "Not finished yet" answers, written with the next claim (one transaction a tick).
+        self._answers: list[PollAnswer] = []
         self.on_beat = on_beat  # called every BEAT_SECONDS while the loop runs (worker health)
 
     def stop(self, timeout: float = 10) -> None:
@@ -87,6 +89,8 @@ class RemotePoller(threading.Thread):
         async def run_all() -> None:
             try:
                 await asyncio.gather(*(self._poll(item) for item in items))
+                answers, self._answers = self._answers, []
+                await self._db(attempts.record_statuses, answers, self.policy)
             finally:
                 await self.backend.aclose()
 
@@ -104,10 +108,14 @@ class RemotePoller(threading.Thread):
                     log.warning("recording the poller's heartbeat failed", exc_info=True)
             capacity = self.concurrency - len(tasks)
             items: list[PollItem] = []
-            if capacity > 0:
+            answers, self._answers = self._answers, []
+            if capacity > 0 or answers:
                 try:
-                    items = await asyncio.to_thread(self._claim, capacity)
+                    items = await asyncio.to_thread(self._claim, max(capacity, 0), answers)
                 except Exception as exc:  # noqa: BLE001 - the database may be away: next second
+                    # The answers are kept: their attempts stay leased to this poller until
+                    # written (or until the lease runs out, should it stop first).
+                    self._answers[:0] = answers
                     log.warning("claiming due %s polls failed: %s", self.backend.name,
                                 str(exc).splitlines()[0][:200])
                     await asyncio.sleep(1.0)
@@ -120,10 +128,20 @@ class RemotePoller(threading.Thread):
                 await asyncio.sleep(self.tick)
         if tasks:
             await asyncio.wait(tasks, timeout=10)
+        if self._answers:
+            try:
+                await asyncio.to_thread(self._claim, 0, self._answers)
+            except Exception:  # noqa: BLE001 - their leases run out and they are polled again
+                log.warning("writing the last %s poll answers failed", self.backend.name)
         await self.backend.aclose()
 
-    def _claim(self, limit: int) -> list[PollItem]:
+    def _claim(self, limit: int, answers: list[PollAnswer]) -> list[PollItem]:
+        """Write the answers gathered since the last claim, then take up to ``limit`` due
+        attempts, in one transaction."""
         with session_scope(self.settings.database.url.get_secret_value()) as session:
+            attempts.record_statuses(session, answers, self.policy)
+            if limit <= 0:
+                return []
             return attempts.claim_due_polls(session, self.backend.name, limit=limit,
                                             lease_seconds=self.settings.retries.lease_seconds)
 
@@ -151,11 +169,11 @@ class RemotePoller(threading.Thread):
             elif self._past_deadline(item):
                 await self._cancel_at_deadline(item)
             elif isinstance(status, Queued):
-                await self._db(attempts.record_status, item.attempt_id, attempts.IN_QUEUE,
-                               status.position, self.policy, polls=item.polls)
+                self._answers.append(PollAnswer(item.attempt_id, item.polls, attempts.IN_QUEUE,
+                                                status.position, utcnow()))
             elif isinstance(status, Running):
-                await self._db(attempts.record_status, item.attempt_id, attempts.IN_PROGRESS,
-                               None, self.policy, polls=item.polls)
+                self._answers.append(PollAnswer(item.attempt_id, item.polls,
+                                                attempts.IN_PROGRESS, None, utcnow()))
         except ProviderCallFailed as exc:
             await self._retry_later(item, str(exc))
         except CredentialsRefused as exc:
