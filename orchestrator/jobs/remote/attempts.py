@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import DateTime, bindparam, func, or_, select, update
+from sqlalchemy import DateTime, bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from orchestrator import backends
@@ -174,11 +174,19 @@ def record_accepted(
     policy: RemotePolicy,
 ) -> bool:
     """Store the request id; False if the job was cancelled meanwhile (the caller cancels it
-    at the provider)."""
-    job = lock_job(session, claim.job_id)
-    assert job is not None
+    at the provider). Two statements, no rows read into the session: it runs once per paid
+    submit."""
     now = utcnow()
-    # Written without reading the row first: nothing here depends on what it holds.
+    ours = Job.lease_owner == str(claim.owner)
+    # The job's row first, as every writer takes it before its attempts': the lease this
+    # delivery held is let go, and the state it returns says whether the job is still wanted.
+    state = session.execute(
+        update(Job)
+        .where(Job.id == claim.job_id)
+        .values(lease_owner=case((ours, None), else_=Job.lease_owner),
+                lease_expires_at=case((ours, None), else_=Job.lease_expires_at))
+        .returning(Job.state)
+        .execution_options(synchronize_session=False)).scalar_one()
     updated = session.execute(
         update(Attempt)
         .where(Attempt.id == claim.attempt_id)
@@ -188,10 +196,7 @@ def record_accepted(
                 **({"first_in_progress_at": now} if status == IN_PROGRESS else {}))
         .execution_options(synchronize_session=False))
     assert updated.rowcount == 1  # type: ignore[attr-defined]
-    if job.lease_owner == str(claim.owner):
-        job.lease_owner = None
-        job.lease_expires_at = None
-    return job.state is JobState.RUNNING
+    return bool(state is JobState.RUNNING)
 
 
 def record_refused(
