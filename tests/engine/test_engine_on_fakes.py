@@ -323,6 +323,57 @@ def test_cancel_reaches_the_provider(
     assert load(settings, job_id).state is JobState.CANCELLED
 
 
+def test_a_job_cancelled_while_its_submit_is_in_the_air_is_cancelled_at_the_provider(
+    settings: Settings, provider: FakeProvider, published: Published
+) -> None:
+    provider.latency = 30
+    url = settings.database.url.get_secret_value()
+
+    class CancelledMeanwhile(FakeRemoteBackend):
+        def submit(self, payload, *, callback_url):  # type: ignore[no-untyped-def]
+            accepted = super().submit(payload, callback_url=callback_url)
+            with session_scope(url) as session:  # an operator's cancel, between POST and reply
+                transitions.cancel(session, job_id)
+            return accepted
+
+    backend = CancelledMeanwhile(settings, provider=provider)
+    job_id = new_job(settings, backends.FAKE_REMOTE)
+    report = submit_delivery(job_id, settings=settings, backend=backend, publish=record(published))
+
+    assert report.outcome == "submitted"
+    assert provider.requests[report.detail].cancelled
+    job = load(settings, job_id)
+    assert job.state is JobState.CANCELLED
+    assert job.attempts[0].provider_request_id == report.detail  # its cost can still be found
+
+
+def test_a_paid_submit_lets_go_of_its_own_lease_only(settings: Settings) -> None:
+    job_id = new_job(settings, backends.FAKE_REMOTE)
+    url = settings.database.url.get_secret_value()
+    backend = backends.get_remote(backends.FAKE_REMOTE, settings)
+    with session_scope(url) as session:
+        claim = attempts.claim_submit(session, job_id, settings, backend.policy())
+    assert isinstance(claim, transitions.Claim)
+    with session_scope(url) as session:  # another delivery has taken the lease meanwhile
+        job = session.get(Job, job_id)
+        assert job is not None and job.lease_owner == str(claim.owner)
+        job.lease_owner = "someone-else"
+    with session_scope(url) as session:
+        assert attempts.record_accepted(session, claim, "req-1", attempts.IN_QUEUE, 3,
+                                        backend.policy())
+    job = load(settings, job_id)
+    assert job.lease_owner == "someone-else" and job.lease_expires_at is not None
+    assert (job.attempts[0].provider_request_id, job.attempts[0].queue_position) == ("req-1", 3)
+
+    with session_scope(url) as session:
+        session.get(Job, job_id).lease_owner = str(claim.owner)  # type: ignore[union-attr]
+    with session_scope(url) as session:
+        assert attempts.record_accepted(session, claim, "req-1", attempts.IN_QUEUE, 3,
+                                        backend.policy())
+    job = load(settings, job_id)
+    assert job.lease_owner is None and job.lease_expires_at is None
+
+
 def test_reconciler_closes_the_attempt_a_dead_worker_left_running(settings: Settings) -> None:
     """Cancelled while running, and the worker died before it noticed: the reconciler closes
     the attempt once the job has been quiet for two leases (found by the state machine)."""
