@@ -44,6 +44,7 @@ MAPPING: dict[str, str] = {
     "fal_poll_batch": "fal.poll_batch",
     "fal_max_result_bytes": "fal.max_result_bytes",
     "fal_resubmit_after_seconds": "fal.resubmit_after_seconds",
+    "fal_slot_wait_seconds": "fal.slot_wait_seconds",
     "fal_request_timeout_seconds": "fal.request_timeout_seconds",
     "fal_webhook_url": "fal.webhook_url",
     "fal_adopt_wait_seconds": "fal.adopt_wait_seconds",

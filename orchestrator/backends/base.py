@@ -156,6 +156,9 @@ class RemotePolicy:
     adopt_wait_seconds: float
     max_result_bytes: int
     callback_url: str | None = None
+    # A submit that finds max_in_flight reached waits this long for a slot before its message
+    # is handed back to the queue for later.
+    slot_wait_seconds: float = 0.0
 
 
 class RemoteBackend(Backend):

@@ -121,6 +121,13 @@ class FalSettings(_Group):
         "fal_max_submits_per_second", 20.0, gt=0,
         description="Submits per second to fal, for all workers together (kept in Redis).",
     )
+    slot_wait_seconds: float = _setting(
+        "fal_slot_wait_seconds", 5.0, ge=0, le=60,
+        description="How long a submit waits for a free slot when ORCH_FAL_MAX_IN_FLIGHT "
+        "requests are in flight (woken as soon as one ends), before its message goes back to "
+        "the queue for later; it holds its worker process meanwhile. 0: back to the queue at "
+        "once.",
+    )
     submit_timeout_seconds: float = _setting("fal_submit_timeout_seconds", 30.0, gt=0,
                                              description="Timeout of one submit to fal.")
     poll_initial_seconds: float = _setting(

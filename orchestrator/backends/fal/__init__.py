@@ -102,6 +102,7 @@ class FalBackend(RemoteBackend):
             adopt_wait_seconds=s.fal.adopt_wait_seconds,
             max_result_bytes=s.fal.max_result_bytes,
             callback_url=s.fal.webhook_url,
+            slot_wait_seconds=s.fal.slot_wait_seconds,
         )
 
     def prepare(self, job_input: RemoteInput) -> dict[str, Any]:

@@ -4,6 +4,11 @@ per worker), and the mark that its provider refused the credentials in use.
 - requests in flight at the provider: a sorted set of job ids, added atomically below the limit
   and removed when the attempt ends; entries older than a day are dropped as leaks;
 - submissions per second: a counter per one-second window.
+
+A submit that finds every slot taken waits a little for one, as a semaphore's waiter would:
+each release pushes a token on a list that waiters block on (``BLPOP``, longest waiter first).
+A token only wakes a waiter, which then tries the atomic acquire again; tokens nobody takes are
+trimmed to the limit's length and expire.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ import redis
 
 from orchestrator.queue.broker import redis_client
 
-# Both limits in one script, one round trip. A refusal by the submit rate drops the slot, held
-# before or not (as a release would).
+# Both limits in one script, one round trip: 1 taken, 0 every slot in use, -1 over the submit
+# rate. A refusal by the submit rate drops the slot, held before or not (as a release would).
 _ACQUIRE = """
 local key, window = KEYS[1], KEYS[2]
 local limit, now, member, stale = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
@@ -28,9 +33,18 @@ local n = redis.call('INCR', window)
 if n == 1 then redis.call('EXPIRE', window, 2) end
 if n > per_second then
   redis.call('ZREM', key, member)
-  return 0
+  return -1
 end
 if not held then redis.call('ZADD', key, now, member) end
+return 1
+"""
+
+_RELEASE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('LPUSH', KEYS[2], '1')
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1)
+  redis.call('EXPIRE', KEYS[2], 60)
+end
 return 1
 """
 
@@ -38,6 +52,10 @@ log = logging.getLogger("orchestrator.remote.limits")
 
 # Per backend name (fal's keys are those of the first releases: no migration needed).
 IN_FLIGHT_KEY = "orchestrator:{backend}:in_flight"
+RELEASED_KEY = "orchestrator:{backend}:released"
+# Each BLPOP waits at most this long (Redis takes fractional seconds; the client's socket
+# timeout is 5 s), so a waiter notices its own deadline.
+_WAKE_SECONDS = 1.0
 RATE_KEY = "orchestrator:{backend}:submits:{second}"
 UNAVAILABLE_KEY = "orchestrator:{backend}:unavailable:{fingerprint}"
 
@@ -48,21 +66,37 @@ class RemoteLimits:
         self.redis = redis_client(broker_url)
         self.backend = backend
         self.key = IN_FLIGHT_KEY.format(backend=backend)
+        self.released_key = RELEASED_KEY.format(backend=backend)
         self.max_in_flight = max_in_flight
         self.max_per_second = max_per_second
         self._acquire = self.redis.register_script(_ACQUIRE)  # EVALSHA: the body is sent once
+        self._release = self.redis.register_script(_RELEASE)
 
-    def try_acquire(self, attempt_key: str) -> bool:
-        """Reserve an in-flight slot and a submit in this second; False when over a limit."""
+    def _try(self, attempt_key: str) -> int:
         now = time.time()
         window = RATE_KEY.format(backend=self.backend, second=int(now))
-        return bool(self._acquire(keys=[self.key, window],
-                                  args=[self.max_in_flight, now, attempt_key, 86400,
-                                        max(1, int(self.max_per_second))]))
+        return int(self._acquire(keys=[self.key, window],
+                                 args=[self.max_in_flight, now, attempt_key, 86400,
+                                       max(1, int(self.max_per_second))]))
+
+    def try_acquire(self, attempt_key: str, *, wait_seconds: float = 0.0) -> bool:
+        """Reserve an in-flight slot and a submit in this second; False when over a limit.
+        While every slot is in use, wait up to ``wait_seconds`` for one to be released (a
+        refusal by the submit rate returns at once)."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            verdict = self._try(attempt_key)
+            if verdict > 0:
+                return True
+            left = deadline - time.monotonic()
+            if verdict < 0 or left <= 0:
+                return False
+            self.redis.blpop([self.released_key], timeout=min(left, _WAKE_SECONDS))
 
     def release(self, attempt_key: str) -> None:
         try:
-            self.redis.zrem(self.key, attempt_key)
+            self._release(keys=[self.key, self.released_key],
+                          args=[attempt_key, max(1, self.max_in_flight)])
         except redis.RedisError as exc:  # the job's outcome is stored; the slot ages out
             log.warning("could not release %s slot %s (Redis: %s)", self.backend, attempt_key, exc)
 

@@ -88,8 +88,8 @@ def _submit_delivery(
     limits = limits_for(backend, settings)
     pricing = pricing_for(backend, settings)
     slot = str(job_id)
-    if not limits.try_acquire(slot):
-        # Over a shared limit: hand the message back for a little later; no slot is held.
+    if not limits.try_acquire(slot, wait_seconds=policy.slot_wait_seconds):
+        # Still over a shared limit: hand the message back for a little later; no slot is held.
         publish(job_id, backend.name, random.uniform(0.5, 1.5))
         return RunReport("busy", f"{backend.name} limit reached; re-published")
 
