@@ -91,7 +91,8 @@ class RemoteLimits:
             left = deadline - time.monotonic()
             if verdict < 0 or left <= 0:
                 return False
-            self.redis.blpop([self.released_key], timeout=min(left, _WAKE_SECONDS))
+            # At least 10 ms: Redis reads a timeout that rounds to 0 ms as "block forever".
+            self.redis.blpop([self.released_key], timeout=max(0.01, min(left, _WAKE_SECONDS)))
 
     def release(self, attempt_key: str) -> None:
         try:

@@ -113,9 +113,10 @@ class RemotePoller(threading.Thread):
                 try:
                     items = await asyncio.to_thread(self._claim, max(capacity, 0), answers)
                 except Exception as exc:  # noqa: BLE001 - the database may be away: next second
-                    # The answers are kept: their attempts stay leased to this poller until
-                    # written (or until the lease runs out, should it stop first).
-                    self._answers[:0] = answers
+                    # The answers are kept for the next try (their attempts stay leased to this
+                    # poller until written), at most a few batches' worth: the oldest dropped
+                    # are polled again once their lease runs out.
+                    self._answers = (answers + self._answers)[-4 * self.concurrency:]
                     log.warning("claiming due %s polls failed: %s", self.backend.name,
                                 str(exc).splitlines()[0][:200])
                     await asyncio.sleep(1.0)
