@@ -803,9 +803,9 @@ def main() -> None:
     parser.add_argument("--peak-factor", type=float, default=5.0, help="peak rate / mean rate (an assumption)")
     parser.add_argument("--fal-share", type=float, default=0.3, help="share of jobs on fal (cost-report data)")
     parser.add_argument("--attempts-per-job", type=float, default=1.15, help="cost-report data: 15 %% retried")
-    parser.add_argument("--inference-img-s", type=float, default=0.437,
+    parser.add_argument("--inference-img-s", type=float, default=1.18,
                         help="local inference, images/s on this 2-core machine (the local "
-                        "benchmark's bare rembg and pipeline, 1 session x 2 threads, at d4889b9)")
+                        "benchmark's pipeline, 1 session x 2 threads, float32 copy, at 8393ace)")
     parser.add_argument("--fal-request-s", type=float, default=1.0, help="seconds a fal request is in flight")
     parser.add_argument("--fal-concurrency", type=int, default=40,
                         help="fal's concurrency limit per account (the most it grants; docs/fal-queue-protocol §9)")
