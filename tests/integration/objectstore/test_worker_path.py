@@ -27,6 +27,13 @@ def _png(i: int) -> bytes:
     return buf.getvalue()
 
 
+def _folder(path: Path, numbers: range) -> Path:
+    path.mkdir()
+    for i in numbers:
+        (path / f"img{i:02}.png").write_bytes(_png(i))
+    return path
+
+
 def _backend_output(data: bytes) -> bytes:
     """What the local backend produces for this input, computed here in-process."""
     from orchestrator.backends.local import LocalBackend
@@ -133,24 +140,22 @@ def test_store_killed_mid_run_jobs_retry_and_finish_nothing_lost(
     db = s3_env["ORCH_DATABASE_URL"]
     env = {**s3_env, "ORCH_MAX_ATTEMPTS": "30", "ORCH_S3_MAX_ATTEMPTS": "1",
            "ORCH_S3_CONNECT_TIMEOUT_SECONDS": "1"}
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for i in range(24):
-        (folder / f"img{i:02}.png").write_bytes(_png(i % 6))
-    submitted = run_cli(env, "submit", str(folder), "--backend", "local")
-    assert submitted.returncode == 0, submitted.stderr
     start_worker("--queues", "local", "--concurrency", "2", extra_env=env)
-    # Let a few finish, then SIGKILL the store while the rest run.
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        done = sum(j.state is JobState.SUCCEEDED for j in load_jobs(db))
-        if done >= 3:
-            break
-        time.sleep(0.05)
+    # A few finish with the store up...
+    first = _folder(tmp_path / "first", range(6))
+    submitted = run_cli(env, "submit", str(first), "--backend", "local")
+    assert submitted.returncode == 0, submitted.stderr
+    assert {j.state for j in wait_all_final(db, timeout=90)} == {JobState.SUCCEEDED}
+    # ...then the store is SIGKILLed the moment the next batch is queued, so most of it runs
+    # while the store is away, however fast the worker is (distinct images: none is merged).
+    second = _folder(tmp_path / "second", range(6, 36))
+    submitted = run_cli(env, "submit", str(second), "--backend", "local")
+    assert submitted.returncode == 0, submitted.stderr
     seaweed.kill()
     time.sleep(4)
     seaweed.start()
     jobs = wait_all_final(db, timeout=240)
+    assert len(jobs) == 36
     assert {j.state for j in jobs} == {JobState.SUCCEEDED}, [(j.state, j.error_message) for j in jobs]
     with psycopg.connect(db.replace("+psycopg", "")) as conn:
         retried = conn.execute("SELECT count(*) FROM attempts WHERE outcome = 'retry' "
