@@ -53,11 +53,12 @@ log = logging.getLogger("orchestrator.remote.limits")
 # Per backend name (fal's keys are those of the first releases: no migration needed).
 IN_FLIGHT_KEY = "orchestrator:{backend}:in_flight"
 RELEASED_KEY = "orchestrator:{backend}:released"
+RATE_KEY = "orchestrator:{backend}:submits:{second}"
+UNAVAILABLE_KEY = "orchestrator:{backend}:unavailable:{fingerprint}"
+
 # Each BLPOP waits at most this long (Redis takes fractional seconds; the client's socket
 # timeout is 5 s), so a waiter notices its own deadline.
 _WAKE_SECONDS = 1.0
-RATE_KEY = "orchestrator:{backend}:submits:{second}"
-UNAVAILABLE_KEY = "orchestrator:{backend}:unavailable:{fingerprint}"
 
 
 class RemoteLimits:

@@ -90,7 +90,8 @@ class RemotePoller(threading.Thread):
             try:
                 await asyncio.gather(*(self._poll(item) for item in items))
                 answers, self._answers = self._answers, []
-                await self._db(attempts.record_statuses, answers, self.policy)
+                if answers:  # none when every poll finished its request
+                    await self._db(attempts.record_statuses, answers, self.policy)
             finally:
                 await self.backend.aclose()
 
